@@ -1,0 +1,170 @@
+"""The backend contract: the one op table every Needle device implements.
+
+A backend works on *flat, compact buffers* and knows nothing about views. Every view
+(reshape, permute, broadcast, slice, flip) lives in :class:`needle.backend_ndarray.NDArray`,
+which hands a backend either a compact buffer or an explicit ``(shape, strides, offset)``
+description of a strided view to copy.
+
+Adding a device means writing one class derived from :class:`Backend` in a package of its
+own and naming it in ``device.py``'s registry. Nothing else in Needle changes.
+
+Op table (grouped as tinygrad groups its ops):
+
+=========== ===================================================================
+group       methods
+=========== ===================================================================
+memory      ``alloc``, ``from_numpy``, ``to_numpy``, ``synchronize``
+movement    ``fill``, ``compact``, ``ewise_setitem``, ``scalar_setitem``
+unary       ``unary(op, a, out)`` for ``op`` in :data:`UNARY_OPS`
+binary      ``binary(op, a, b, out)`` for ``op`` in :data:`BINARY_OPS`
+scalar      ``scalar(op, a, value, out)``: ``out = op(a, value)``, same op names
+reduce      ``reduce(op, a, out, reduce_size)`` for ``op`` in :data:`REDUCE_OPS`
+matmul      ``matmul(a, b, out, batch, m, k, n)``
+conv        ``conv2d(a, w, out, in_shape, kernel, out_channels, stride)``
+fused       ``logsumexp``, ``softmax``, ``cross_entropy``, ``layernorm``,
+            ``layernorm_backward``, ``bias_act``, ``sgd_update``, ``adam_update``
+=========== ===================================================================
+
+The *fused* group is optional: ``backend.supports(name)`` says whether a backend has it,
+and the ops layer falls back to a composition of the other ops when it does not. Fused ops
+work on rows: ``rows`` independent rows of ``cols`` contiguous elements.
+
+Conventions:
+
+* Buffers are backend objects with a ``size`` attribute (number of elements) and a
+  ``dtype`` attribute (a ``numpy.dtype``). Strides and offsets are in *elements*.
+* Comparison ops produce 1.0 / 0.0 in the input dtype (as classic Needle does).
+* ``reduce`` treats ``a`` as a row-major ``(out.size, reduce_size)`` matrix and reduces rows.
+* ``matmul`` computes ``batch`` independent row-major ``(m, k) @ (k, n)`` products.
+* ``conv2d`` takes an already padded NHWC input ``in_shape = (N, H, W, C)``, weights
+  ``(kernel, kernel, C, out_channels)``, and writes ``(N, Ho, Wo, out_channels)`` with
+  ``Ho = (H - kernel) // stride + 1``.
+* Floating-point exceptions are not errors: ``log(-1)`` is NaN, as on a GPU.
+"""
+
+UNARY_OPS = ("neg", "exp", "log", "tanh", "sigmoid", "sqrt", "relu", "abs", "sin", "cos")
+BINARY_OPS = ("add", "sub", "mul", "div", "pow", "maximum", "minimum",
+              "eq", "ne", "lt", "le", "gt", "ge")
+REDUCE_OPS = ("sum", "max")
+FUSED_OPS = ("logsumexp", "softmax", "cross_entropy", "layernorm", "layernorm_backward",
+             "bias_act", "sgd_update", "adam_update")
+ACTIVATIONS = ("identity", "relu")
+
+
+class Backend:
+    """Base class of a device backend. Subclasses implement every method below.
+
+    A method a backend does not override raises :class:`NotImplementedError` naming the
+    backend and the op, so a missing op is never silent.
+    """
+
+    name = "abstract"
+    #: dtypes this backend can hold, as numpy dtype names
+    dtypes = ("float32",)
+
+    def unavailable_reason(self):
+        """``None`` if this backend can run here, else a sentence saying why not."""
+        return None
+
+    def _missing(self, op):
+        raise NotImplementedError(f"the {self.name} backend does not implement '{op}'")
+
+    # -- memory -------------------------------------------------------------------------
+    def alloc(self, size, dtype):
+        """A new uninitialised flat buffer of ``size`` elements of ``dtype``."""
+        self._missing("alloc")
+
+    def from_numpy(self, array, out):
+        """Copy a C-contiguous numpy array (same dtype, same size) into buffer ``out``."""
+        self._missing("from_numpy")
+
+    def to_numpy(self, a, shape, strides, offset):
+        """Return a new numpy array holding the strided view of ``a``."""
+        self._missing("to_numpy")
+
+    def synchronize(self):
+        """Block until all queued work on this device has finished."""
+
+    # -- movement -----------------------------------------------------------------------
+    def fill(self, out, value):
+        self._missing("fill")
+
+    def compact(self, a, out, shape, strides, offset):
+        """``out[i] = a[view(i)]``: gather the strided view of ``a`` into compact ``out``."""
+        self._missing("compact")
+
+    def ewise_setitem(self, a, out, shape, strides, offset):
+        """``out[view(i)] = a[i]``: scatter compact ``a`` into the strided view of ``out``."""
+        self._missing("ewise_setitem")
+
+    def scalar_setitem(self, size, value, out, shape, strides, offset):
+        """``out[view(i)] = value`` for the ``size`` elements of the view."""
+        self._missing("scalar_setitem")
+
+    # -- arithmetic ---------------------------------------------------------------------
+    def unary(self, op, a, out):
+        self._missing(f"unary:{op}")
+
+    def binary(self, op, a, b, out):
+        self._missing(f"binary:{op}")
+
+    def scalar(self, op, a, value, out):
+        self._missing(f"scalar:{op}")
+
+    def reduce(self, op, a, out, reduce_size):
+        self._missing(f"reduce:{op}")
+
+    def matmul(self, a, b, out, batch, m, k, n):
+        self._missing("matmul")
+
+    def conv2d(self, a, w, out, in_shape, kernel, out_channels, stride):
+        self._missing("conv2d")
+
+    # -- fused (optional: see supports) -------------------------------------------------
+    def supports(self, op):
+        """Whether this backend implements fused op ``op`` itself."""
+        return op in FUSED_OPS and getattr(type(self), op) is not getattr(Backend, op)
+
+    def logsumexp(self, a, out, rows, cols):
+        """``out[r] = log(sum_c exp(a[r, c]))``, computed stably (max subtracted)."""
+        self._missing("logsumexp")
+
+    def softmax(self, a, out, rows, cols):
+        """``out[r, c] = exp(a[r, c]) / sum_c exp(a[r, c])``."""
+        self._missing("softmax")
+
+    def cross_entropy(self, logits, labels, loss, grad, rows, cols):
+        """Per-row softmax cross-entropy and its gradient.
+
+        ``labels`` holds ``rows`` class indices stored as floats. Writes
+        ``loss[r] = logsumexp(logits[r]) - logits[r, labels[r]]`` and
+        ``grad[r, c] = softmax(logits[r])[c] - (c == labels[r])``.
+        """
+        self._missing("cross_entropy")
+
+    def layernorm(self, x, weight, bias, out, mean, rstd, rows, cols, eps):
+        """``out = (x - mean) * rstd * weight + bias`` per row; also writes mean and rstd.
+
+        ``rstd = 1 / sqrt(var + eps)`` with the biased variance; weight and bias have ``cols``
+        elements.
+        """
+        self._missing("layernorm")
+
+    def layernorm_backward(self, grad, x, weight, mean, rstd, dx, dweight, dbias, rows, cols):
+        """Gradients of :meth:`layernorm` for x, weight and bias."""
+        self._missing("layernorm_backward")
+
+    def bias_act(self, a, bias, out, rows, cols, act):
+        """``out[r, c] = act(a[r, c] + bias[c])`` with ``act`` in :data:`ACTIVATIONS`."""
+        self._missing("bias_act")
+
+    def sgd_update(self, param, grad, buf, lr, momentum, weight_decay, first_step):
+        """In place, PyTorch's SGD: ``g = grad + wd * param``; with momentum
+        ``buf = g if first_step else momentum * buf + g`` and ``g = buf``; ``param -= lr * g``.
+        ``buf`` is ``None`` when momentum is 0."""
+        self._missing("sgd_update")
+
+    def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
+        """In place, PyTorch's Adam (L2 weight decay added to the gradient, bias correction
+        with ``step`` counted from 1)."""
+        self._missing("adam_update")

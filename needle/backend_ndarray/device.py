@@ -1,0 +1,162 @@
+"""The device registry: ``needle.cpu()``, ``needle.cuda()``, ... and what each needs.
+
+A device object always exists (as in classic Needle); its backend is imported lazily on
+first use, so ``needle.cuda()`` works on any machine and ``enabled()`` says whether it
+can run. Putting data on a device that cannot run raises :class:`DeviceUnavailableError`
+saying what is missing and how to install it.
+"""
+import importlib
+
+import numpy as np
+
+from ..errors import DeviceUnavailableError, DTypeError
+
+# name -> (module, backend class, how to get it); the only place that lists devices
+_REGISTRY = {
+    "cpu": ("needle.backend_ndarray.numpy_backend", "NumpyBackend", None),
+    "cuda": ("needle.backend_ndarray.cuda", "CudaBackend", "pip install 'needle[cuda]'"),
+    "cudnn": ("needle.backend_ndarray.cudnn", "CudnnBackend", "pip install 'needle[cudnn]'"),
+    "webgpu": ("needle.backend_ndarray.webgpu", "WebGPUBackend", "pip install 'needle[webgpu]'"),
+}
+
+_DTYPES = ("float32", "float64")
+
+
+def canonical_dtype(dtype):
+    """Map ``"float32"``, ``np.float32``, ``np.dtype('float32')`` ... to its name, or raise."""
+    if dtype is None:
+        return "float32"
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in _DTYPES:
+        raise DTypeError(f"unknown dtype {dtype!r}; Needle supports {', '.join(_DTYPES)}")
+    return name
+
+
+class Device:
+    """A device Needle can put arrays on. Compare with ``==``; print to see its name."""
+
+    def __init__(self, name):
+        self.name = name
+        self._backend = None
+        self._reason = None
+
+    def _load(self):
+        if self._backend is not None or self._reason is not None:
+            return
+        module, cls, install = _REGISTRY[self.name]
+        try:
+            backend = getattr(importlib.import_module(module), cls)()
+        except ImportError as e:
+            self._reason = f"its backend could not be imported ({e})"
+            if install:
+                self._reason += f"; install it with: {install}"
+            return
+        reason = backend.unavailable_reason()
+        if reason:
+            self._reason = reason + (f" (install: {install})" if install else "")
+        else:
+            self._backend = backend
+
+    def enabled(self):
+        """Whether this device can run on this machine."""
+        self._load()
+        return self._backend is not None
+
+    def unavailable_reason(self):
+        """``None`` if enabled, else why not and what to install."""
+        self._load()
+        return self._reason
+
+    @property
+    def backend(self):
+        """The backend implementing the op table; raises if the device cannot run here."""
+        self._load()
+        if self._backend is None:
+            raise DeviceUnavailableError(f"needle.{self.name}() is not available: {self._reason}")
+        return self._backend
+
+    def check_dtype(self, dtype):
+        name = canonical_dtype(dtype)
+        if name not in self.backend.dtypes:
+            raise DTypeError(f"needle.{self.name}() cannot hold {name}; "
+                             f"it supports {', '.join(self.backend.dtypes)}")
+        return name
+
+    def synchronize(self):
+        """Wait for all queued work on this device."""
+        self.backend.synchronize()
+
+    # array factories used by needle.init (classic Needle's BackendDevice API)
+    def empty(self, shape, dtype="float32"):
+        from .ndarray import NDArray
+        return NDArray.make(tuple(shape), device=self, dtype=dtype)
+
+    def full(self, shape, fill_value, dtype="float32"):
+        arr = self.empty(shape, dtype)
+        arr.fill(fill_value)
+        return arr
+
+    def rand(self, *shape, dtype="float32"):
+        from .ndarray import NDArray
+        return NDArray(np.random.rand(*shape), device=self, dtype=dtype)
+
+    def randn(self, *shape, dtype="float32"):
+        from .ndarray import NDArray
+        return NDArray(np.random.randn(*shape), device=self, dtype=dtype)
+
+    def one_hot(self, n, i, dtype="float32"):
+        from .ndarray import NDArray
+        return NDArray(np.eye(n)[np.asarray(i, dtype=np.int64)], device=self, dtype=dtype)
+
+    def __eq__(self, other):
+        return isinstance(other, Device) and other.name == self.name
+
+    def __hash__(self):
+        return hash(self.name)
+
+    def __repr__(self):
+        return f"needle.{self.name}()"
+
+
+_DEVICES = {name: Device(name) for name in _REGISTRY}
+
+
+def cpu():
+    """The NumPy CPU device; always available and the default."""
+    return _DEVICES["cpu"]
+
+
+def cuda():
+    """NVIDIA GPUs through Needle's own CUDA kernels (extra ``cuda``)."""
+    return _DEVICES["cuda"]
+
+
+def cudnn():
+    """NVIDIA GPUs through cuBLASLt / cuDNN (extra ``cudnn``)."""
+    return _DEVICES["cudnn"]
+
+
+def webgpu():
+    """Apple (Metal), Vulkan and DX12 GPUs through WGSL kernels (extra ``webgpu``)."""
+    return _DEVICES["webgpu"]
+
+
+def device(name):
+    """The device called ``name`` (``"cpu"``, ``"cuda"``, ``"cudnn"``, ``"webgpu"``)."""
+    if isinstance(name, Device):
+        return name
+    if name not in _DEVICES:
+        raise ValueError(f"unknown device {name!r}; Needle has {', '.join(_DEVICES)}")
+    return _DEVICES[name]
+
+
+def default_device():
+    return cpu()
+
+
+def all_devices():
+    """Every device Needle knows, available or not; ``enabled()`` tells which work here."""
+    return list(_DEVICES.values())

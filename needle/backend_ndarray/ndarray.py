@@ -1,0 +1,450 @@
+"""NDArray: a strided view (shape, strides, offset) over a flat device buffer.
+
+Views are made here and only here. Every op first makes its operands compact (one
+strided-copy call to the backend, skipped when already compact) and then calls one entry of
+the backend op table on flat buffers.
+"""
+import math
+import numbers
+
+import numpy as np
+
+from ..errors import DeviceMismatchError, DTypeError, ShapeError
+from .device import Device, canonical_dtype, default_device
+from .device import device as lookup_device
+
+
+def prod(shape):
+    return math.prod(shape)
+
+
+def compact_strides(shape):
+    """Row-major strides, in elements, of a compact array of ``shape``."""
+    strides, acc = [], 1
+    for dim in reversed(shape):
+        strides.append(acc)
+        acc *= dim
+    return tuple(reversed(strides))
+
+
+def _normalize_axes(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    out = []
+    for ax in axes:
+        if not -ndim <= ax < max(ndim, 1):
+            raise ShapeError(f"axis {ax} is out of range for an array of {ndim} dimensions")
+        out.append(ax % ndim if ndim else 0)
+    if len(set(out)) != len(out):
+        raise ShapeError(f"repeated axis in {axis}")
+    return tuple(out)
+
+
+def broadcast_shapes(*shapes):
+    """NumPy's broadcasting rule; raises :class:`ShapeError` naming both shapes."""
+    ndim = max(len(s) for s in shapes)
+    out = []
+    for i in range(ndim):
+        dims = {s[i - ndim + len(s)] for s in shapes if i - ndim + len(s) >= 0} - {1}
+        if len(dims) > 1:
+            raise ShapeError(f"shapes {' and '.join(map(str, shapes))} cannot be broadcast together")
+        out.append(dims.pop() if dims else 1)
+    return tuple(out)
+
+
+class NDArray:
+    """An n-dimensional array on a Needle device.
+
+    Args:
+        other: an NDArray, a numpy array or anything ``numpy.asarray`` accepts.
+        device: where to put it (default ``needle.default_device()``).
+        dtype: ``"float32"`` (default) or ``"float64"``.
+
+    Example:
+        >>> a = NDArray(np.arange(6).reshape(2, 3), device=needle.cpu())
+        >>> a.permute((1, 0)).numpy().shape
+        (3, 2)
+    """
+
+    def __init__(self, other, device=None, dtype=None):
+        if isinstance(device, str):
+            device = lookup_device(device)
+        if isinstance(other, NDArray):
+            device = device or other.device
+            dtype = canonical_dtype(dtype or other.dtype)
+            if device == other.device and dtype == other.dtype:
+                self._init(other.compact() if not other.is_compact() else other._copy())
+            else:
+                self._init(NDArray(other.numpy(), device=device, dtype=dtype))
+            return
+        device = device or default_device()
+        dtype = device.check_dtype(dtype or "float32")
+        array = np.asarray(other, dtype=dtype, order="C")  # (ascontiguousarray makes 0-d 1-d)
+        self._init(NDArray.make(array.shape, device=device, dtype=dtype))
+        if array.size:
+            device.backend.from_numpy(array, self._handle)
+
+    def _init(self, other):
+        self._shape, self._strides, self._offset = other._shape, other._strides, other._offset
+        self._device, self._handle, self._dtype = other._device, other._handle, other._dtype
+
+    @staticmethod
+    def make(shape, strides=None, device=None, handle=None, offset=0, dtype="float32"):
+        """A new NDArray over ``handle`` (allocated if ``None``) with the given layout."""
+        array = NDArray.__new__(NDArray)
+        array._shape = tuple(int(d) for d in shape)
+        array._strides = compact_strides(array._shape) if strides is None else tuple(strides)
+        array._offset = offset
+        array._device = device or default_device()
+        array._dtype = canonical_dtype(dtype)
+        if handle is None:
+            handle = array._device.backend.alloc(prod(array._shape), array._dtype)
+        array._handle = handle
+        return array
+
+    def _copy(self):
+        out = NDArray.make(self._shape, device=self._device, dtype=self._dtype)
+        if self.size:
+            self._backend.compact(self._handle, out._handle, self._shape, self._strides, self._offset)
+        return out
+
+    # -- properties -----------------------------------------------------------------------
+    shape = property(lambda self: self._shape)
+    strides = property(lambda self: self._strides)
+    offset = property(lambda self: self._offset)
+    device = property(lambda self: self._device)
+    dtype = property(lambda self: self._dtype)
+    ndim = property(lambda self: len(self._shape))
+    size = property(lambda self: prod(self._shape))
+    _backend = property(lambda self: self._device.backend)
+
+    def __repr__(self):
+        return f"NDArray({self.numpy()}, device={self.device})"
+
+    def __str__(self):
+        return str(self.numpy())
+
+    def __len__(self):
+        return self._shape[0]
+
+    def numpy(self):
+        """A numpy copy of the array (the only device-to-host transfer)."""
+        if self.size == 0:
+            return np.empty(self._shape, dtype=self._dtype)
+        return self._backend.to_numpy(self._handle, self._shape, self._strides, self._offset)
+
+    def to(self, device):
+        return self if device == self.device else NDArray(self, device=device)
+
+    def astype(self, dtype):
+        return self if canonical_dtype(dtype) == self.dtype else NDArray(self, dtype=dtype)
+
+    def fill(self, value):
+        """Set every element to ``value`` in place."""
+        if self.is_compact():
+            self._backend.fill(self._handle, value)
+        else:
+            self[...] = value
+
+    # -- views ----------------------------------------------------------------------------
+    def is_compact(self):
+        """Row-major, offset 0 and covering its whole buffer: usable as a flat buffer."""
+        return (self._offset == 0 and self._strides == compact_strides(self._shape)
+                and self.size == self._handle.size)
+
+    def compact(self):
+        """This array if compact, else a compact copy (one backend ``compact`` call)."""
+        return self if self.is_compact() else self._copy()
+
+    def as_strided(self, shape, strides):
+        """A view with an arbitrary layout over the same buffer (no bounds check)."""
+        if len(shape) != len(strides):
+            raise ShapeError(f"as_strided: shape {shape} and strides {strides} differ in length")
+        return NDArray.make(shape, strides=strides, device=self.device, handle=self._handle,
+                            offset=self._offset, dtype=self._dtype)
+
+    def reshape(self, new_shape):
+        """A view with ``new_shape`` (one entry may be -1); copies first if not compact."""
+        new_shape = tuple(new_shape)
+        if new_shape.count(-1) > 1:
+            raise ShapeError(f"reshape: at most one -1 allowed in {new_shape}")
+        if -1 in new_shape:
+            known = prod(d for d in new_shape if d != -1)
+            if known == 0 or self.size % known:
+                raise ShapeError(f"cannot reshape array of shape {self._shape} into {new_shape}")
+            new_shape = tuple(self.size // known if d == -1 else d for d in new_shape)
+        if prod(new_shape) != self.size or any(d < 0 for d in new_shape):
+            raise ShapeError(f"cannot reshape array of shape {self._shape} into {new_shape}")
+        return self.compact().as_strided(new_shape, compact_strides(new_shape))
+
+    def permute(self, new_axes):
+        """A view with the axes reordered: ``new_axes[i]`` is the old axis placed at ``i``."""
+        new_axes = tuple(new_axes)
+        if sorted(a % max(self.ndim, 1) for a in new_axes) != list(range(self.ndim)):
+            raise ShapeError(f"permute: {new_axes} is not a permutation of {self.ndim} axes")
+        new_axes = tuple(a % self.ndim for a in new_axes)
+        return self.as_strided(tuple(self._shape[a] for a in new_axes),
+                               tuple(self._strides[a] for a in new_axes))
+
+    def broadcast_to(self, new_shape):
+        """A view repeating size-1 axes (and new leading axes) with stride 0."""
+        new_shape = tuple(new_shape)
+        lead = len(new_shape) - self.ndim
+        if lead < 0 or any(d != n and d != 1 for d, n in zip(self._shape, new_shape[lead:])):
+            raise ShapeError(f"cannot broadcast shape {self._shape} to {new_shape}")
+        strides = (0,) * lead + tuple(
+            0 if d == 1 and n != 1 else s
+            for d, n, s in zip(self._shape, new_shape[lead:], self._strides))
+        return self.as_strided(new_shape, strides)
+
+    def flip(self, axes=None):
+        """A view reversed along ``axes`` (all by default): negative strides."""
+        axes = _normalize_axes(axes, self.ndim)
+        offset, strides = self._offset, list(self._strides)
+        for ax in axes:
+            offset += (self._shape[ax] - 1) * strides[ax] if self._shape[ax] else 0
+            strides[ax] = -strides[ax]
+        view = self.as_strided(self._shape, tuple(strides))
+        view._offset = offset
+        return view
+
+    def _view_of(self, idxs):
+        """The view selected by a NumPy-style basic index (ints, slices, ``...``, None)."""
+        if not isinstance(idxs, tuple):
+            idxs = (idxs,)
+        for idx in idxs:
+            if not (idx is None or idx is Ellipsis or isinstance(idx, (slice, numbers.Integral))):
+                raise TypeError(f"NDArray supports int, slice, ... and None indices, not {idx!r}")
+        if sum(idx is Ellipsis for idx in idxs) > 1:
+            raise IndexError("an index can only have a single ellipsis ('...')")
+        used = sum(idx is not None and idx is not Ellipsis for idx in idxs)
+        if used > self.ndim:
+            raise IndexError(f"too many indices ({used}) for an array of {self.ndim} dimensions")
+        if Ellipsis in idxs:
+            at = idxs.index(Ellipsis)
+            idxs = idxs[:at] + (slice(None),) * (self.ndim - used) + idxs[at + 1:]
+        else:
+            idxs = idxs + (slice(None),) * (self.ndim - used)
+        shape, strides, offset, axis = [], [], self._offset, 0
+        for idx in idxs:
+            if idx is None:
+                shape.append(1)
+                strides.append(0)
+                continue
+            dim, stride = self._shape[axis], self._strides[axis]
+            if isinstance(idx, slice):
+                start, stop, step = idx.indices(dim)
+                length = len(range(start, stop, step))
+                offset += start * stride if length else 0
+                shape.append(length)
+                strides.append(stride * step)
+            else:
+                if not -dim <= idx < dim:
+                    raise IndexError(f"index {idx} is out of bounds for axis {axis} with size {dim}")
+                offset += (idx % dim) * stride
+            axis += 1
+        view = self.as_strided(tuple(shape), tuple(strides))
+        view._offset = offset
+        return view
+
+    def __getitem__(self, idxs):
+        return self._view_of(idxs)
+
+    def __setitem__(self, idxs, other):
+        view = self._view_of(idxs)
+        if view.size == 0:
+            return
+        if isinstance(other, NDArray):
+            self._check_compatible(other, "setitem")
+            src = other.broadcast_to(view.shape).compact()
+            self._backend.ewise_setitem(src._handle, self._handle, view.shape, view.strides,
+                                        view.offset)
+        else:
+            self._backend.scalar_setitem(view.size, float(other), self._handle, view.shape,
+                                         view.strides, view.offset)
+
+    def pad(self, axes):
+        """Zero padding: ``axes[i] = (before, after)`` for every axis."""
+        if len(axes) != self.ndim or any(lo < 0 or hi < 0 for lo, hi in axes):
+            raise ShapeError(f"pad needs one non-negative (before, after) pair per axis of "
+                             f"{self._shape}, got {axes}")
+        out = full(tuple(d + lo + hi for d, (lo, hi) in zip(self._shape, axes)), 0.0,
+                   dtype=self.dtype, device=self.device)
+        out[tuple(slice(lo, lo + d) for d, (lo, _) in zip(self._shape, axes))] = self
+        return out
+
+    # -- elementwise ----------------------------------------------------------------------
+    def _check_compatible(self, other, op):
+        if other.device != self.device:
+            raise DeviceMismatchError(f"{op}: operands are on different devices "
+                                      f"({self.device} and {other.device}); move one with .to()")
+        if other.dtype != self.dtype:
+            raise DTypeError(f"{op}: operands have different dtypes ({self.dtype} and {other.dtype})")
+
+    def _new(self, shape=None):
+        return NDArray.make(self._shape if shape is None else shape, device=self.device,
+                            dtype=self.dtype)
+
+    def _binary(self, other, op):
+        out = self._new()
+        if isinstance(other, NDArray):
+            self._check_compatible(other, op)
+            if other.shape != self.shape:
+                raise ShapeError(f"{op}: shapes {self.shape} and {other.shape} differ")
+            if out.size:
+                self._backend.binary(op, self.compact()._handle, other.compact()._handle,
+                                     out._handle)
+        elif isinstance(other, numbers.Number):
+            if out.size:
+                self._backend.scalar(op, self.compact()._handle, float(other), out._handle)
+        else:
+            return NotImplemented
+        return out
+
+    def unary(self, op):
+        out = self._new()
+        if out.size:
+            self._backend.unary(op, self.compact()._handle, out._handle)
+        return out
+
+    __add__ = __radd__ = lambda self, other: self._binary(other, "add")
+    __sub__ = lambda self, other: self._binary(other, "sub")
+    __rsub__ = lambda self, other: (-self)._binary(other, "add")
+    __mul__ = __rmul__ = lambda self, other: self._binary(other, "mul")
+    __truediv__ = lambda self, other: self._binary(other, "div")
+    __rtruediv__ = lambda self, other: (self ** -1.0)._binary(other, "mul")
+    __pow__ = lambda self, other: self._binary(other, "pow")
+    __neg__ = lambda self: self.unary("neg")
+    __eq__ = lambda self, other: self._binary(other, "eq")
+    __ne__ = lambda self, other: self._binary(other, "ne")
+    __lt__ = lambda self, other: self._binary(other, "lt")
+    __le__ = lambda self, other: self._binary(other, "le")
+    __gt__ = lambda self, other: self._binary(other, "gt")
+    __ge__ = lambda self, other: self._binary(other, "ge")
+    __hash__ = None
+    maximum = lambda self, other: self._binary(other, "maximum")
+    minimum = lambda self, other: self._binary(other, "minimum")
+    exp = lambda self: self.unary("exp")
+    log = lambda self: self.unary("log")
+    tanh = lambda self: self.unary("tanh")
+    sigmoid = lambda self: self.unary("sigmoid")
+    sqrt = lambda self: self.unary("sqrt")
+    relu = lambda self: self.unary("relu")
+    abs = lambda self: self.unary("abs")
+    sin = lambda self: self.unary("sin")
+    cos = lambda self: self.unary("cos")
+
+    # -- reductions -----------------------------------------------------------------------
+    def _reduce(self, op, axis, keepdims):
+        axes = _normalize_axes(axis, self.ndim)
+        kept = tuple(a for a in range(self.ndim) if a not in axes)
+        reduce_size = prod(self._shape[a] for a in axes)
+        out_shape = tuple(1 if a in axes else d for a, d in enumerate(self._shape)) if keepdims \
+            else tuple(self._shape[a] for a in kept)
+        out = self._new(out_shape)
+        if reduce_size == 0:
+            if op == "max":
+                raise ShapeError(f"max over a zero-size axis of shape {self._shape}")
+            out.fill(0.0)
+        elif out.size:
+            src = self.permute(kept + axes).compact()
+            self._backend.reduce(op, src._handle, out._handle, reduce_size)
+        return out
+
+    def sum(self, axis=None, keepdims=False):
+        return self._reduce("sum", axis, keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return self._reduce("max", axis, keepdims)
+
+    # -- matmul and conv ------------------------------------------------------------------
+    def __matmul__(self, other):
+        """Matrix product of (..., m, k) and (..., k, n) arrays with equal batch shapes."""
+        self._check_compatible(other, "matmul")
+        if self.ndim < 2 or other.ndim < 2:
+            raise ShapeError(f"matmul needs operands of at least 2 dimensions, got shapes "
+                             f"{self.shape} and {other.shape}")
+        (m, k), (k2, n) = self.shape[-2:], other.shape[-2:]
+        if k != k2 or self.shape[:-2] != other.shape[:-2]:
+            raise ShapeError(f"matmul: shapes {self.shape} and {other.shape} are not aligned")
+        batch_shape = self.shape[:-2]
+        out = self._new(batch_shape + (m, n))
+        if out.size:
+            if k == 0:
+                out.fill(0.0)
+            else:
+                self._backend.matmul(self.compact()._handle, other.compact()._handle,
+                                     out._handle, prod(batch_shape), m, k, n)
+        return out
+
+    def conv2d(self, weight, stride=1):
+        """Valid 2-D convolution of an NHWC array with (k, k, c_in, c_out) weights."""
+        self._check_compatible(weight, "conv")
+        if self.ndim != 4 or weight.ndim != 4:
+            raise ShapeError(f"conv expects a 4-D NHWC input and (k, k, c_in, c_out) weight, "
+                             f"got shapes {self.shape} and {weight.shape}")
+        n, h, w, c = self.shape
+        k, k2, c_in, c_out = weight.shape
+        if k != k2 or c_in != c or k > h or k > w or stride < 1:
+            raise ShapeError(f"conv: input {self.shape} (NHWC) does not fit weight "
+                             f"{weight.shape} (k, k, c_in, c_out) with stride {stride}")
+        out = self._new((n, (h - k) // stride + 1, (w - k) // stride + 1, c_out))
+        if out.size:
+            self._backend.conv2d(self.compact()._handle, weight.compact()._handle, out._handle,
+                                 self.shape, k, c_out, stride)
+        return out
+
+
+# -- module-level array API (used by needle.ops) ------------------------------------------
+def array(a, dtype="float32", device=None):
+    return NDArray(a, device=device, dtype=dtype)
+
+
+def empty(shape, dtype="float32", device=None):
+    return NDArray.make(tuple(shape), device=device or default_device(), dtype=dtype)
+
+
+def full(shape, fill_value, dtype="float32", device=None):
+    out = empty(shape, dtype=dtype, device=device)
+    out.fill(fill_value)
+    return out
+
+
+def stack(arrays, axis=0):
+    """Join same-shape arrays along a new axis."""
+    first = arrays[0]
+    for a in arrays[1:]:
+        first._check_compatible(a, "stack")
+        if a.shape != first.shape:
+            raise ShapeError(f"stack: all arrays need the same shape, got {first.shape} and {a.shape}")
+    axis = axis % (first.ndim + 1)
+    out = empty(first.shape[:axis] + (len(arrays),) + first.shape[axis:], first.dtype,
+                first.device)
+    for i, a in enumerate(arrays):
+        out[(slice(None),) * axis + (i,)] = a
+    return out
+
+
+def split(a, axis=0):
+    """The slices of ``a`` along ``axis``, each compact, with that axis removed."""
+    axis = axis % a.ndim
+    return [a[(slice(None),) * axis + (i,)].compact() for i in range(a.shape[axis])]
+
+
+def concatenate(arrays, axis=0):
+    first = arrays[0]
+    axis = axis % first.ndim
+    for a in arrays[1:]:
+        first._check_compatible(a, "concatenate")
+        if a.ndim != first.ndim or a.shape[:axis] + a.shape[axis + 1:] != \
+                first.shape[:axis] + first.shape[axis + 1:]:
+            raise ShapeError(f"concatenate along axis {axis}: shapes {first.shape} and "
+                             f"{a.shape} do not match")
+    total = sum(a.shape[axis] for a in arrays)
+    out = empty(first.shape[:axis] + (total,) + first.shape[axis + 1:], first.dtype, first.device)
+    start = 0
+    for a in arrays:
+        out[(slice(None),) * axis + (slice(start, start + a.shape[axis]),)] = a
+        start += a.shape[axis]
+    return out

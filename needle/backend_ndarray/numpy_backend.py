@@ -1,0 +1,165 @@
+"""The NumPy backend: the executable specification of the backend contract.
+
+Every other device is tested against it. Each op is a line or two of NumPy on flat
+buffers; matmul goes through BLAS and conv through a strided im2col view + matmul.
+"""
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from .contract import Backend
+
+_UNARY = {
+    "neg": np.negative,
+    "exp": np.exp,
+    "log": np.log,
+    "tanh": np.tanh,
+    # exp(-log(1 + e^-x)) never overflows, unlike 1 / (1 + e^-x)
+    "sigmoid": lambda x: np.exp(-np.logaddexp(0, -x)).astype(x.dtype, copy=False),
+    "sqrt": np.sqrt,
+    "relu": lambda x: np.maximum(x, 0),
+    "abs": np.abs,
+    "sin": np.sin,
+    "cos": np.cos,
+}
+
+_BINARY = {
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+    "pow": np.power, "maximum": np.maximum, "minimum": np.minimum,
+    "eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal,
+    "gt": np.greater, "ge": np.greater_equal,
+}
+
+_REDUCE = {"sum": np.sum, "max": np.max}
+
+
+def _view(buf, shape, strides, offset):
+    """The strided view of a flat buffer (strides in elements; negative strides allowed)."""
+    item = buf.itemsize
+    base = buf[offset:] if offset < buf.size else buf[:0]
+    return as_strided(base, shape=shape, strides=tuple(s * item for s in strides))
+
+
+class NumpyBackend(Backend):
+    name = "cpu"
+    dtypes = ("float32", "float64")
+
+    # memory
+    def alloc(self, size, dtype):
+        return np.empty(size, dtype=dtype)
+
+    def from_numpy(self, array, out):
+        out[:] = array.reshape(-1)
+
+    def to_numpy(self, a, shape, strides, offset):
+        return _view(a, shape, strides, offset).copy()
+
+    # movement
+    def fill(self, out, value):
+        out.fill(value)
+
+    def compact(self, a, out, shape, strides, offset):
+        out.reshape(shape)[...] = _view(a, shape, strides, offset)
+
+    def ewise_setitem(self, a, out, shape, strides, offset):
+        _view(out, shape, strides, offset)[...] = a.reshape(shape)
+
+    def scalar_setitem(self, size, value, out, shape, strides, offset):
+        _view(out, shape, strides, offset)[...] = value
+
+    # arithmetic
+    def unary(self, op, a, out):
+        with np.errstate(all="ignore"):
+            out[:] = _UNARY[op](a)
+
+    def binary(self, op, a, b, out):
+        with np.errstate(all="ignore"):
+            out[:] = _BINARY[op](a, b)
+
+    def scalar(self, op, a, value, out):
+        with np.errstate(all="ignore"):
+            out[:] = _BINARY[op](a, a.dtype.type(value))
+
+    def reduce(self, op, a, out, reduce_size):
+        _REDUCE[op](a.reshape(-1, reduce_size), axis=1, out=out)
+
+    def matmul(self, a, b, out, batch, m, k, n):
+        if batch == 1:  # plain 2-D product: one BLAS gemm
+            np.matmul(a.reshape(m, k), b.reshape(k, n), out=out.reshape(m, n))
+        else:
+            np.matmul(a.reshape(batch, m, k), b.reshape(batch, k, n),
+                      out=out.reshape(batch, m, n))
+
+    def conv2d(self, a, w, out, in_shape, kernel, out_channels, stride):
+        n, h, wd, c = in_shape
+        ho, wo = (h - kernel) // stride + 1, (wd - kernel) // stride + 1
+        sn, sh, sw, sc = h * wd * c, wd * c, c, 1
+        # im2col as a strided view; the reshape makes the one copy matmul needs
+        cols = _view(a, (n, ho, wo, kernel, kernel, c),
+                     (sn, sh * stride, sw * stride, sh, sw, sc), 0)
+        cols = cols.reshape(n * ho * wo, kernel * kernel * c)
+        np.matmul(cols, w.reshape(kernel * kernel * c, out_channels),
+                  out=out.reshape(n * ho * wo, out_channels))
+
+    # fused: the reference semantics the GPU kernels are tested against
+    def logsumexp(self, a, out, rows, cols):
+        x = a.reshape(rows, cols)
+        m = x.max(axis=1, keepdims=True)
+        with np.errstate(all="ignore"):
+            out[:] = (np.log(np.exp(x - m).sum(axis=1, keepdims=True)) + m).reshape(-1)
+
+    def softmax(self, a, out, rows, cols):
+        x = a.reshape(rows, cols)
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        out.reshape(rows, cols)[...] = e / e.sum(axis=1, keepdims=True)
+
+    def cross_entropy(self, logits, labels, loss, grad, rows, cols):
+        x = logits.reshape(rows, cols)
+        idx = labels.astype(np.int64)
+        m = x.max(axis=1, keepdims=True)
+        e = np.exp(x - m)
+        s = e.sum(axis=1, keepdims=True)
+        loss[:] = (np.log(s) + m).reshape(-1) - x[np.arange(rows), idx]
+        g = grad.reshape(rows, cols)
+        g[...] = e / s
+        g[np.arange(rows), idx] -= 1
+
+    def layernorm(self, x, weight, bias, out, mean, rstd, rows, cols, eps):
+        x = x.reshape(rows, cols)
+        mu = x.mean(axis=1)
+        r = 1.0 / np.sqrt(((x - mu[:, None]) ** 2).mean(axis=1) + eps)
+        mean[:], rstd[:] = mu, r
+        out.reshape(rows, cols)[...] = (x - mu[:, None]) * r[:, None] * weight + bias
+
+    def layernorm_backward(self, grad, x, weight, mean, rstd, dx, dweight, dbias, rows, cols):
+        g, x = grad.reshape(rows, cols), x.reshape(rows, cols)
+        xhat = (x - mean[:, None]) * rstd[:, None]
+        dweight[:] = (g * xhat).sum(axis=0)
+        dbias[:] = g.sum(axis=0)
+        gx = g * weight
+        dx.reshape(rows, cols)[...] = rstd[:, None] * (
+            gx - gx.mean(axis=1, keepdims=True) - xhat * (gx * xhat).mean(axis=1, keepdims=True))
+
+    def bias_act(self, a, bias, out, rows, cols, act):
+        y = a.reshape(rows, cols) + bias
+        out.reshape(rows, cols)[...] = np.maximum(y, 0) if act == "relu" else y
+
+    def sgd_update(self, param, grad, buf, lr, momentum, weight_decay, first_step):
+        g = grad + weight_decay * param if weight_decay else grad
+        if buf is not None:
+            if first_step:
+                buf[:] = g
+            else:
+                buf *= momentum
+                buf += g
+            g = buf
+        param -= param.dtype.type(lr) * g
+
+    def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
+        g = grad + weight_decay * param if weight_decay else grad
+        m *= beta1
+        m += (1 - beta1) * g
+        v *= beta2
+        v += (1 - beta2) * g * g
+        m_hat = m / (1 - beta1 ** step)
+        v_hat = v / (1 - beta2 ** step)
+        param -= (lr * m_hat / (np.sqrt(v_hat) + eps)).astype(param.dtype, copy=False)

@@ -1,0 +1,126 @@
+"""Basic layers: Linear, activations, containers, losses, Dropout, Flatten."""
+import math
+
+from .. import init, ops
+from ..errors import ShapeError
+from .module import Module, Parameter
+
+
+class Identity(Module):
+    def forward(self, x):
+        return x
+
+
+class Linear(Module):
+    """``y = x @ weight + bias`` with weight ``(in_features, out_features)`` and bias
+    ``(1, out_features)`` (classic Needle layout). Inputs may have leading batch axes.
+
+    Example:
+        >>> layer = needle.nn.Linear(4, 2)
+        >>> layer(needle.init.randn(3, 4)).shape
+        (3, 2)
+    """
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype="float32"):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = Parameter(init.kaiming_uniform(in_features, out_features, device=device,
+                                                     dtype=dtype))
+        self.bias = Parameter(init.kaiming_uniform(out_features, 1, device=device, dtype=dtype)
+                              .reshape((1, out_features))) if bias else None
+
+    def forward(self, x, act="identity"):
+        if x.shape[-1] != self.in_features:
+            raise ShapeError(f"Linear({self.in_features}, {self.out_features}) got input of "
+                             f"shape {x.shape}")
+        lead = x.shape[:-1]
+        y = ops.matmul(ops.reshape(x, (-1, self.in_features)) if x.ndim != 2 else x, self.weight)
+        if self.bias is not None:
+            y = ops.bias_act(y, ops.reshape(self.bias, (self.out_features,)), act)
+        elif act == "relu":
+            y = ops.relu(y)
+        return ops.reshape(y, lead + (self.out_features,)) if x.ndim != 2 else y
+
+
+class Flatten(Module):
+    """(B, ...) -> (B, prod(...))."""
+
+    def forward(self, x):
+        return ops.reshape(x, (x.shape[0], -1))
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return ops.relu(x)
+
+
+class Tanh(Module):
+    def forward(self, x):
+        return ops.tanh(x)
+
+
+class Sigmoid(Module):
+    def forward(self, x):
+        return ops.sigmoid(x)
+
+
+class GELU(Module):
+    """GELU with the tanh approximation (``torch.nn.GELU(approximate="tanh")``)."""
+
+    def forward(self, x):
+        inner = (x + x ** 3 * 0.044715) * math.sqrt(2.0 / math.pi)
+        return x * (ops.tanh(inner) + 1) * 0.5
+
+
+class Sequential(Module):
+    """Apply modules in order; a Linear followed by ReLU runs as one fused bias+ReLU."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        self.modules = list(modules)
+
+    def forward(self, x):
+        i = 0
+        while i < len(self.modules):
+            m = self.modules[i]
+            nxt = self.modules[i + 1] if i + 1 < len(self.modules) else None
+            if type(m) is Linear and type(nxt) is ReLU:
+                x, i = m(x, act="relu"), i + 2
+            else:
+                x, i = m(x), i + 1
+        return x
+
+
+class Residual(Module):
+    """``fn(x) + x``."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x) + x
+
+
+class SoftmaxLoss(Module):
+    """Mean softmax cross-entropy of ``(batch, classes)`` logits and class labels ``y``
+    (integers, possibly stored as a float Tensor)."""
+
+    def forward(self, logits, y):
+        return ops.softmax_cross_entropy(logits, y)
+
+
+class Dropout(Module):
+    """Zero each element with probability ``p`` in training, scaling the rest by 1/(1-p)."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"Dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        mask = init.randb(*x.shape, p=1 - self.p, device=x.device, dtype=x.dtype)
+        return x * mask / (1 - self.p)

@@ -1,0 +1,153 @@
+"""Fused ops for the training step: softmax, softmax cross-entropy, LayerNorm and
+bias + activation. Each runs as one backend kernel where the backend has it (see
+``Backend.supports``) and otherwise as a composition of simple ops."""
+from ..autograd import Tensor, TensorOp
+from ..backend_ndarray import prod
+from ..errors import ShapeError
+from .elementwise import exp, relu
+from .movement import broadcast_to, reshape
+from .reduce import logsumexp, summation
+
+
+def _rows(a):
+    return prod(a.shape[:-1]), a.shape[-1]
+
+
+class Softmax(TensorOp):
+    """Softmax over the last axis."""
+
+    def compute(self, a):
+        rows, cols = _rows(a)
+        out = a._new()
+        if a.device.backend.supports("softmax") and a.size:
+            a.device.backend.softmax(a.compact()._handle, out._handle, rows, cols)
+            return out
+        lse = logsumexp(Tensor.make_const(a), (a.ndim - 1,), keepdims=True).realize_cached_data()
+        return (a - lse.broadcast_to(a.shape)).exp()
+
+    def gradient(self, out_grad, node):
+        s = node.detach()
+        dot = summation(out_grad * s, (s.ndim - 1,), keepdims=True)
+        return s * (out_grad - broadcast_to(dot, s.shape))
+
+
+def softmax(a):
+    return Softmax()(a)
+
+
+class SoftmaxCrossEntropy(TensorOp):
+    """Mean softmax cross-entropy of ``(batch, classes)`` logits and integer labels."""
+
+    def compute(self, logits, labels):
+        rows, cols = logits.shape
+        backend = logits.device.backend
+        loss_rows, self.grad = logits._new((rows,)), logits._new()
+        backend.cross_entropy(logits.compact()._handle, labels.compact()._handle,
+                              loss_rows._handle, self.grad._handle, rows, cols)
+        return loss_rows.sum() / rows
+
+    def gradient(self, out_grad, node):
+        rows = node.inputs[0].shape[0]
+        g = Tensor.make_const(self.grad) * broadcast_to(reshape(out_grad, (1, 1)), self.grad.shape)
+        return g / rows, None
+
+
+def softmax_cross_entropy(logits, labels):
+    """Mean cross-entropy; ``labels`` hold class indices (any float or int dtype)."""
+    if logits.ndim != 2:
+        raise ShapeError(f"softmax cross-entropy expects (batch, classes) logits, got {logits.shape}")
+    if labels.shape != (logits.shape[0],):
+        raise ShapeError(f"labels of shape {labels.shape} do not match logits {logits.shape}; "
+                         f"expected ({logits.shape[0]},)")
+    labels = _labels_like(labels, logits)
+    if logits.device.backend.supports("cross_entropy"):
+        return SoftmaxCrossEntropy()(logits, labels)
+    from ..init import one_hot
+    y = one_hot(logits.shape[1], labels, device=logits.device, dtype=logits.dtype)
+    return summation(logsumexp(logits, (1,)) - summation(logits * y, (1,))) / logits.shape[0]
+
+
+def _labels_like(labels, logits):
+    if isinstance(labels, Tensor):
+        data = labels.realize_cached_data()
+        if data.dtype != logits.dtype:
+            data = data.astype(logits.dtype)
+        return Tensor.make_const(data)
+    return Tensor(labels, device=logits.device, dtype=logits.dtype, requires_grad=False)
+
+
+class LayerNorm(TensorOp):
+    """``(x - mean) / sqrt(var + eps) * weight + bias`` over the last axis."""
+
+    def __init__(self, eps):
+        self.eps = eps
+
+    def compute(self, x, weight, bias):
+        rows, cols = _rows(x)
+        backend = x.device.backend
+        out = x._new()
+        self.mean, self.rstd = x._new((rows,)), x._new((rows,))
+        backend.layernorm(x.compact()._handle, weight.compact()._handle, bias.compact()._handle,
+                          out._handle, self.mean._handle, self.rstd._handle, rows, cols, self.eps)
+        return out
+
+    def gradient(self, out_grad, node):
+        x, weight, _ = (t.realize_cached_data() for t in node.inputs)
+        rows, cols = _rows(x)
+        dx, dw, db = x._new(), weight._new(), weight._new()
+        x.device.backend.layernorm_backward(
+            out_grad.realize_cached_data().compact()._handle, x.compact()._handle,
+            weight.compact()._handle, self.mean._handle, self.rstd._handle, dx._handle,
+            dw._handle, db._handle, rows, cols)
+        return Tensor.make_const(dx), Tensor.make_const(dw), Tensor.make_const(db)
+
+
+def layer_norm(x, weight, bias, eps=1e-5):
+    """LayerNorm over the last axis with ``weight``/``bias`` of shape ``(x.shape[-1],)``."""
+    cols = x.shape[-1]
+    if weight.shape != (cols,) or bias.shape != (cols,):
+        raise ShapeError(f"layer_norm: weight {weight.shape} and bias {bias.shape} must be "
+                         f"({cols},) for input {x.shape}")
+    if x.device.backend.supports("layernorm") and x.size:
+        return LayerNorm(eps)(x, weight, bias)
+    axis = (x.ndim - 1,)
+    mean = broadcast_to(summation(x, axis, keepdims=True) / cols, x.shape)
+    centered = x - mean
+    var = broadcast_to(summation(centered * centered, axis, keepdims=True) / cols, x.shape)
+    return centered / (var + eps) ** 0.5 * broadcast_to(weight, x.shape) + broadcast_to(bias, x.shape)
+
+
+class BiasAct(TensorOp):
+    """``act(a + bias)`` for ``(rows, cols)`` input and ``(cols,)`` bias, one kernel."""
+
+    def __init__(self, act):
+        self.act = act
+
+    def compute(self, a, bias):
+        rows, cols = _rows(a)
+        out = a._new()
+        a.device.backend.bias_act(a.compact()._handle, bias.compact()._handle, out._handle,
+                                  rows, cols, self.act)
+        return out
+
+    def gradient(self, out_grad, node):
+        g = out_grad
+        if self.act == "relu":
+            g = g * Tensor.make_const(node.realize_cached_data() > 0)
+        axes = tuple(range(g.ndim - 1))
+        return g, summation(g, axes)
+
+
+def bias_act(a, bias, act="identity"):
+    """``act(a + bias)`` with ``bias`` broadcast along the last axis; act in identity/relu."""
+    if act not in ("identity", "relu"):
+        raise ValueError(f"bias_act: unknown activation {act!r}; use 'identity' or 'relu'")
+    if bias.shape != (a.shape[-1],):
+        raise ShapeError(f"bias of shape {bias.shape} does not fit input {a.shape}")
+    if a.device.backend.supports("bias_act") and a.size:
+        return BiasAct(act)(a, bias)
+    out = a + broadcast_to(bias, a.shape)
+    return relu(out) if act == "relu" else out
+
+
+

@@ -1,0 +1,80 @@
+"""Matrix product (batched, broadcasting batch dims) and 2-D convolution."""
+from ..autograd import TensorOp
+from ..backend_ndarray import broadcast_shapes
+from ..errors import ShapeError
+from .movement import broadcast_to, dilate, flip, get_item, pad, permute, reshape, transpose
+
+
+class MatMul(TensorOp):
+    """``a @ b`` for operands of equal batch shape (``matmul`` broadcasts them first)."""
+
+    def compute(self, a, b):
+        return a @ b
+
+    def gradient(self, out_grad, node):
+        a, b = node.inputs
+        return out_grad @ transpose(b), transpose(a) @ out_grad
+
+
+def matmul(a, b):
+    """Matrix product with NumPy semantics: 1-D operands are promoted and the batch
+    dimensions of N-D operands broadcast against each other."""
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError(f"matmul does not accept 0-d operands (shapes {a.shape}, {b.shape})")
+    if a.ndim == 1:
+        return reshape(matmul(reshape(a, (1,) + a.shape), b), b.shape[:-2] + b.shape[-1:])
+    if b.ndim == 1:
+        return reshape(matmul(a, reshape(b, b.shape + (1,))), a.shape[:-1])
+    if a.shape[-1] != b.shape[-2]:
+        raise ShapeError(f"matmul: shapes {a.shape} and {b.shape} are not aligned "
+                         f"({a.shape[-1]} != {b.shape[-2]})")
+    batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a = broadcast_to(a, batch + a.shape[-2:])
+    b = broadcast_to(b, batch + b.shape[-2:])
+    return MatMul()(a, b)
+
+
+class Conv(TensorOp):
+    """2-D convolution: input NHWC, weight (k, k, c_in, c_out), zero ``padding``."""
+
+    def __init__(self, stride=1, padding=0):
+        self.stride, self.padding = stride, padding
+
+    def compute(self, a, w):
+        if a.ndim != 4:
+            raise ShapeError(f"conv expects a 4-D NHWC input, got shape {a.shape}")
+        p = self.padding
+        if p:
+            a = a.pad(((0, 0), (p, p), (p, p), (0, 0)))
+        return a.conv2d(w, self.stride)
+
+    def gradient(self, out_grad, node):
+        x, w = node.inputs
+        k, s, p = w.shape[0], self.stride, self.padding
+        _, h, wd, _ = x.shape
+        g = dilate(out_grad, (1, 2), s - 1)
+        g = get_item(g, (slice(None), slice(0, (out_grad.shape[1] - 1) * s + 1),
+                         slice(0, (out_grad.shape[2] - 1) * s + 1)))
+        # input gradient: full convolution of the dilated gradient with the flipped kernel,
+        # over the padded input's rows [0, (ho-1)*s + k); rows the stride skipped get zeros
+        w_flip = transpose(flip(w, (0, 1)), (2, 3))
+        full_grad = conv(g, w_flip, 1, k - 1)
+        fh, fw = full_grad.shape[1], full_grad.shape[2]
+        full_grad = pad(full_grad, ((0, 0), (0, h + 2 * p - fh), (0, wd + 2 * p - fw), (0, 0)))
+        grad_x = get_item(full_grad, (slice(None), slice(p, p + h), slice(p, p + wd)))
+        # weight gradient: correlate the padded input with the dilated gradient, with the
+        # batch axis playing the role of channels
+        xp = pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
+        xp = get_item(xp, (slice(None), slice(0, fh), slice(0, fw)))
+        grad_w = conv(permute(xp, (3, 1, 2, 0)), permute(g, (1, 2, 0, 3)), 1, 0)
+        return grad_x, permute(grad_w, (1, 2, 0, 3))
+
+
+def conv(a, b, stride=1, padding=0):
+    """Convolve NHWC input ``a`` with (k, k, c_in, c_out) weights ``b``."""
+    if a.ndim != 4:
+        raise ShapeError(f"conv expects a 4-D NHWC input, got shape {a.shape}")
+    if b.ndim != 4 or b.shape[0] != b.shape[1] or b.shape[2] != a.shape[3]:
+        raise ShapeError(f"conv: weight shape {b.shape} does not fit input {a.shape}; expected "
+                         f"(k, k, {a.shape[3]}, c_out)")
+    return Conv(stride, padding)(a, b)

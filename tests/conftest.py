@@ -1,0 +1,42 @@
+"""One test suite for every device: the ``device`` fixture is parametrized over Needle's
+devices (``--device cpu,cuda`` or ``all``, the default); a device that cannot run here is
+skipped with its reason."""
+import numpy as np
+import pytest
+
+import needle
+
+ALL = [d.name for d in needle.all_devices()]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", default="all",
+                     help=f"comma-separated devices to test ({', '.join(ALL)}) or 'all'")
+
+
+def _selected(config):
+    value = config.getoption("--device")
+    names = ALL if value == "all" else [n.strip() for n in value.split(",")]
+    unknown = set(names) - set(ALL)
+    if unknown:
+        raise pytest.UsageError(f"unknown --device {sorted(unknown)}; choose from {ALL}")
+    return names
+
+
+def pytest_generate_tests(metafunc):
+    if "device" in metafunc.fixturenames:
+        metafunc.parametrize("device", _selected(metafunc.config), indirect=True)
+
+
+@pytest.fixture
+def device(request):
+    dev = needle.device(request.param)
+    if not dev.enabled():
+        pytest.skip(f"{dev} unavailable: {dev.unavailable_reason()}")
+    return dev
+
+
+@pytest.fixture
+def rng(request):
+    """A fresh generator per test, seeded from the test's name so failures reproduce."""
+    return np.random.default_rng(abs(hash(request.node.nodeid)) % 2**32)

@@ -1,0 +1,65 @@
+"""Shared checks: forward against a float64 NumPy reference, gradients against finite
+differences (computed by Needle in float64 on the CPU) on fresh random inputs."""
+import numpy as np
+
+import needle
+
+# float32 results vs a float64 reference
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def assert_close(actual, expected, rtol=RTOL, atol=ATOL, what=""):
+    actual = actual.numpy() if hasattr(actual, "numpy") else np.asarray(actual)
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=what)
+
+
+def numerical_grads(fn, inputs, weights, eps=1e-6):
+    """d(sum(fn(*inputs) * weights))/d(input) by central differences, in float64 on cpu."""
+    def loss(arrays):
+        tensors = [needle.Tensor(a, device=needle.cpu(), dtype="float64") for a in arrays]
+        return float((fn(*tensors).numpy() * weights).sum())
+
+    grads = []
+    for i, x in enumerate(inputs):
+        g = np.zeros_like(x)
+        for idx in np.ndindex(x.shape):
+            orig = x[idx]
+            arrays = [a.copy() for a in inputs]
+            arrays[i][idx] = orig + eps
+            plus = loss(arrays)
+            arrays[i][idx] = orig - eps
+            g[idx] = (plus - loss(arrays)) / (2 * eps)
+        grads.append(g)
+    return grads
+
+
+def check_op(device, fn, reference, inputs, grad=True, rtol=RTOL, atol=ATOL, grad_tol=1e-3):
+    """Run ``fn`` (Tensors -> Tensor) on ``device`` in float32 and check:
+
+    * the forward against ``reference`` (numpy float64 arrays -> array);
+    * every input gradient against central differences of the float64 CPU graph;
+    * on cpu also the float64 autograd gradient against the numerical one, tightly.
+    """
+    inputs = [np.asarray(x, dtype=np.float64) for x in inputs]
+    expected = np.asarray(reference(*inputs), dtype=np.float64)
+    tensors = [needle.Tensor(x, device=device, dtype="float32") for x in inputs]
+    out = fn(*tensors)
+    assert out.shape == expected.shape, f"shape {out.shape} != reference {expected.shape}"
+    assert out.device == device
+    assert_close(out, expected, rtol, atol, "forward")
+    if not grad:
+        return
+    weights = np.random.default_rng(0).standard_normal(expected.shape)
+    out.backward(needle.Tensor(weights, device=device, dtype="float32"))
+    numeric = numerical_grads(fn, inputs, weights)
+    for t, g in zip(tensors, numeric):
+        assert t.grad is not None, "no gradient reached an input"
+        scale = max(np.abs(g).max(), 1.0)
+        np.testing.assert_allclose(t.grad.numpy(), g, rtol=grad_tol, atol=grad_tol * scale,
+                                   err_msg="float32 gradient vs numerical")
+    if device == needle.cpu():
+        exact = [needle.Tensor(x, device=device, dtype="float64") for x in inputs]
+        fn(*exact).backward(needle.Tensor(weights, device=device, dtype="float64"))
+        for t, g in zip(exact, numeric):
+            np.testing.assert_allclose(t.grad.numpy(), g, rtol=1e-6, atol=1e-6 * max(np.abs(g).max(), 1),
+                                       err_msg="float64 gradient vs numerical")

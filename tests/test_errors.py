@@ -1,0 +1,119 @@
+"""Bad input raises a specific error that names the problem."""
+import numpy as np
+import pytest
+
+import needle
+from needle import DeviceMismatchError, DeviceUnavailableError, DTypeError, ShapeError
+
+
+def t(*shape, device=None):
+    return needle.Tensor(np.random.default_rng(0).standard_normal(shape), device=device)
+
+
+def test_matmul_shape_mismatch():
+    with pytest.raises(ShapeError, match=r"\(2, 3\) and \(4, 5\)"):
+        t(2, 3) @ t(4, 5)
+
+
+def test_batched_matmul_batch_mismatch():
+    with pytest.raises(ShapeError, match="cannot be broadcast"):
+        t(2, 3, 4) @ t(3, 4, 5)
+
+
+def test_elementwise_shape_mismatch():
+    with pytest.raises(ShapeError, match=r"\(2, 3\) and \(4,\)"):
+        t(2, 3) + t(4)
+
+
+def test_broadcast_to_incompatible():
+    with pytest.raises(ShapeError, match="cannot broadcast shape"):
+        needle.ops.broadcast_to(t(2, 3), (4, 3))
+
+
+def test_reshape_wrong_size():
+    with pytest.raises(ShapeError, match="cannot reshape"):
+        t(2, 3).reshape((4, 2))
+
+
+def test_unknown_dtype():
+    with pytest.raises(DTypeError, match="unknown dtype 'int7'"):
+        needle.Tensor([1.0], dtype="int7")
+
+
+def test_mixed_dtypes():
+    with pytest.raises(DTypeError, match="float32 and float64"):
+        needle.Tensor([1.0]) + needle.Tensor([1.0], dtype="float64")
+
+
+def test_unavailable_device_names_the_install_command():
+    dev = next((d for d in needle.all_devices() if not d.enabled()), None)
+    if dev is None:
+        pytest.skip("every device is available here")
+    with pytest.raises(DeviceUnavailableError, match=r"pip install 'needle\[" + dev.name + r"\]'"):
+        needle.Tensor([1.0], device=dev)
+    assert "pip install" in dev.unavailable_reason()
+
+
+def test_mixing_devices(device):
+    other = next((d for d in needle.all_devices() if d != device and d.enabled()), None)
+    if other is None:
+        pytest.skip("needs two available devices")
+    with pytest.raises(DeviceMismatchError, match="different devices"):
+        t(2, device=device) + t(2, device=other)
+
+
+def test_mixing_devices_is_checked_before_any_kernel():
+    # a tensor that claims to live on the cuda device: the check must fire before any
+    # backend is asked to run (there may be no GPU here)
+    a, b = t(2), t(2)
+    b.realize_cached_data()._device = needle.cuda()
+    with pytest.raises(DeviceMismatchError, match=r"needle.cpu\(\).*needle.cuda\(\)|needle.cuda\(\).*needle.cpu\(\)"):
+        a + b
+
+
+def test_conv_wrong_rank_input():
+    with pytest.raises(ShapeError, match="4-D NHWC"):
+        needle.ops.conv(t(3, 8, 8), t(3, 3, 8, 4))
+    with pytest.raises(ShapeError, match="NCHW input with 3 channels"):
+        needle.nn.Conv(3, 4, 3)(t(1, 8, 8))
+
+
+def test_conv_channel_mismatch():
+    with pytest.raises(ShapeError, match="does not fit input"):
+        needle.ops.conv(t(1, 5, 5, 2), t(3, 3, 4, 1))
+
+
+def test_linear_wrong_features():
+    with pytest.raises(ShapeError, match=r"Linear\(4, 2\) got input of shape \(3, 5\)"):
+        needle.nn.Linear(4, 2)(t(3, 5))
+
+
+def test_softmax_loss_label_shape():
+    with pytest.raises(ShapeError, match="labels of shape"):
+        needle.nn.SoftmaxLoss()(t(4, 3), needle.Tensor([0, 1]))
+
+
+def test_one_hot_out_of_range_labels():
+    with pytest.raises(ValueError, match=r"integers in \[0, 3\)"):
+        needle.init.one_hot(3, [0, 5])
+
+
+def test_unknown_device_name():
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        needle.device("tpu")
+
+
+def test_index_out_of_bounds():
+    with pytest.raises(IndexError, match="out of bounds"):
+        t(2, 3)[5]
+
+
+def test_advanced_indexing_is_refused_not_misread():
+    with pytest.raises(TypeError, match="supports int, slice"):
+        t(4)[[0, 2]]
+
+
+def test_backward_out_grad_shape():
+    x = t(2, 3)
+    with pytest.raises(ValueError, match="out_grad shape"):
+        (x * 2).backward(t(3, 2))
