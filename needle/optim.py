@@ -72,11 +72,10 @@ class Adam(Optimizer):
         super().__init__(params)
         self.lr, self.beta1, self.beta2 = lr, beta1, beta2
         self.eps, self.weight_decay = eps, weight_decay
-        self.t = 0
+        self.t = {}  # steps per parameter: bias correction counts only steps it took part in
         self.m, self.v = {}, {}
 
     def step(self):
-        self.t += 1
         for p in self.params:
             if p.grad is None:
                 continue
@@ -88,17 +87,18 @@ class Adam(Optimizer):
                 self.v[p] = data._new()
                 self.v[p].fill(0.0)
             m, v = self.m[p], self.v[p]
+            t = self.t[p] = self.t.get(p, 0) + 1
             backend = data.device.backend
             if backend.supports("adam_update"):
                 backend.adam_update(data._handle, grad._handle, m._handle, v._handle, self.lr,
-                                    self.beta1, self.beta2, self.eps, self.weight_decay, self.t)
+                                    self.beta1, self.beta2, self.eps, self.weight_decay, t)
             else:
                 g = grad + data * self.weight_decay if self.weight_decay else grad
                 m = m * self.beta1 + g * (1 - self.beta1)
                 v = v * self.beta2 + g * g * (1 - self.beta2)
                 self.m[p], self.v[p] = m, v
-                m_hat = m / (1 - self.beta1 ** self.t)
-                v_hat = v / (1 - self.beta2 ** self.t)
+                m_hat = m / (1 - self.beta1 ** t)
+                v_hat = v / (1 - self.beta2 ** t)
                 data = data - m_hat * self.lr / (v_hat.sqrt() + self.eps)
             p.cached_data = data
 

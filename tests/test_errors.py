@@ -117,3 +117,8 @@ def test_backward_out_grad_shape():
     x = t(2, 3)
     with pytest.raises(ValueError, match="out_grad shape"):
         (x * 2).backward(t(3, 2))
+
+
+def test_batchnorm_training_needs_more_than_one_value():
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        needle.nn.BatchNorm1d(3)(t(1, 3))

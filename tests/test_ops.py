@@ -228,7 +228,7 @@ def _np_conv(x, w, stride, padding):
                                                    (3, 2, 0, 7), (2, 3, 2, 5), (4, 2, 1, 6)],
                          ids=lambda v: str(v))
 def test_conv(device, rng, k, stride, padding, size):
-    x, w = rng.standard_normal((2, size, size, 2)), rng.standard_normal((k, k, 2, 3))
+    x, w = rng.standard_normal((2, size, size + 1, 2)), rng.standard_normal((k, k, 2, 3))  # H != W
     check_op(device, lambda a, b: ops.conv(a, b, stride, padding),
              lambda a, b: _np_conv(a, b, stride, padding), [x, w], grad_tol=2e-3)
 

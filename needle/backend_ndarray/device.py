@@ -49,8 +49,8 @@ class Device:
         module, cls, install = _REGISTRY[self.name]
         try:
             backend = getattr(importlib.import_module(module), cls)()
-        except ImportError as e:
-            self._reason = f"its backend could not be imported ({e})"
+        except Exception as e:  # a missing package, or a backend that fails to load
+            self._reason = f"its backend could not be loaded ({type(e).__name__}: {e})"
             if install:
                 self._reason += f"; install it with: {install}"
             return

@@ -1,8 +1,8 @@
 """Matrix product (batched, broadcasting batch dims) and 2-D convolution."""
-from ..autograd import TensorOp
+from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import broadcast_shapes
 from ..errors import ShapeError
-from .movement import broadcast_to, dilate, flip, get_item, pad, permute, reshape, transpose
+from .movement import broadcast_to, dilate, flip, get_item, pad, reshape, transpose
 
 
 class MatMul(TensorOp):
@@ -62,12 +62,22 @@ class Conv(TensorOp):
         fh, fw = full_grad.shape[1], full_grad.shape[2]
         full_grad = pad(full_grad, ((0, 0), (0, h + 2 * p - fh), (0, wd + 2 * p - fw), (0, 0)))
         grad_x = get_item(full_grad, (slice(None), slice(p, p + h), slice(p, p + wd)))
-        # weight gradient: correlate the padded input with the dilated gradient, with the
-        # batch axis playing the role of channels
-        xp = pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
-        xp = get_item(xp, (slice(None), slice(0, fh), slice(0, fw)))
-        grad_w = conv(permute(xp, (3, 1, 2, 0)), permute(g, (1, 2, 0, 3)), 1, 0)
-        return grad_x, permute(grad_w, (1, 2, 0, 3))
+        return grad_x, Tensor.make_const(self._weight_grad(x, out_grad, k))
+
+    def _weight_grad(self, x, out_grad, k):
+        """dL/dW = im2col(padded x)^T @ dL/dY: the forward's strided im2col view, gathered
+        by one compact call, then one matmul (any device, any input aspect ratio)."""
+        x, g = x.realize_cached_data(), out_grad.realize_cached_data()
+        p, s = self.padding, self.stride
+        if p:
+            x = x.pad(((0, 0), (p, p), (p, p), (0, 0)))
+        x = x.compact()
+        n, h, w, c = x.shape
+        _, ho, wo, c_out = g.shape
+        sn, sh, sw, _ = x.strides
+        cols = x.as_strided((k, k, c, n, ho, wo), (sh, sw, 1, sn, sh * s, sw * s))
+        cols = cols.compact().reshape((k * k * c, n * ho * wo))
+        return (cols @ g.compact().reshape((n * ho * wo, c_out))).reshape((k, k, c, c_out))
 
 
 def conv(a, b, stride=1, padding=0):
