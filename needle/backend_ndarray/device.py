@@ -89,6 +89,15 @@ class Device:
         """Wait for all queued work on this device."""
         self.backend.synchronize()
 
+    def memory_stats(self):
+        """``{"bytes_in_use": ..., "peak_bytes": ...}`` of this device's allocator.
+
+        Raises NotImplementedError on devices whose memory Needle does not manage (cpu)."""
+        stats = getattr(self.backend, "memory_stats", None)
+        if stats is None:
+            raise NotImplementedError(f"{self} does not report memory statistics")
+        return stats()
+
     # array factories used by needle.init (classic Needle's BackendDevice API)
     def empty(self, shape, dtype="float32"):
         from .ndarray import NDArray

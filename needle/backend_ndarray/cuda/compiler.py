@@ -1,0 +1,187 @@
+"""Lazy kernel compilation: NVRTC -> cubin, cached in memory and on disk, loaded by CuPy.
+
+Nothing compiles at import. The first launch of a kernel compiles its whole source file
+(``kernels/<file>.cu`` with its ``#include "..."`` headers inlined) for this GPU's exact
+architecture, stores the cubin under ``$NEEDLE_CACHE_DIR/cuda`` (default
+``~/.cache/needle/cuda``) and loads it with ``cupy.RawModule(path=...)``.
+
+The cache key is a SHA-256 over everything that changes the binary: the full source text
+after inlining headers, the NVRTC options, the GPU architecture (compute capability), the
+NVRTC version and Needle's version. A stale cubin can therefore never be loaded.
+
+Environment switches:
+  NEEDLE_DEBUG=1           log each compile and cache hit to stderr
+  NEEDLE_DEBUG=2           also dump the numbered source when a compile fails
+  NEEDLE_CUDA_NO_COMPILE=1 raise instead of compiling (to prove a run is fully cached)
+  NEEDLE_CACHE_DIR=path    cache root (the cubins go to path/cuda)
+"""
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import nvrtc
+
+KERNEL_DIR = Path(__file__).with_name("kernels")
+CACHE_FORMAT = 1
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
+_PRAGMA_ONCE = re.compile(r"^\s*#\s*pragma\s+once\s*$")
+
+
+def debug_level():
+    try:
+        return int(os.environ.get("NEEDLE_DEBUG", "0"))
+    except ValueError:
+        return 0
+
+
+def load_source(filename):
+    """The text of ``kernels/<filename>`` with local includes inlined once each.
+
+    ``#line`` markers keep compiler messages pointing at the original file and line.
+    """
+    seen = set()
+
+    def expand(name):
+        if name in seen:
+            return ""
+        seen.add(name)
+        out = [f'#line 1 "{name}"']
+        for lineno, line in enumerate((KERNEL_DIR / name).read_text().splitlines(), 1):
+            match = _INCLUDE.match(line)
+            if match:
+                out += [expand(match.group(1)), f'#line {lineno + 1} "{name}"']
+            elif not _PRAGMA_ONCE.match(line):
+                out.append(line)
+        return "\n".join(out)
+
+    return expand(filename) + "\n"
+
+
+def options(arch):
+    """NVRTC options for compute capability ``arch`` (e.g. ``"90"``): a cubin for that GPU.
+
+    Precise math (no fast-math): results must match NumPy within float rounding.
+    """
+    return [f"--gpu-architecture=sm_{arch}", "--std=c++17", "--fmad=true"]
+
+
+def needle_version():
+    return getattr(sys.modules.get("needle"), "__version__", "unknown")
+
+
+def cache_key(source, opts, arch, nvrtc_version):
+    """SHA-256 of everything that determines the cubin."""
+    blob = json.dumps([CACHE_FORMAT, source, list(opts), str(arch), list(nvrtc_version),
+                       needle_version()])
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def cache_dir():
+    root = os.environ.get("NEEDLE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                               "needle")
+    return Path(root) / "cuda"
+
+
+def dump_source(name, source, stream=sys.stderr):
+    width = len(str(source.count("\n") + 1))
+    stream.write(f"---- {name} (as compiled) ----\n")
+    for i, line in enumerate(source.splitlines(), 1):
+        stream.write(f"{i:>{width}} {line}\n")
+    stream.flush()
+
+
+def compile_file(filename, arch):
+    """Compile one kernel source for ``sm_<arch>``: returns ``(cubin, log)`` (raises
+    :class:`~.nvrtc.NvrtcError` with the compiler log on errors). Used by the CI check too."""
+    source = load_source(filename)
+    try:
+        return nvrtc.compile_cubin(source, filename, options(arch))
+    except nvrtc.NvrtcError:
+        if debug_level() >= 2:
+            dump_source(filename, source)
+        raise
+
+
+def _log(msg):
+    if debug_level() >= 1:
+        print(f"[needle.cuda] {msg}", file=sys.stderr, flush=True)
+
+
+class KernelCache:
+    """Compiled kernels of one GPU architecture: file -> CuPy module, name -> kernel."""
+
+    def __init__(self, arch):
+        self.arch = str(arch)
+        self._modules = {}
+        self._functions = {}
+        self._from_cubin = set()  # files loaded from our cubin (CuPy compile as fallback)
+
+    def function(self, filename, name):
+        fn = self._functions.get(name)
+        if fn is None:
+            try:
+                fn = self._module(filename).get_function(name)
+            except Exception as e:  # noqa: BLE001 - e.g. a driver older than our NVRTC
+                if filename not in self._from_cubin:
+                    raise
+                self._from_cubin.discard(filename)
+                _log(f"loading the cached cubin failed ({e}); compiling {filename} through CuPy")
+                self._modules[filename] = self._cupy_module(filename)
+                fn = self._modules[filename].get_function(name)
+            self._functions[name] = fn
+        return fn
+
+    def _module(self, filename):
+        module = self._modules.get(filename)
+        if module is None:
+            module = self._modules[filename] = self._load(filename)
+        return module
+
+    def _load(self, filename):
+        import cupy
+
+        source = load_source(filename)
+        opts = options(self.arch)
+        try:
+            version = nvrtc.version()
+        except nvrtc.NvrtcError as e:
+            _log(f"{e}; compiling {filename} through CuPy instead")
+            return self._cupy_module(filename)
+        path = cache_dir() / f"{Path(filename).stem}-{cache_key(source, opts, self.arch, version)[:40]}.cubin"
+        if path.exists():
+            _log(f"cache hit {path}")
+        else:
+            if os.environ.get("NEEDLE_CUDA_NO_COMPILE") == "1":
+                raise RuntimeError(f"NEEDLE_CUDA_NO_COMPILE=1 but {filename} is not cached ({path})")
+            start = time.perf_counter()
+            cubin, _ = compile_file(filename, self.arch)
+            _log(f"compiled {filename} for sm_{self.arch} with NVRTC {version[0]}.{version[1]} "
+                 f"in {time.perf_counter() - start:.2f} s -> {path}")
+            _write_atomic(path, cubin)
+        self._from_cubin.add(filename)
+        return cupy.RawModule(path=str(path))
+
+    def _cupy_module(self, filename):
+        """Fallback: CuPy compiles the same source itself (and caches in its own directory)."""
+        import cupy
+
+        return cupy.RawModule(code=load_source(filename), options=tuple(options(self.arch)[1:]))
+
+
+def _write_atomic(path, data):
+    """Write then rename, so a concurrent reader never sees half a cubin."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,277 @@
+// Fused kernels (contract.FUSED_OPS), following numpy_backend.py's semantics exactly.
+//
+// Row ops (logsumexp, softmax, cross_entropy, layernorm and its dx) give each row to TPR
+// threads of a 256-thread block: a warp for rows up to ~1k columns, the whole block for
+// longer rows. Rows are re-read from global memory for each pass; they stay in L1/L2.
+#include "common.cuh"
+
+namespace needle {
+
+// Row loop shared by the row kernels: `r` is this thread group's row, `lane` its index in
+// the group. The loop variable is uniform across the block (group_reduce has barriers).
+#define NEEDLE_ROW_LOOP(TPR)                                                   \
+  constexpr int RPB = 256 / (TPR);                                             \
+  const int lane = threadIdx.x % (TPR), sub = threadIdx.x / (TPR);             \
+  for (i64 rb = blockIdx.x; rb * RPB < rows; rb += gridDim.x)
+
+template <int TPR, class T>
+__device__ __forceinline__ T row_max(const T* x, i64 cols, int lane, bool valid) {
+  T m = neg_inf<T>();
+  if (valid)
+    for (i64 c = lane; c < cols; c += TPR) m = Maximum()(m, x[c]);
+  return group_reduce<TPR, MaxOp>(m);
+}
+
+template <int TPR, class T>
+__device__ __forceinline__ T row_sum_exp(const T* x, T m, i64 cols, int lane, bool valid) {
+  T s = T(0);
+  if (valid)
+    for (i64 c = lane; c < cols; c += TPR) s += n_exp(x[c] - m);
+  return group_reduce<TPR, SumOp>(s);
+}
+
+template <class T, int TPR>
+__device__ void logsumexp(const T* a, T* out, i64 rows, i64 cols) {
+  NEEDLE_ROW_LOOP(TPR) {
+    const i64 r = rb * RPB + sub;
+    const bool valid = r < rows;
+    const T* x = a + (valid ? r : 0) * cols;
+    const T m = row_max<TPR>(x, cols, lane, valid);
+    const T s = row_sum_exp<TPR>(x, m, cols, lane, valid);
+    if (valid && lane == 0) out[r] = n_log(s) + m;
+  }
+}
+
+template <class T, int TPR>
+__device__ void softmax(const T* a, T* out, i64 rows, i64 cols) {
+  NEEDLE_ROW_LOOP(TPR) {
+    const i64 r = rb * RPB + sub;
+    const bool valid = r < rows;
+    const T* x = a + (valid ? r : 0) * cols;
+    const T m = row_max<TPR>(x, cols, lane, valid);
+    const T s = row_sum_exp<TPR>(x, m, cols, lane, valid);
+    if (valid)
+      for (i64 c = lane; c < cols; c += TPR) out[r * cols + c] = n_exp(x[c] - m) / s;
+  }
+}
+
+// loss[r] = logsumexp(x[r]) - x[r, label]; grad[r, c] = softmax(x[r])[c] - (c == label)
+template <class T, int TPR>
+__device__ void cross_entropy(const T* logits, const T* labels, T* loss, T* grad, i64 rows,
+                              i64 cols) {
+  NEEDLE_ROW_LOOP(TPR) {
+    const i64 r = rb * RPB + sub;
+    const bool valid = r < rows;
+    const T* x = logits + (valid ? r : 0) * cols;
+    const T m = row_max<TPR>(x, cols, lane, valid);
+    const T s = row_sum_exp<TPR>(x, m, cols, lane, valid);
+    if (valid) {
+      const i64 label = (i64)labels[r];
+      const bool in_range = label >= 0 && label < cols;
+      if (lane == 0) {
+        const T picked = in_range ? x[label] : T(0) / T(0);  // NaN flags a bad label
+        loss[r] = (n_log(s) + m) - picked;
+      }
+      for (i64 c = lane; c < cols; c += TPR) {
+        const T p = n_exp(x[c] - m) / s;
+        grad[r * cols + c] = c == label ? p - T(1) : p;
+      }
+    }
+  }
+}
+
+// out = (x - mean) * rstd * weight + bias, rstd = 1 / sqrt(biased var + eps) (two passes)
+template <class T, int TPR>
+__device__ void layernorm(const T* xs, const T* weight, const T* bias, T* out, T* mean,
+                          T* rstd, i64 rows, i64 cols, T eps) {
+  NEEDLE_ROW_LOOP(TPR) {
+    const i64 r = rb * RPB + sub;
+    const bool valid = r < rows;
+    const T* x = xs + (valid ? r : 0) * cols;
+    T s = T(0);
+    if (valid)
+      for (i64 c = lane; c < cols; c += TPR) s += x[c];
+    const T mu = group_reduce<TPR, SumOp>(s) / T(cols);
+    T q = T(0);
+    if (valid)
+      for (i64 c = lane; c < cols; c += TPR) q += (x[c] - mu) * (x[c] - mu);
+    const T var = group_reduce<TPR, SumOp>(q) / T(cols);
+    const T rs = T(1) / n_sqrt(var + eps);
+    if (valid) {
+      if (lane == 0) { mean[r] = mu; rstd[r] = rs; }
+      for (i64 c = lane; c < cols; c += TPR)
+        out[r * cols + c] = (x[c] - mu) * rs * weight[c] + bias[c];
+    }
+  }
+}
+
+// dx = rstd * (gx - mean(gx) - xhat * mean(gx * xhat)) with gx = grad * weight
+template <class T, int TPR>
+__device__ void layernorm_bwd_dx(const T* grad, const T* xs, const T* weight, const T* mean,
+                                 const T* rstd, T* dx, i64 rows, i64 cols) {
+  NEEDLE_ROW_LOOP(TPR) {
+    const i64 r = rb * RPB + sub;
+    const bool valid = r < rows;
+    const i64 base = (valid ? r : 0) * cols;
+    const T mu = valid ? mean[r] : T(0), rs = valid ? rstd[r] : T(0);
+    T sg = T(0), sgx = T(0);
+    if (valid)
+      for (i64 c = lane; c < cols; c += TPR) {
+        const T gx = grad[base + c] * weight[c];
+        sg += gx;
+        sgx += gx * ((xs[base + c] - mu) * rs);
+      }
+    const T a = group_reduce<TPR, SumOp>(sg) / T(cols);
+    const T b = group_reduce<TPR, SumOp>(sgx) / T(cols);
+    if (valid)
+      for (i64 c = lane; c < cols; c += TPR) {
+        const T xhat = (xs[base + c] - mu) * rs;
+        dx[base + c] = rs * (grad[base + c] * weight[c] - a - xhat * b);
+      }
+  }
+}
+
+// Column sums for dweight = sum_r grad * xhat and dbias = sum_r grad. Block (32, 8):
+// x walks columns (coalesced), y walks rows; gridDim.y splits the rows, each split
+// writing partial sums to dw[split * cols + c] (summed afterwards by colsum).
+template <class T>
+__device__ void layernorm_bwd_params(const T* grad, const T* xs, const T* mean, const T* rstd,
+                                     T* dw, T* db, i64 rows, i64 cols, i64 rows_per_split) {
+  __shared__ T tw[8][33], tb[8][33];
+  const i64 c = (i64)blockIdx.x * 32 + threadIdx.x;
+  const i64 r0 = (i64)blockIdx.y * rows_per_split;
+  const i64 r1 = r0 + rows_per_split < rows ? r0 + rows_per_split : rows;
+  T sw = T(0), sb = T(0);
+  if (c < cols)
+    for (i64 r = r0 + threadIdx.y; r < r1; r += 8) {
+      const T g = grad[r * cols + c];
+      sw += g * ((xs[r * cols + c] - mean[r]) * rstd[r]);
+      sb += g;
+    }
+  tw[threadIdx.y][threadIdx.x] = sw;
+  tb[threadIdx.y][threadIdx.x] = sb;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < cols) {
+    for (int k = 1; k < 8; ++k) { sw += tw[k][threadIdx.x]; sb += tb[k][threadIdx.x]; }
+    dw[(i64)blockIdx.y * cols + c] = sw;
+    db[(i64)blockIdx.y * cols + c] = sb;
+  }
+}
+
+// out[c] = sum_r a[r, c] for a short (rows, cols) matrix of partial sums
+template <class T>
+__device__ void colsum(const T* a, T* out, i64 rows, i64 cols) {
+  for (i64 c = global_thread(); c < cols; c += grid_threads()) {
+    T s = T(0);
+    for (i64 r = 0; r < rows; ++r) s += a[r * cols + c];
+    out[c] = s;
+  }
+}
+
+template <class T, bool RELU>
+__device__ void bias_act(const T* a, const T* bias, T* out, i64 n, i64 cols) {
+  for (i64 i = global_thread(); i < n; i += grid_threads()) {
+    const T y = a[i] + bias[(u64)i % (u64)cols];
+    out[i] = RELU ? Relu()(y) : y;
+  }
+}
+
+enum { SGD_WEIGHT_DECAY = 1, SGD_MOMENTUM = 2, SGD_FIRST_STEP = 4 };
+
+// PyTorch's SGD, in place; each product and sum rounded as NumPy rounds it
+template <class T>
+__device__ void sgd(T* param, const T* grad, T* buf, T lr, T momentum, T weight_decay,
+                    int flags, i64 n) {
+  for (i64 i = global_thread(); i < n; i += grid_threads()) {
+    const T p = param[i];
+    T g = grad[i];
+    if (flags & SGD_WEIGHT_DECAY) g = add_rn(g, mul_rn(weight_decay, p));
+    if (flags & SGD_MOMENTUM) {
+      g = (flags & SGD_FIRST_STEP) ? g : add_rn(mul_rn(buf[i], momentum), g);
+      buf[i] = g;
+    }
+    param[i] = add_rn(p, -mul_rn(lr, g));
+  }
+}
+
+// PyTorch's Adam (L2 weight decay, bias-corrected), in place. one_minus_b1 = 1 - beta1 and
+// bc1 = 1 - beta1 ** step are computed on the host in double, as NumPy does.
+template <class T>
+__device__ void adam(T* param, const T* grad, T* m, T* v, T lr, T beta1, T beta2,
+                     T one_minus_b1, T one_minus_b2, T bc1, T bc2, T eps, T weight_decay,
+                     int has_weight_decay, i64 n) {
+  for (i64 i = global_thread(); i < n; i += grid_threads()) {
+    const T p = param[i];
+    T g = grad[i];
+    if (has_weight_decay) g = add_rn(g, mul_rn(weight_decay, p));
+    const T mi = add_rn(mul_rn(m[i], beta1), mul_rn(one_minus_b1, g));
+    const T vi = add_rn(mul_rn(v[i], beta2), mul_rn(mul_rn(one_minus_b2, g), g));
+    m[i] = mi;
+    v[i] = vi;
+    const T m_hat = mi / bc1, v_hat = vi / bc2;
+    param[i] = add_rn(p, -(mul_rn(lr, m_hat) / add_rn(n_sqrt(v_hat), eps)));
+  }
+}
+
+}  // namespace needle
+
+// ---- entry points ---------------------------------------------------------------------
+#define NEEDLE_ROW_KERNELS_TPR(T, sfx, TPR)                                                   \
+  extern "C" __global__ void __launch_bounds__(256) needle_logsumexp_##sfx##_t##TPR(           \
+      const T* a, T* out, needle::i64 rows, needle::i64 cols) {                                \
+    needle::logsumexp<T, TPR>(a, out, rows, cols);                                             \
+  }                                                                                            \
+  extern "C" __global__ void __launch_bounds__(256) needle_softmax_##sfx##_t##TPR(             \
+      const T* a, T* out, needle::i64 rows, needle::i64 cols) {                                \
+    needle::softmax<T, TPR>(a, out, rows, cols);                                               \
+  }                                                                                            \
+  extern "C" __global__ void __launch_bounds__(256) needle_cross_entropy_##sfx##_t##TPR(       \
+      const T* logits, const T* labels, T* loss, T* grad, needle::i64 rows, needle::i64 cols) { \
+    needle::cross_entropy<T, TPR>(logits, labels, loss, grad, rows, cols);                     \
+  }                                                                                            \
+  extern "C" __global__ void __launch_bounds__(256) needle_layernorm_##sfx##_t##TPR(           \
+      const T* x, const T* w, const T* b, T* out, T* mean, T* rstd, needle::i64 rows,          \
+      needle::i64 cols, T eps) {                                                               \
+    needle::layernorm<T, TPR>(x, w, b, out, mean, rstd, rows, cols, eps);                      \
+  }                                                                                            \
+  extern "C" __global__ void __launch_bounds__(256) needle_layernorm_bwd_dx_##sfx##_t##TPR(    \
+      const T* grad, const T* x, const T* w, const T* mean, const T* rstd, T* dx,              \
+      needle::i64 rows, needle::i64 cols) {                                                    \
+    needle::layernorm_bwd_dx<T, TPR>(grad, x, w, mean, rstd, dx, rows, cols);                  \
+  }
+
+#define NEEDLE_FUSED(T, sfx)                                                                   \
+  NEEDLE_ROW_KERNELS_TPR(T, sfx, 32)                                                           \
+  NEEDLE_ROW_KERNELS_TPR(T, sfx, 256)                                                          \
+  extern "C" __global__ void __launch_bounds__(256) needle_layernorm_bwd_params_##sfx(         \
+      const T* grad, const T* x, const T* mean, const T* rstd, T* dw, T* db, needle::i64 rows, \
+      needle::i64 cols, needle::i64 rows_per_split) {                                          \
+    needle::layernorm_bwd_params<T>(grad, x, mean, rstd, dw, db, rows, cols, rows_per_split);  \
+  }                                                                                            \
+  extern "C" __global__ void needle_colsum_##sfx(const T* a, T* out, needle::i64 rows,         \
+                                                 needle::i64 cols) {                           \
+    needle::colsum<T>(a, out, rows, cols);                                                     \
+  }                                                                                            \
+  extern "C" __global__ void needle_bias_act_identity_##sfx(const T* a, const T* bias, T* out, \
+                                                            needle::i64 n, needle::i64 cols) { \
+    needle::bias_act<T, false>(a, bias, out, n, cols);                                         \
+  }                                                                                            \
+  extern "C" __global__ void needle_bias_act_relu_##sfx(const T* a, const T* bias, T* out,     \
+                                                        needle::i64 n, needle::i64 cols) {     \
+    needle::bias_act<T, true>(a, bias, out, n, cols);                                          \
+  }                                                                                            \
+  extern "C" __global__ void needle_sgd_##sfx(T* param, const T* grad, T* buf, T lr,           \
+                                              T momentum, T weight_decay, int flags,           \
+                                              needle::i64 n) {                                 \
+    needle::sgd<T>(param, grad, buf, lr, momentum, weight_decay, flags, n);                    \
+  }                                                                                            \
+  extern "C" __global__ void needle_adam_##sfx(                                                \
+      T* param, const T* grad, T* m, T* v, T lr, T beta1, T beta2, T one_minus_b1,             \
+      T one_minus_b2, T bc1, T bc2, T eps, T weight_decay, int has_weight_decay,               \
+      needle::i64 n) {                                                                         \
+    needle::adam<T>(param, grad, m, v, lr, beta1, beta2, one_minus_b1, one_minus_b2, bc1, bc2, \
+                    eps, weight_decay, has_weight_decay, n);                                   \
+  }
+
+NEEDLE_FUSED(float, f32)
+NEEDLE_FUSED(double, f64)

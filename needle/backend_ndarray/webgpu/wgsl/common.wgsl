@@ -1,0 +1,17 @@
+// Helpers shared by every kernel.
+//
+// A dispatch holds at most 65535 workgroups per dimension, so the host lays large 1-D
+// launches out as a 2-D grid (x * y >= groups) and kernels recover a linear index here.
+
+fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.y * nwg.x + wid.x;
+}
+
+// WGSL has no literal for these; a bitcast at run time gives the IEEE values.
+fn needle_nan() -> f32 {
+    return bitcast<f32>(0x7fc00000u);
+}
+
+fn needle_inf() -> f32 {
+    return bitcast<f32>(0x7f800000u);
+}

@@ -1,0 +1,13 @@
+"""needle-bench: Needle's benchmark suites (matmul, MLP training step, ResNet9 inference)
+against PyTorch and JAX. Run ``needle-bench --help`` or ``python -m needle.bench --help``;
+see bench/README.md.
+
+Modules: cli (arguments, orchestration), suites (cases, shared specs and data, references),
+backends (the backend registry) with backends_needle / backends_torch / backends_jax,
+validation, timing, report (table, JSON, CSV, Markdown), plot (PNG), metadata, progress.
+"""
+
+
+def main(argv=None):
+    from .cli import main as _main
+    return _main(argv)

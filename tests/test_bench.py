@@ -1,0 +1,265 @@
+"""needle-bench: the quick run end to end (Needle cpu vs PyTorch CPU), the validation that
+keeps wrong results out of the timings, and the statistics. No timing is asserted."""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from needle.bench import cli, report, suites, timing
+from needle.bench.backends import Backend, Runnable, all_backends, select
+from needle.bench.validation import Check, rel_err, validate
+
+pytest.importorskip("torch")
+
+STAT_FIELDS = ("mean_ms", "std_ms", "min_ms", "median_ms", "p95_ms", "p99_ms")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    code = cli.main(["--quick", "--out", str(out), "--backends", "needle-cpu,torch-cpu",
+                     "--no-progress"])
+    return code, out
+
+
+def test_quick_run_writes_every_file(quick_run):
+    code, out = quick_run
+    assert code == 0
+    for name in ("results.json", "results.csv", "results.md"):
+        assert (out / name).stat().st_size > 0
+    pytest.importorskip("matplotlib")
+    for suite in suites.SUITES:
+        png = out / f"{suite}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_json_has_metadata_and_valid_rows(quick_run):
+    _, out = quick_run
+    data = json.loads((out / "results.json").read_text())
+    meta = data["metadata"]
+    for key in ("date", "cpu", "gpu", "driver", "versions", "git_commit", "settings"):
+        assert key in meta
+    assert meta["versions"]["numpy"] and meta["versions"]["torch"]
+    rows = data["rows"]
+    assert {r["backend"] for r in rows} == {"needle-cpu", "torch-cpu"}
+    expected = {(s, c.name) for s in suites.SUITES for c in suites.cases(s, quick=True)}
+    assert {(r["suite"], r["case"]) for r in rows} == expected
+    for r in rows:
+        assert r["status"] == "ok", r
+        assert r["valid"] is True
+        assert r["rel_err"] <= r["tol"]
+        for f in STAT_FIELDS:
+            assert isinstance(r[f], float) and r[f] > 0
+        assert r["min_ms"] <= r["median_ms"] <= r["p95_ms"] <= r["p99_ms"]
+        assert r["iters"] == 3
+        assert r["vs_best_torch"] is not None and r["vs_torch_cuda"] is None
+        if r["suite"] == "matmul":
+            assert r["gflops"] > 0
+
+
+def test_quick_csv_has_metadata_and_rows(quick_run):
+    _, out = quick_run
+    lines = (out / "results.csv").read_text().splitlines()
+    comments = [line for line in lines if line.startswith("#")]
+    assert any(line.startswith("# date:") for line in comments)
+    assert any(line.startswith("# git_commit:") for line in comments)
+    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
+    assert len(rows) == len(json.loads((out / "results.json").read_text())["rows"])
+    assert all(r["status"] == "ok" and float(r["median_ms"]) > 0 for r in rows)
+
+
+def test_python_m_entry_point_exists():
+    import importlib.util
+    assert importlib.util.find_spec("needle.bench.__main__") is not None
+
+
+# ---------------------------------------------------------------- validation
+
+def test_rel_err():
+    ref = np.array([3.0, 4.0])
+    assert rel_err(ref, ref) == 0.0
+    assert rel_err(ref + [0.0, 0.5], ref) == pytest.approx(0.1)
+    assert rel_err(np.array([np.nan, 4.0]), ref) == math.inf
+    assert rel_err(np.ones(3), ref) == math.inf  # wrong shape
+    assert rel_err(np.zeros(2), np.zeros(2)) == 0.0
+
+
+def test_validate_reports_worst_check():
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((8, 8))
+    ok = validate([Check("C", ref * (1 + 1e-7), ref, 1e-4)])
+    assert ok.ok and ok.status == "ok"
+    bad = validate([Check("a", ref, ref, 1e-4), Check("b", ref * 1.01, ref, 1e-4)])
+    assert not bad.ok and bad.what == "b"
+    assert bad.rel_err == pytest.approx(0.01)
+    assert bad.status.startswith("mismatch: rel err 1.00e-02")
+
+
+def test_matmul_checks_reject_tf32_like_error():
+    case = suites.cases("matmul", quick=True)[0]
+    data = suites.make_data(case)
+    ref = suites.reference(case, data)
+    exact = (data["a"] @ data["b"]).astype(np.float32)
+    assert validate(suites.checks(case, exact, ref, data)).ok
+    noise = np.random.default_rng(1).standard_normal(exact.shape) * 5e-4 * np.std(ref)
+    assert not validate(suites.checks(case, exact + noise, ref, data)).ok
+
+
+def test_mlp_checks_catch_a_wrong_gradient():
+    pytest.importorskip("torch")
+    case = suites.cases("mlp", quick=True)[0]
+    data = suites.make_data(case)
+    ref = suites.reference(case, data)
+    assert validate(suites.checks(case, ref, ref, data)).ok
+    # the weights hardly move in one step: a gradient off by 10% changes them by ~1e-4
+    # relative, yet the check of the update must see it
+    initial = [a for w, b in data["weights"] for a in (w, b)]
+    wrong = [p0 + (p - p0) * 1.1 for p, p0 in zip(ref["params"], initial)]
+    verdict = validate(suites.checks(case, {"loss": ref["loss"], "params": wrong}, ref, data))
+    assert not verdict.ok and verdict.what.startswith("update of")
+
+
+def _fake_backend(output_fn):
+    def build(case, data):
+        return Runnable(output=output_fn(case, data), step=lambda: None)
+    return Backend(name="fake", family="needle", build=build, check=lambda: None)
+
+
+def test_wrong_backend_output_is_marked_invalid_and_not_timed():
+    case = suites.cases("matmul", quick=True)[0]
+    data = suites.make_data(case)
+    ref = suites.reference(case, data)
+    settings = timing.Settings(iters=3, warmup=1)
+
+    wrong = _fake_backend(lambda c, d: d["a"] @ d["b"] + 1.0)
+    row = cli.run_row(wrong, case, data, ref, settings)
+    assert row["status"].startswith("mismatch: rel err")
+    assert row["valid"] is False and "median_ms" not in row
+
+    right = _fake_backend(lambda c, d: d["a"] @ d["b"])
+    row = cli.run_row(right, case, data, ref, settings)
+    assert row["status"] == "ok" and row["valid"] and row["iters"] == 3
+
+
+def test_unavailable_error_and_too_slow_rows():
+    case = suites.cases("matmul", quick=True)[0]
+    data = suites.make_data(case)
+    ref = suites.reference(case, data)
+    settings = timing.Settings()
+
+    missing = Backend(name="gone", family="jax", build=None, check=lambda: "no GPU here")
+    row = cli.run_row(missing, case, data, ref, settings)
+    assert row["status"] == "skipped: no GPU here" and row["unavailable"]
+
+    def broken(case, data):
+        raise RuntimeError("kernel failed\nmore text")
+    row = cli.run_row(Backend(name="b", family="needle", build=broken, check=lambda: None),
+                      case, data, ref, settings)
+    assert row["status"] == "error: RuntimeError: kernel failed"
+
+    def slow(case, data):
+        import time
+        return Runnable(output=data["a"] @ data["b"], step=lambda: time.sleep(0.05))
+    tight = timing.Settings(max_row_time=0.2)
+    row = cli.run_row(Backend(name="s", family="needle", build=slow, check=lambda: None),
+                      case, data, ref, tight)
+    assert row["status"].startswith("skipped: too slow") and row["valid"]
+
+
+# ---------------------------------------------------------------- statistics and timing
+
+def test_summarize_matches_numpy():
+    samples_s = np.array([1.0, 2.0, 3.0, 4.0, 10.0, 2.5, 3.5]) * 1e-3
+    stats = timing.summarize(samples_s)
+    ms = samples_s * 1e3
+    assert stats["mean_ms"] == pytest.approx(np.mean(ms))
+    assert stats["std_ms"] == pytest.approx(np.std(ms, ddof=1))
+    assert stats["min_ms"] == pytest.approx(1.0)
+    assert stats["median_ms"] == pytest.approx(3.0)
+    assert stats["p95_ms"] == pytest.approx(np.percentile(ms, 95))
+    assert stats["p99_ms"] == pytest.approx(np.percentile(ms, 99))
+    assert timing.summarize([0.002])["std_ms"] == 0.0
+    with pytest.raises(ValueError):
+        timing.summarize([])
+
+
+def test_sample_plan_adapts_to_step_time():
+    s = timing.Settings(row_time=0.5, min_iters=10, max_samples=2000, chunk_s=1e-3)
+    assert timing.sample_plan(1e-6, s, events=False) == (500, 1000)  # 1 ms chunks
+    assert timing.sample_plan(1e-6, s, events=True) == (2000, 1)     # capped
+    assert timing.sample_plan(0.2, s, events=False) == (10, 1)       # at least min_iters
+    assert timing.sample_plan(0.2, timing.Settings(iters=7), events=False) == (7, 1)
+    with pytest.raises(timing.TooSlow):
+        timing.check_budget(1.0, timing.Settings(max_row_time=5.0))
+
+
+def test_measure_counts_steps():
+    calls = []
+    r = Runnable(output=None, step=lambda: calls.append(1))
+    times, info = timing.measure(r, timing.Settings(iters=5, warmup=2))
+    assert len(times) == 5 and info["iters"] == 5
+    assert len(calls) == 2 + 2 + 5  # two estimating steps, warm-up, timed
+
+
+# ---------------------------------------------------------------- cases, backends, report
+
+def test_cases_match_the_issue():
+    shapes = [(c.params["m"], c.params["k"], c.params["n"]) for c in suites.cases("matmul")]
+    assert (4096, 4096, 4096) in shapes and (64, 2048, 8192) in shapes and len(shapes) == 8
+    mlp = {c.params["config"]: c.params["sizes"] for c in suites.cases("mlp")}
+    assert mlp["deep-6L-1024"] == [1024] * 6 + [10]
+    assert mlp["bneck-2048-64-2048"] == [2048, 64, 2048, 10]
+    assert all(c.params["batch"] == 64 for c in suites.cases("mlp"))
+    assert [c.params["batch"] for c in suites.cases("resnet9")] == [16, 32, 64]
+
+
+def test_resnet9_models_agree_with_each_other():
+    torch = pytest.importorskip("torch")
+    import needle
+    from needle.bench import backends_needle, backends_torch
+    case = suites.cases("resnet9", quick=True)[0]
+    data = suites.make_data(case)
+    tm = backends_torch.resnet9_model(torch, suites.RESNET9, data["layers"]).eval()
+    with torch.no_grad():
+        expect = tm(torch.from_numpy(data["x"])).numpy()
+    nm = backends_needle.resnet9_model(suites.RESNET9, data["layers"], needle.cpu()).eval()
+    with needle.no_grad():
+        got = nm(needle.Tensor(data["x"], device=needle.cpu())).numpy()
+    assert expect.shape == (2, 10)
+    assert rel_err(got, expect) < 1e-4
+
+
+def test_backend_selection():
+    backends = all_backends()
+    names = [b.name for b in backends]
+    assert {"needle-cpu", "torch-cpu", "torch-cpu-1t", "torch-cuda", "torch-compile",
+            "torch-compile-ro", "torch-cudagraph", "jax-jit"} <= set(names)
+    assert [b.name for b in select(backends, ["torch-cpu*"])] == ["torch-cpu-1t", "torch-cpu"]
+    with pytest.raises(ValueError):
+        select(backends, ["nope"])
+
+
+def test_ratios():
+    rows = [{"suite": "mlp", "case": "c", "backend": "torch-cuda", "family": "torch",
+             "valid": True, "median_ms": 2.0},
+            {"suite": "mlp", "case": "c", "backend": "torch-cudagraph", "family": "torch",
+             "valid": True, "median_ms": 0.5},
+            {"suite": "mlp", "case": "c", "backend": "needle-cuda", "family": "needle",
+             "valid": True, "median_ms": 1.0},
+            {"suite": "mlp", "case": "c", "backend": "jax-jit", "family": "jax",
+             "valid": False, "status": "mismatch: rel err 1"}]
+    report.add_ratios(rows)
+    needle_row = rows[2]
+    assert needle_row["vs_torch_cuda"] == pytest.approx(0.5)
+    assert needle_row["vs_best_torch"] == pytest.approx(2.0)
+    assert needle_row["best_torch"] == "torch-cudagraph"
+    assert "vs_torch_cuda" not in rows[3]
+
+
+def test_cli_rejects_unknown_suite_and_backend():
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--suite", "nope"])
+    with pytest.raises(SystemExit):
+        cli.main(["--backends", "nope", "--quick"])
