@@ -26,6 +26,8 @@ def canonical_dtype(dtype):
     """Map ``"float32"``, ``np.float32``, ``np.dtype('float32')`` ... to its name, or raise."""
     if dtype is None:
         return "float32"
+    if dtype in _DTYPES:  # the common case, on every allocation: skip numpy's parsing
+        return dtype
     try:
         name = np.dtype(dtype).name
     except TypeError:

@@ -73,7 +73,8 @@ class GELU(Module):
 
 
 class Sequential(Module):
-    """Apply modules in order; a Linear followed by ReLU runs as one fused bias+ReLU."""
+    """Apply modules in order. A Linear or BatchNorm followed by ReLU runs its last step
+    and the ReLU as one fused kernel (``bias_act``)."""
 
     def __init__(self, *modules):
         super().__init__()
@@ -84,11 +85,16 @@ class Sequential(Module):
         while i < len(self.modules):
             m = self.modules[i]
             nxt = self.modules[i + 1] if i + 1 < len(self.modules) else None
-            if type(m) is Linear and type(nxt) is ReLU:
+            if type(nxt) is ReLU and isinstance(m, _FUSES_RELU):
                 x, i = m(x, act="relu"), i + 2
             else:
                 x, i = m(x), i + 1
         return x
+
+
+from .norm import BatchNorm1d  # noqa: E402 - norm imports nothing from here
+
+_FUSES_RELU = (Linear, BatchNorm1d)  # forward(x, act="relu") runs the ReLU in the same kernel
 
 
 class Residual(Module):

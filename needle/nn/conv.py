@@ -38,6 +38,6 @@ class Conv(Module):
             raise ShapeError(f"Conv({self.in_channels}, {self.out_channels}) expects NCHW input "
                              f"with {self.in_channels} channels, got shape {x.shape}")
         y = ops.conv(ops.permute(x, (0, 2, 3, 1)), self.weight, self.stride, self.kernel_size // 2)
-        if self.bias is not None:
-            y = y + ops.broadcast_to(self.bias, y.shape)
+        if self.bias is not None:  # NHWC: the bias runs along the last axis, one fused kernel
+            y = ops.bias_act(y, self.bias)
         return ops.permute(y, (0, 3, 1, 2))

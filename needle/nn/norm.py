@@ -18,7 +18,7 @@ class BatchNorm1d(Module):
         self.running_mean = init.zeros(dim, device=device, dtype=dtype)
         self.running_var = init.ones(dim, device=device, dtype=dtype)
 
-    def forward(self, x):
+    def forward(self, x, act="identity"):
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ShapeError(f"{type(self).__name__}({self.dim}) expects (batch, {self.dim}) "
                              f"input, got {x.shape}")
@@ -35,24 +35,26 @@ class BatchNorm1d(Module):
                 unbiased = var.detach() * (n / max(n - 1, 1))
                 self.running_mean = (self.running_mean * (1 - m) + mean.detach() * m).detach()
                 self.running_var = (self.running_var * (1 - m) + unbiased * m).detach()
-        else:
-            mean, var = self.running_mean, self.running_var
-            centered = x - ops.broadcast_to(ops.reshape(mean, (1, self.dim)), x.shape)
-        scale = self.weight / (var + self.eps) ** 0.5
-        return centered * ops.broadcast_to(ops.reshape(scale, (1, self.dim)), x.shape) + \
-            ops.broadcast_to(ops.reshape(self.bias, (1, self.dim)), x.shape)
+            scale = self.weight / (var + self.eps) ** 0.5
+            shift = self.bias
+        else:  # an affine map: x * scale + shift, with per-channel scale and shift
+            centered = x
+            scale = self.weight / (self.running_var + self.eps) ** 0.5
+            shift = self.bias - self.running_mean * scale
+        y = centered * ops.broadcast_to(ops.reshape(scale, (1, self.dim)), x.shape)
+        return ops.bias_act(y, shift, act)
 
 
 class BatchNorm2d(BatchNorm1d):
     """Batch normalisation of NCHW input over N, H and W, per channel."""
 
-    def forward(self, x):
+    def forward(self, x, act="identity"):
         if x.ndim != 4 or x.shape[1] != self.dim:
             raise ShapeError(f"BatchNorm2d({self.dim}) expects NCHW input with {self.dim} "
                              f"channels, got {x.shape}")
         n, c, h, w = x.shape
         flat = ops.reshape(ops.permute(x, (0, 2, 3, 1)), (n * h * w, c))
-        y = super().forward(flat)
+        y = super().forward(flat, act)
         return ops.permute(ops.reshape(y, (n, h, w, c)), (0, 3, 1, 2))
 
 

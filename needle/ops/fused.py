@@ -41,15 +41,15 @@ class SoftmaxCrossEntropy(TensorOp):
     def compute(self, logits, labels):
         rows, cols = logits.shape
         backend = logits.device.backend
-        loss_rows, self.grad = logits._new((rows,)), logits._new()
+        loss_rows, grad = logits._new((rows,)), logits._new()
         backend.cross_entropy(logits.compact()._handle, labels.compact()._handle,
-                              loss_rows._handle, self.grad._handle, rows, cols)
+                              loss_rows._handle, grad._handle, rows, cols)
+        self.grad = grad / rows  # d(mean loss)/d(logits)
         return loss_rows.sum() / rows
 
     def gradient(self, out_grad, node):
-        rows = node.inputs[0].shape[0]
-        g = Tensor.make_const(self.grad) * broadcast_to(reshape(out_grad, (1, 1)), self.grad.shape)
-        return g / rows, None
+        scale = broadcast_to(reshape(out_grad, (1, 1)), self.grad.shape)
+        return Tensor.make_const(self.grad) * scale, None
 
 
 def softmax_cross_entropy(logits, labels):
