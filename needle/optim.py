@@ -17,13 +17,15 @@ class Optimizer:
 
     zero_grad = reset_grad
 
-
-def _grad_data(p):
-    grad = p.grad.realize_cached_data()
-    data = p.realize_cached_data()
-    if grad.shape != data.shape:
-        raise ValueError(f"gradient of shape {grad.shape} does not match parameter {data.shape}")
-    return data, grad.compact()
+    def _with_grads(self):
+        """(parameter, compact value, compact gradient) of each parameter that has a gradient."""
+        for p in self.params:
+            if p.grad is None:
+                continue
+            data, grad = p.realize_cached_data().compact(), p.grad.realize_cached_data().compact()
+            if grad.shape != data.shape:
+                raise ValueError(f"gradient of shape {grad.shape} does not match parameter {data.shape}")
+            yield p, data, grad
 
 
 class SGD(Optimizer):
@@ -42,11 +44,7 @@ class SGD(Optimizer):
         self.u = {}
 
     def step(self):
-        for p in self.params:
-            if p.grad is None:
-                continue
-            data, grad = _grad_data(p)
-            data = data.compact()
+        for p, data, grad in self._with_grads():
             first = p not in self.u
             if self.momentum and first:
                 self.u[p] = data._new()
@@ -76,11 +74,7 @@ class Adam(Optimizer):
         self.m, self.v = {}, {}
 
     def step(self):
-        for p in self.params:
-            if p.grad is None:
-                continue
-            data, grad = _grad_data(p)
-            data = data.compact()
+        for p, data, grad in self._with_grads():
             if p not in self.m:
                 self.m[p] = data._new()
                 self.m[p].fill(0.0)

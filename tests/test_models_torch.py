@@ -5,28 +5,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import needle
 import needle.nn as nn
 import needle.optim as optim
-
-
-def seeded(seed):
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    return np.random.default_rng(seed)
-
-
-def tensor(x, device, requires_grad=True):
-    return needle.Tensor(np.asarray(x, dtype=np.float32), device=device, dtype="float32",
-                         requires_grad=requires_grad)
-
-
-def param(x, device):
-    return nn.Parameter(tensor(x, device))
-
-
-def npy(t):
-    return t.detach().numpy() if isinstance(t, torch.Tensor) else t.numpy()
+from torch_helpers import npy, param, seeded, tensor
 
 
 def rel_close(actual, expected, tol, what=""):

@@ -5,32 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import needle
 import needle.nn as nn
 import needle.optim as optim
+from torch_helpers import close, param, seeded, tensor
 
 IN, HIDDEN, OUT, BATCH, STEPS = 10, 24, 5, 16, 5
-
-
-def seeded(seed):
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    return np.random.default_rng(seed)
-
-
-def tensor(x, device, requires_grad=True):
-    return needle.Tensor(np.asarray(x, dtype=np.float32), device=device, dtype="float32",
-                         requires_grad=requires_grad)
-
-
-def param(x, device):
-    return nn.Parameter(tensor(x, device))
-
-
-def close(actual, expected, rtol=1e-4, atol=1e-5, what=""):
-    expected = expected.detach().numpy() if isinstance(expected, torch.Tensor) else expected
-    actual = actual.numpy() if hasattr(actual, "numpy") else actual
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=what)
 
 
 def make_pair(device):

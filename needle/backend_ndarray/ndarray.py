@@ -10,7 +10,7 @@ import numbers
 import numpy as np
 
 from ..errors import DeviceMismatchError, DTypeError, ShapeError
-from .device import Device, canonical_dtype, default_device
+from .device import canonical_dtype, default_device
 from .device import device as lookup_device
 
 

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-import needle  # needle.Tensor is looked up at iteration time, so a circular import is fine
+from ..autograd import Tensor
 
 
 class DataLoader:
@@ -57,5 +57,5 @@ class DataLoader:
         return sample if isinstance(sample, tuple) else (sample,)
 
     def _to_tensor(self, batch):
-        return needle.Tensor(batch.astype(self.dtype, copy=False), device=self.device,
+        return Tensor(batch.astype(self.dtype, copy=False), device=self.device,
                              dtype=self.dtype, requires_grad=False)

@@ -4,7 +4,7 @@ bias + activation. Each runs as one backend kernel where the backend has it (see
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import prod
 from ..errors import ShapeError
-from .elementwise import exp, relu
+from .elementwise import relu
 from .movement import broadcast_to, reshape
 from .reduce import logsumexp, summation
 
