@@ -16,7 +16,14 @@ Two timers:
     mean of ``k`` back-to-back steps, with ``k`` chosen so a sample lasts ~1 ms (so a
     device's synchronisation latency is amortised as it is with events); ``k = 1`` for
     steps of 1 ms or more, and when ``iters`` is given.
+
+The timed samples run with Python's cyclic garbage collector paused (after a collection),
+as ``timeit`` does: one process holds PyTorch, JAX and Needle, and a collection pass over
+all their objects, triggered by whichever backend allocates many small objects, would
+otherwise land at random in another backend's samples.
 """
+import contextlib
+import gc
 import math
 import time
 from dataclasses import dataclass
@@ -98,6 +105,19 @@ def sample_plan(est, settings, events):
     return samples, inner
 
 
+@contextlib.contextmanager
+def gc_paused():
+    """Collect, then keep the cyclic GC off for the block (reference counting still frees)."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def time_host(step, sync, samples, inner):
     out = []
     sync()
@@ -143,10 +163,11 @@ def measure(runnable, settings):
         sync()
         est = min(est, (time.perf_counter() - t0) / warmup)  # back-to-back steady state
     samples, inner = sample_plan(est, settings, events)
-    if events:
-        times = time_cuda_events(step, samples)
-    else:
-        times = time_host(step, sync, samples, inner)
+    with gc_paused():
+        if events:
+            times = time_cuda_events(step, samples)
+        else:
+            times = time_host(step, sync, samples, inner)
     info = {"timer": runnable.timer, "warmup": warmup + 2, "samples": samples,
             "steps_per_sample": inner, "iters": samples * inner, "est_step_s": est}
     return times, info

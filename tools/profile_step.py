@@ -1,0 +1,74 @@
+"""Profile one eager Needle step on a device: where the host time goes.
+
+    python tools/profile_step.py --device cuda --suite mlp --case med-4L-512 [--steps 200]
+
+Prints the median step time, then cProfile's top functions by own time (Needle, the
+backend's Python, and the library calls under it such as CuPy's launches)."""
+import argparse
+import cProfile
+import pstats
+import time
+
+import numpy as np
+
+import needle
+import needle.nn as nn
+from needle.bench import backends_needle as bn
+from needle.bench import suites
+
+
+def build_step(device, suite, case):
+    data = suites.make_data(case)
+    if suite == "mlp":
+        model = bn.mlp_model(case.params["sizes"], data["weights"], device)
+        x = needle.Tensor(data["x"], device=device, requires_grad=False)
+        y = needle.Tensor(data["y"].astype(np.float32), device=device, requires_grad=False)
+        opt, loss_fn = needle.optim.SGD(model.parameters(), lr=0.01), nn.SoftmaxLoss()
+
+        def step():
+            opt.reset_grad()
+            loss_fn(model(x), y).backward()
+            opt.step()
+    else:
+        model = bn.resnet9_model(suites.RESNET9, data["layers"], device).eval()
+        x = needle.Tensor(data["x"], device=device, requires_grad=False)
+
+        def step():
+            with needle.no_grad():
+                model(x)
+    return step
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--suite", default="mlp", choices=["mlp", "resnet9"])
+    p.add_argument("--case", default="med-4L-512")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--top", type=int, default=30)
+    args = p.parse_args()
+    device = needle.device(args.device)
+    case = next(c for c in suites.cases(args.suite) if c.name.startswith(args.case))
+    step = build_step(device, args.suite, case)
+    for _ in range(10):
+        step()
+    device.synchronize()
+    times = []
+    for _ in range(args.steps):
+        t = time.perf_counter()
+        step()
+        device.synchronize()
+        times.append(time.perf_counter() - t)
+    print(f"{args.suite} {case.name} on {device}: median {np.median(times) * 1e3:.3f} ms/step "
+          f"(synchronised each step)")
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(args.steps):
+        step()
+    device.synchronize()
+    prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(args.top)
+
+
+if __name__ == "__main__":
+    main()
