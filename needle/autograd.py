@@ -136,7 +136,8 @@ class Tensor(Value):
     Args:
         array: a Tensor, NDArray, numpy array or nested list.
         device: a Needle device (default: the array's device, else ``needle.default_device()``).
-        dtype: ``"float32"`` (default) or ``"float64"``.
+        dtype: ``"float32"`` or ``"float64"``; by default float32 for host data (lists,
+            numpy arrays) and the source's dtype for a Tensor or NDArray.
         requires_grad: whether gradients flow to this tensor.
 
     Example:
@@ -148,15 +149,15 @@ class Tensor(Value):
 
     grad = None
 
-    def __init__(self, array, *, device=None, dtype="float32", requires_grad=True):
+    def __init__(self, array, *, device=None, dtype=None, requires_grad=True):
         if isinstance(array, Tensor):
             array = array.realize_cached_data()
         if isinstance(array, NDArray):
-            data = array.to(device or array.device).astype(dtype)
+            data = array.to(device or array.device).astype(dtype or array.dtype)
             if data is array:
                 data = NDArray(array)  # a Tensor never aliases its source's buffer
         else:
-            data = NDArray(np.asarray(array), device=device, dtype=dtype)
+            data = NDArray(np.asarray(array), device=device, dtype=dtype or "float32")
         self._init(None, [], cached_data=data, requires_grad=requires_grad)
 
     @staticmethod

@@ -12,7 +12,7 @@ from .backend_ndarray import NDArray, default_device, full as nd_full
 
 
 def _tensor(array, device, dtype, requires_grad):
-    return Tensor(NDArray(array, device=device or default_device(), dtype=dtype),
+    return Tensor(NDArray(array, device=device or default_device(), dtype=dtype), dtype=dtype,
                   requires_grad=requires_grad)
 
 
@@ -31,7 +31,7 @@ uniform, normal = rand, randn
 
 def constant(*shape, c=1.0, device=None, dtype="float32", requires_grad=False):
     array = nd_full(shape, c, dtype=dtype, device=device or default_device())
-    return Tensor(array, requires_grad=requires_grad)
+    return Tensor(array, dtype=dtype, requires_grad=requires_grad)
 
 
 def ones(*shape, device=None, dtype="float32", requires_grad=False):

@@ -45,13 +45,23 @@ def test_mixed_dtypes():
         needle.Tensor([1.0]) + needle.Tensor([1.0], dtype="float64")
 
 
-def test_unavailable_device_names_the_install_command():
-    dev = next((d for d in needle.all_devices() if not d.enabled()), None)
-    if dev is None:
+def test_unavailable_device_raises_with_its_reason():
+    unavailable = [d for d in needle.all_devices() if not d.enabled()]
+    if not unavailable:
         pytest.skip("every device is available here")
-    with pytest.raises(DeviceUnavailableError, match=r"pip install 'needle\[" + dev.name + r"\]'"):
-        needle.Tensor([1.0], device=dev)
-    assert "pip install" in dev.unavailable_reason()
+    for dev in unavailable:
+        with pytest.raises(DeviceUnavailableError, match=rf"needle.{dev.name}\(\) is not available"):
+            needle.Tensor([1.0], device=dev)
+
+
+def test_missing_package_names_the_install_command():
+    if needle.cuda().enabled():
+        pytest.skip("CuPy and a GPU are present")
+    reason = needle.cuda().unavailable_reason()
+    if "CuPy is not installed" not in reason:
+        pytest.skip(f"cuda is unavailable for another reason: {reason}")
+    with pytest.raises(DeviceUnavailableError, match=r"pip install 'needle\[cuda\]'"):
+        needle.Tensor([1.0], device=needle.cuda())
 
 
 def test_mixing_devices(device):
@@ -122,3 +132,36 @@ def test_backward_out_grad_shape():
 def test_batchnorm_training_needs_more_than_one_value():
     with pytest.raises(ValueError, match="more than one value per channel"):
         needle.nn.BatchNorm1d(3)(t(1, 3))
+
+
+@pytest.mark.parametrize("labels", [[0, 3], [-1, 0], [0.5, 1]], ids=["too-big", "negative", "fractional"])
+def test_softmax_loss_rejects_labels_that_are_not_class_indices(device, labels):
+    logits = t(2, 3, device=device)
+    with pytest.raises(ValueError, match=r"integers in \[0, 3\)"):
+        needle.nn.SoftmaxLoss()(logits, needle.Tensor(labels, device=device))
+
+
+def test_rnn_initial_state_shape_is_checked():
+    rnn = needle.nn.RNN(4, 5, num_layers=2)
+    with pytest.raises(ShapeError, match=r"\(2, 3, 5\)"):
+        rnn(t(6, 3, 4), t(1, 3, 5))
+    lstm = needle.nn.LSTM(4, 5, num_layers=2)
+    with pytest.raises(ShapeError, match="initial states"):
+        lstm(t(6, 3, 4), (t(2, 3, 5), t(1, 3, 5)))
+
+
+@pytest.mark.parametrize("call", [
+    lambda: needle.ops.stack([t(2, 3), t(2, 3)], axis=5),
+    lambda: needle.ops.concatenate([t(2, 3), t(2, 3)], axis=3),
+    lambda: needle.ops.split(t(2, 3), axis=4),
+    lambda: needle.ops.dilate(t(2, 3), (2,), 1),
+    lambda: needle.ops.transpose(t(2, 3), (0, 5)),
+], ids=["stack", "concatenate", "split", "dilate", "transpose"])
+def test_out_of_range_axes(call):
+    with pytest.raises(ShapeError, match="out of range"):
+        call()
+
+
+def test_negative_dilate_axis_counts_from_the_end():
+    x = t(2, 3)
+    assert needle.ops.dilate(x, (-1,), 1).shape == (2, 6)

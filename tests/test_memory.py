@@ -31,3 +31,6 @@ def test_no_memory_growth_over_training_steps(device, rng):
     after = device.memory_stats()["bytes_in_use"]
     assert np.isfinite(loss.numpy()).all()
     assert after <= before + 64 * 1024, f"bytes in use grew from {before} to {after}"
+    device.reset_peak_memory()
+    stats = device.memory_stats()
+    assert stats["peak_bytes"] == stats["bytes_in_use"]

@@ -24,11 +24,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from needle.bench.suites import MATMUL_SHAPES  # noqa: E402
 from needle.backend_ndarray.webgpu import WebGPUBackend, gemm  # noqa: E402
 
-SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 4096, 4096),
-          (64, 1024, 4096), (256, 1024, 4096), (64, 4096, 1024), (64, 2048, 8192),
-          (32, 512, 2048)]  # (m, k, n)
+SHAPES = MATMUL_SHAPES  # (m, k, n), shared with needle-bench
 
 
 def _count(seconds_each, budget_s, cap=200):

@@ -12,6 +12,8 @@ export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
   .whl/wgpu-*.whl .whl/cffi-*.whl .whl/pycparser-*.whl .whl/rendercanvas-*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD XDG_RUNTIME_DIR=/tmp PYTHONUNBUFFERED=1
+# the working tree travels without .git: pass the commit in, e.g. NEEDLE_BENCH_COMMIT=$(git rev-parse --short HEAD)
+export NEEDLE_BENCH_COMMIT=${NEEDLE_BENCH_COMMIT:-unknown}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; date -u +%F; git rev-parse --short HEAD 2>/dev/null; } > "$OUT/gpu.txt"
 case $mode in

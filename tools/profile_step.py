@@ -12,31 +12,8 @@ import time
 import numpy as np
 
 import needle
-import needle.nn as nn
 from needle.bench import backends_needle as bn
 from needle.bench import suites
-
-
-def build_step(device, suite, case):
-    data = suites.make_data(case)
-    if suite == "mlp":
-        model = bn.mlp_model(case.params["sizes"], data["weights"], device)
-        x = needle.Tensor(data["x"], device=device, requires_grad=False)
-        y = needle.Tensor(data["y"].astype(np.float32), device=device, requires_grad=False)
-        opt, loss_fn = needle.optim.SGD(model.parameters(), lr=0.01), nn.SoftmaxLoss()
-
-        def step():
-            opt.reset_grad()
-            loss_fn(model(x), y).backward()
-            opt.step()
-    else:
-        model = bn.resnet9_model(suites.RESNET9, data["layers"], device).eval()
-        x = needle.Tensor(data["x"], device=device, requires_grad=False)
-
-        def step():
-            with needle.no_grad():
-                model(x)
-    return step
 
 
 def main():
@@ -48,8 +25,13 @@ def main():
     p.add_argument("--top", type=int, default=30)
     args = p.parse_args()
     device = needle.device(args.device)
-    case = next(c for c in suites.cases(args.suite) if c.name.startswith(args.case))
-    step = build_step(device, args.suite, case)
+    cases = [c for c in suites.cases(args.suite) if c.name.startswith(args.case)]
+    if not cases:
+        p.error(f"no {args.suite} case starts with {args.case!r}; cases: "
+                f"{', '.join(c.name for c in suites.cases(args.suite))}")
+    case = cases[0]
+    # the same step needle-bench times (built from the same shared weights and inputs)
+    step = getattr(bn, args.suite)(device, case, suites.make_data(case)).step
     for _ in range(10):
         step()
     device.synchronize()

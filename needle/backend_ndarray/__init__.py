@@ -2,5 +2,5 @@
 from .contract import ACTIVATIONS, BINARY_OPS, FUSED_OPS, REDUCE_OPS, UNARY_OPS, Backend
 from .device import (Device, all_devices, canonical_dtype, cpu, cuda, cudnn, default_device,
                      device, webgpu)
-from .ndarray import (NDArray, array, broadcast_shapes, compact_strides, concatenate, empty,
+from .ndarray import (NDArray, broadcast_shapes, compact_strides, concatenate, empty,
                       full, prod, split, stack)

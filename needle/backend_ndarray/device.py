@@ -15,7 +15,7 @@ from ..errors import DeviceUnavailableError, DTypeError
 _REGISTRY = {
     "cpu": ("needle.backend_ndarray.numpy_backend", "NumpyBackend", None),
     "cuda": ("needle.backend_ndarray.cuda", "CudaBackend", "pip install 'needle[cuda]'"),
-    "cudnn": ("needle.backend_ndarray.cudnn", "CudnnBackend", "pip install 'needle[cudnn]'"),
+    "cudnn": ("needle.backend_ndarray.cudnn", "CudnnBackend", None),  # not built yet
     "webgpu": ("needle.backend_ndarray.webgpu", "WebGPUBackend", "pip install 'needle[webgpu]'"),
 }
 
@@ -100,27 +100,12 @@ class Device:
             raise NotImplementedError(f"{self} does not report memory statistics")
         return stats()
 
-    # array factories used by needle.init (classic Needle's BackendDevice API)
-    def empty(self, shape, dtype="float32"):
-        from .ndarray import NDArray
-        return NDArray.make(tuple(shape), device=self, dtype=dtype)
-
-    def full(self, shape, fill_value, dtype="float32"):
-        arr = self.empty(shape, dtype)
-        arr.fill(fill_value)
-        return arr
-
-    def rand(self, *shape, dtype="float32"):
-        from .ndarray import NDArray
-        return NDArray(np.random.rand(*shape), device=self, dtype=dtype)
-
-    def randn(self, *shape, dtype="float32"):
-        from .ndarray import NDArray
-        return NDArray(np.random.randn(*shape), device=self, dtype=dtype)
-
-    def one_hot(self, n, i, dtype="float32"):
-        from .ndarray import NDArray
-        return NDArray(np.eye(n)[np.asarray(i, dtype=np.int64)], device=self, dtype=dtype)
+    def reset_peak_memory(self):
+        """Start a new peak: ``memory_stats()["peak_bytes"]`` becomes the bytes in use."""
+        reset = getattr(self.backend, "reset_peak_memory", None)
+        if reset is None:
+            raise NotImplementedError(f"{self} does not report memory statistics")
+        reset()
 
     def __eq__(self, other):
         return isinstance(other, Device) and other.name == self.name

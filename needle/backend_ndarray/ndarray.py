@@ -397,10 +397,6 @@ class NDArray:
 
 
 # -- module-level array API (used by needle.ops) ------------------------------------------
-def array(a, dtype="float32", device=None):
-    return NDArray(a, device=device, dtype=dtype)
-
-
 def empty(shape, dtype="float32", device=None):
     return NDArray.make(tuple(shape), device=device or default_device(), dtype=dtype)
 
@@ -411,14 +407,22 @@ def full(shape, fill_value, dtype="float32", device=None):
     return out
 
 
+def _axis(axis, ndim, what):
+    if not -ndim <= axis < ndim:
+        raise ShapeError(f"{what}: axis {axis} is out of range for {ndim} dimensions")
+    return axis % ndim
+
+
 def stack(arrays, axis=0):
     """Join same-shape arrays along a new axis."""
+    if not arrays:
+        raise ValueError("stack needs at least one array")
     first = arrays[0]
     for a in arrays[1:]:
         first._check_compatible(a, "stack")
         if a.shape != first.shape:
             raise ShapeError(f"stack: all arrays need the same shape, got {first.shape} and {a.shape}")
-    axis = axis % (first.ndim + 1)
+    axis = _axis(axis, first.ndim + 1, "stack")
     out = empty(first.shape[:axis] + (len(arrays),) + first.shape[axis:], first.dtype,
                 first.device)
     for i, a in enumerate(arrays):
@@ -428,13 +432,15 @@ def stack(arrays, axis=0):
 
 def split(a, axis=0):
     """The slices of ``a`` along ``axis``, each compact, with that axis removed."""
-    axis = axis % a.ndim
+    axis = _axis(axis, a.ndim, "split")
     return [a[(slice(None),) * axis + (i,)].compact() for i in range(a.shape[axis])]
 
 
 def concatenate(arrays, axis=0):
+    if not arrays:
+        raise ValueError("concatenate needs at least one array")
     first = arrays[0]
-    axis = axis % first.ndim
+    axis = _axis(axis, first.ndim, "concatenate")
     for a in arrays[1:]:
         first._check_compatible(a, "concatenate")
         if a.ndim != first.ndim or a.shape[:axis] + a.shape[axis + 1:] != \

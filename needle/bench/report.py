@@ -9,7 +9,6 @@ import io
 import json
 import math
 
-from .timing import STAT_FIELDS
 
 CSV_FIELDS = ("suite", "case", "backend", "status", "valid", "median_ms", "gflops", "mean_ms",
               "std_ms", "min_ms", "p95_ms", "p99_ms", "iters", "samples", "steps_per_sample",
@@ -145,6 +144,3 @@ def markdown(meta, rows, suites):
                       + ".\n")
     return out.getvalue()
 
-
-def has_stats(row):
-    return all(isinstance(row.get(k), (int, float)) for k in STAT_FIELDS)

@@ -7,7 +7,8 @@ from .module import Module, Parameter
 
 
 class Conv(Module):
-    """2-D convolution with 'same' padding ``kernel_size // 2``.
+    """2-D convolution with padding ``kernel_size // 2`` ('same' for odd kernel sizes; an
+    even kernel makes the output one larger, as in PyTorch with the same padding).
 
     Args:
         in_channels, out_channels: channel counts.

@@ -80,10 +80,15 @@ class LSTMCell(Module):
 class _Stacked(Module):
     """Layers of cells run over a ``(seq_len, batch, input_size)`` sequence."""
 
-    def _check(self, x):
+    def _check(self, x, *states):
         if x.ndim != 3 or x.shape[2] != self.input_size:
             raise ShapeError(f"{type(self).__name__} expects (seq_len, batch, {self.input_size}) "
                              f"input, got {x.shape}")
+        expected = (self.num_layers, x.shape[1], self.hidden_size)
+        for s in states:
+            if s is not None and s.shape != expected:
+                raise ShapeError(f"{type(self).__name__} expects initial states of shape "
+                                 f"(num_layers, batch, hidden) = {expected}, got {s.shape}")
 
 
 class RNN(_Stacked):
@@ -98,7 +103,7 @@ class RNN(_Stacked):
                                   nonlinearity, device, dtype) for i in range(num_layers)]
 
     def forward(self, x, h0=None):
-        self._check(x)
+        self._check(x, h0)
         inputs = list(ops.split(x, 0).tuple())
         h0 = [None] * self.num_layers if h0 is None else list(ops.split(h0, 0).tuple())
         finals = []
@@ -123,7 +128,7 @@ class LSTM(_Stacked):
                                     device, dtype) for i in range(num_layers)]
 
     def forward(self, x, state=None):
-        self._check(x)
+        self._check(x, *(state if state is not None else ()))
         inputs = list(ops.split(x, 0).tuple())
         if state is None:
             states = [None] * self.num_layers

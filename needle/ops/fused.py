@@ -1,7 +1,10 @@
 """Fused ops for the training step: softmax, softmax cross-entropy, LayerNorm and
 bias + activation. Each runs as one backend kernel where the backend has it (see
 ``Backend.supports``) and otherwise as a composition of simple ops."""
+import numpy as np
+
 from ..autograd import Tensor, TensorOp
+from ..backend_ndarray import ACTIVATIONS
 from ..backend_ndarray import prod
 from ..errors import ShapeError
 from .elementwise import relu
@@ -68,12 +71,25 @@ def softmax_cross_entropy(logits, labels):
 
 
 def _labels_like(labels, logits):
+    """Labels as a constant of the logits' dtype, checked to be class indices.
+
+    The check reads the labels back once per label array (it is remembered on the array),
+    so a batch reused across steps pays for it once."""
     if isinstance(labels, Tensor):
         data = labels.realize_cached_data()
         if data.dtype != logits.dtype:
             data = data.astype(logits.dtype)
-        return Tensor.make_const(data)
-    return Tensor(labels, device=logits.device, dtype=logits.dtype, requires_grad=False)
+    else:
+        data = Tensor(labels, device=logits.device, dtype=logits.dtype).realize_cached_data()
+    classes = logits.shape[1]
+    if getattr(data, "_checked_classes", None) != classes:
+        values = data.numpy()
+        if values.size and (values.min() < 0 or values.max() >= classes
+                            or not np.all(values == np.round(values))):
+            raise ValueError(f"labels must be integers in [0, {classes}), got values in "
+                             f"[{values.min()}, {values.max()}]")
+        data._checked_classes = classes
+    return Tensor.make_const(data)
 
 
 class LayerNorm(TensorOp):
@@ -140,8 +156,8 @@ class BiasAct(TensorOp):
 
 def bias_act(a, bias, act="identity"):
     """``act(a + bias)`` with ``bias`` broadcast along the last axis; act in identity/relu."""
-    if act not in ("identity", "relu"):
-        raise ValueError(f"bias_act: unknown activation {act!r}; use 'identity' or 'relu'")
+    if act not in ACTIVATIONS:
+        raise ValueError(f"bias_act: unknown activation {act!r}; use one of {ACTIVATIONS}")
     if bias.shape != (a.shape[-1],):
         raise ShapeError(f"bias of shape {bias.shape} does not fit input {a.shape}")
     if a.device.backend.supports("bias_act") and a.size:

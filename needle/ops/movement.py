@@ -5,6 +5,7 @@ from ..backend_ndarray import concatenate as nd_concatenate
 from ..backend_ndarray import full
 from ..backend_ndarray import split as nd_split
 from ..backend_ndarray import stack as nd_stack
+from ..backend_ndarray.ndarray import _normalize_axes
 from ..errors import ShapeError
 
 
@@ -55,6 +56,8 @@ def transpose(a, axes=None):
     if a.ndim < 2:
         raise ShapeError(f"transpose needs at least 2 dimensions, got shape {a.shape}")
     i, j = axes if axes is not None else (-2, -1)
+    if not (-a.ndim <= i < a.ndim and -a.ndim <= j < a.ndim):
+        raise ShapeError(f"transpose: axes {axes} out of range for shape {a.shape}")
     order = list(range(a.ndim))
     order[i], order[j] = order[j], order[i]
     return permute(a, order)
@@ -129,21 +132,24 @@ class Flip(TensorOp):
         return flip(out_grad, self.axes)
 
 
+def _every_nth(axes, dilation, ndim):
+    """Normalised ``axes`` and the index that picks every (dilation+1)-th element on them."""
+    axes = _normalize_axes(axes, ndim)
+    return axes, tuple(slice(None, None, dilation + 1) if i in axes else slice(None)
+                       for i in range(ndim))
+
+
 class Dilate(TensorOp):
-    """Insert ``dilation`` zeros between elements along ``axes``."""
+    """Insert ``dilation`` zeros after each element along ``axes``."""
 
     def __init__(self, axes, dilation):
         self.axes, self.dilation = tuple(axes), dilation
 
-    def _index(self, ndim):
-        return tuple(slice(None, None, self.dilation + 1) if i in self.axes else slice(None)
-                     for i in range(ndim))
-
     def compute(self, a):
-        shape = tuple(d * (self.dilation + 1) if i in self.axes else d
-                      for i, d in enumerate(a.shape))
+        axes, index = _every_nth(self.axes, self.dilation, a.ndim)
+        shape = tuple(d * (self.dilation + 1) if i in axes else d for i, d in enumerate(a.shape))
         out = full(shape, 0.0, a.dtype, a.device)
-        out[self._index(a.ndim)] = a
+        out[index] = a
         return out
 
     def gradient(self, out_grad, node):
@@ -151,11 +157,13 @@ class Dilate(TensorOp):
 
 
 class UnDilate(TensorOp):
+    """Keep every (dilation+1)-th element along ``axes``: the adjoint of Dilate."""
+
     def __init__(self, axes, dilation):
         self.axes, self.dilation = tuple(axes), dilation
 
     def compute(self, a):
-        return a[Dilate._index(self, a.ndim)].compact()
+        return a[_every_nth(self.axes, self.dilation, a.ndim)[1]].compact()
 
     def gradient(self, out_grad, node):
         grad = dilate(out_grad, self.axes, self.dilation)
