@@ -47,14 +47,20 @@ def randb(*shape, p=0.5, device=None, dtype="float32", requires_grad=False):
     return _tensor(np.random.rand(*shape) <= p, device, dtype, requires_grad)
 
 
-def one_hot(n, i, device=None, dtype="float32", requires_grad=False):
-    """Rows of the ``n``-class identity selected by integer labels ``i`` (array or Tensor)."""
-    labels = i.numpy() if isinstance(i, Tensor) else np.asarray(i)
+def class_indices(labels, n):
+    """``labels`` (array or Tensor) as int64 class indices, or a ValueError if any is not an
+    integer in [0, n)."""
+    labels = labels.numpy() if isinstance(labels, Tensor) else np.asarray(labels)
     idx = labels.astype(np.int64)
     if labels.size and (idx.min() < 0 or idx.max() >= n or not np.all(idx == labels)):
-        raise ValueError(f"one_hot: labels must be integers in [0, {n}), got values in "
+        raise ValueError(f"labels must be integers in [0, {n}), got values in "
                          f"[{labels.min()}, {labels.max()}]")
-    return _tensor(np.eye(n)[idx], device, dtype, requires_grad)
+    return idx
+
+
+def one_hot(n, i, device=None, dtype="float32", requires_grad=False):
+    """Rows of the ``n``-class identity selected by integer labels ``i`` (array or Tensor)."""
+    return _tensor(np.eye(n)[class_indices(i, n)], device, dtype, requires_grad)
 
 
 def zeros_like(t, device=None, requires_grad=False):

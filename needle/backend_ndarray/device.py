@@ -95,17 +95,17 @@ class Device:
         """``{"bytes_in_use": ..., "peak_bytes": ...}`` of this device's allocator.
 
         Raises NotImplementedError on devices whose memory Needle does not manage (cpu)."""
-        stats = getattr(self.backend, "memory_stats", None)
-        if stats is None:
-            raise NotImplementedError(f"{self} does not report memory statistics")
-        return stats()
+        return self._memory_call("memory_stats")
 
     def reset_peak_memory(self):
         """Start a new peak: ``memory_stats()["peak_bytes"]`` becomes the bytes in use."""
-        reset = getattr(self.backend, "reset_peak_memory", None)
-        if reset is None:
+        self._memory_call("reset_peak_memory")
+
+    def _memory_call(self, name):
+        method = getattr(self.backend, name, None)
+        if method is None:
             raise NotImplementedError(f"{self} does not report memory statistics")
-        reset()
+        return method()
 
     def __eq__(self, other):
         return isinstance(other, Device) and other.name == self.name

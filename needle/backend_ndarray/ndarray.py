@@ -407,12 +407,6 @@ def full(shape, fill_value, dtype="float32", device=None):
     return out
 
 
-def _axis(axis, ndim, what):
-    if not -ndim <= axis < ndim:
-        raise ShapeError(f"{what}: axis {axis} is out of range for {ndim} dimensions")
-    return axis % ndim
-
-
 def stack(arrays, axis=0):
     """Join same-shape arrays along a new axis."""
     if not arrays:
@@ -422,7 +416,7 @@ def stack(arrays, axis=0):
         first._check_compatible(a, "stack")
         if a.shape != first.shape:
             raise ShapeError(f"stack: all arrays need the same shape, got {first.shape} and {a.shape}")
-    axis = _axis(axis, first.ndim + 1, "stack")
+    (axis,) = _normalize_axes(axis, first.ndim + 1)
     out = empty(first.shape[:axis] + (len(arrays),) + first.shape[axis:], first.dtype,
                 first.device)
     for i, a in enumerate(arrays):
@@ -432,7 +426,7 @@ def stack(arrays, axis=0):
 
 def split(a, axis=0):
     """The slices of ``a`` along ``axis``, each compact, with that axis removed."""
-    axis = _axis(axis, a.ndim, "split")
+    (axis,) = _normalize_axes(axis, a.ndim)
     return [a[(slice(None),) * axis + (i,)].compact() for i in range(a.shape[axis])]
 
 
@@ -440,7 +434,7 @@ def concatenate(arrays, axis=0):
     if not arrays:
         raise ValueError("concatenate needs at least one array")
     first = arrays[0]
-    axis = _axis(axis, first.ndim, "concatenate")
+    (axis,) = _normalize_axes(axis, first.ndim)
     for a in arrays[1:]:
         first._check_compatible(a, "concatenate")
         if a.ndim != first.ndim or a.shape[:axis] + a.shape[axis + 1:] != \

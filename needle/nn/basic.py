@@ -4,6 +4,7 @@ import math
 from .. import init, ops
 from ..errors import ShapeError
 from .module import Module, Parameter
+from .norm import BatchNorm1d
 
 
 class Identity(Module):
@@ -91,8 +92,6 @@ class Sequential(Module):
                 x, i = m(x), i + 1
         return x
 
-
-from .norm import BatchNorm1d  # noqa: E402 - norm imports nothing from here
 
 _FUSES_RELU = (Linear, BatchNorm1d)  # forward(x, act="relu") runs the ReLU in the same kernel
 

@@ -23,10 +23,10 @@ class BatchNorm1d(Module):
             raise ShapeError(f"{type(self).__name__}({self.dim}) expects (batch, {self.dim}) "
                              f"input, got {x.shape}")
         n = x.shape[0]
-        if self.training and n == 1:
-            raise ValueError(f"{type(self).__name__} needs more than one value per channel in "
-                             f"training mode (got input of shape {x.shape}); use eval()")
         if self.training:
+            if n == 1:
+                raise ValueError(f"{type(self).__name__} needs more than one value per channel "
+                                 f"in training mode (got input of shape {x.shape}); use eval()")
             mean = ops.summation(x, (0,)) / n
             centered = x - ops.broadcast_to(ops.reshape(mean, (1, self.dim)), x.shape)
             var = ops.summation(centered * centered, (0,)) / n

@@ -4,9 +4,9 @@ bias + activation. Each runs as one backend kernel where the backend has it (see
 import numpy as np
 
 from ..autograd import Tensor, TensorOp
-from ..backend_ndarray import ACTIVATIONS
-from ..backend_ndarray import prod
+from ..backend_ndarray import ACTIVATIONS, NDArray, prod
 from ..errors import ShapeError
+from ..init import class_indices, one_hot
 from .elementwise import relu
 from .movement import broadcast_to, reshape
 from .reduce import logsumexp, summation
@@ -44,14 +44,15 @@ class SoftmaxCrossEntropy(TensorOp):
     def compute(self, logits, labels):
         rows, cols = logits.shape
         backend = logits.device.backend
-        loss_rows, grad = logits._new((rows,)), logits._new()
+        loss_rows, self.grad = logits._new((rows,)), logits._new()
         backend.cross_entropy(logits.compact()._handle, labels.compact()._handle,
-                              loss_rows._handle, grad._handle, rows, cols)
-        self.grad = grad / rows  # d(mean loss)/d(logits)
+                              loss_rows._handle, self.grad._handle, rows, cols)
         return loss_rows.sum() / rows
 
     def gradient(self, out_grad, node):
-        scale = broadcast_to(reshape(out_grad, (1, 1)), self.grad.shape)
+        # d(mean loss)/d(logits) = grad / rows: the 1/rows goes on the one-element out_grad
+        rows = self.grad.shape[0]
+        scale = broadcast_to(reshape(out_grad / rows, (1, 1)), self.grad.shape)
         return Tensor.make_const(self.grad) * scale, None
 
 
@@ -65,7 +66,6 @@ def softmax_cross_entropy(logits, labels):
     labels = _labels_like(labels, logits)
     if logits.device.backend.supports("cross_entropy"):
         return SoftmaxCrossEntropy()(logits, labels)
-    from ..init import one_hot
     y = one_hot(logits.shape[1], labels, device=logits.device, dtype=logits.dtype)
     return summation(logsumexp(logits, (1,)) - summation(logits * y, (1,))) / logits.shape[0]
 
@@ -80,14 +80,10 @@ def _labels_like(labels, logits):
         if data.dtype != logits.dtype:
             data = data.astype(logits.dtype)
     else:
-        data = Tensor(labels, device=logits.device, dtype=logits.dtype).realize_cached_data()
+        data = NDArray(np.asarray(labels), device=logits.device, dtype=logits.dtype)
     classes = logits.shape[1]
     if getattr(data, "_checked_classes", None) != classes:
-        values = data.numpy()
-        if values.size and (values.min() < 0 or values.max() >= classes
-                            or not np.all(values == np.round(values))):
-            raise ValueError(f"labels must be integers in [0, {classes}), got values in "
-                             f"[{values.min()}, {values.max()}]")
+        class_indices(data.numpy(), classes)
         data._checked_classes = classes
     return Tensor.make_const(data)
 

@@ -55,9 +55,8 @@ def transpose(a, axes=None):
     """Swap two axes (Needle semantics): ``axes=(i, j)``, default the last two."""
     if a.ndim < 2:
         raise ShapeError(f"transpose needs at least 2 dimensions, got shape {a.shape}")
-    i, j = axes if axes is not None else (-2, -1)
-    if not (-a.ndim <= i < a.ndim and -a.ndim <= j < a.ndim):
-        raise ShapeError(f"transpose: axes {axes} out of range for shape {a.shape}")
+    i, j = ((_normalize_axes(ax, a.ndim)[0] for ax in axes) if axes is not None
+            else (a.ndim - 2, a.ndim - 1))
     order = list(range(a.ndim))
     order[i], order[j] = order[j], order[i]
     return permute(a, order)
