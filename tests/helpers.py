@@ -63,3 +63,18 @@ def check_op(device, fn, reference, inputs, grad=True, rtol=RTOL, atol=ATOL, gra
         for t, g in zip(exact, numeric):
             np.testing.assert_allclose(t.grad.numpy(), g, rtol=1e-6, atol=1e-6 * max(np.abs(g).max(), 1),
                                        err_msg="float64 gradient vs numerical")
+
+
+def fresh_rng(request):
+    """Fresh random inputs every run (for the backend tests), reproducible from the seed
+    recorded on the test (shown on failure)."""
+    seed = np.random.SeedSequence().entropy % 2**32
+    request.node.user_properties.append(("seed", seed))
+    return np.random.default_rng(seed)
+
+
+def upload(backend, x):
+    """A backend buffer holding a copy of NumPy array ``x``."""
+    buf = backend.alloc(x.size, x.dtype)
+    backend.from_numpy(np.ascontiguousarray(x).reshape(-1), buf)
+    return buf

@@ -6,11 +6,16 @@ batched matmuls, convs, every fused op, float32 and float64). These tests need a
 skip with the reason otherwise. The tests at the end run anywhere: the pure-Python
 helpers, and a check that every kernel launch matches the kernel's parameter list.
 """
+import ctypes
+import json
 import math
-import re
+import struct
+import sys
+import types
 
 import numpy as np
 import pytest
+from helpers import fresh_rng, upload
 
 from needle.backend_ndarray.device import cuda as cuda_device
 from needle.backend_ndarray.contract import BINARY_OPS, FUSED_OPS, REDUCE_OPS, UNARY_OPS
@@ -33,16 +38,7 @@ def be():
 
 @pytest.fixture
 def rng(request):
-    # fresh inputs every run, but reproducible from the printed seed
-    seed = np.random.SeedSequence().entropy % 2**32
-    request.node.user_properties.append(("seed", seed))
-    return np.random.default_rng(seed)
-
-
-def upload(be, x):
-    buf = be.alloc(x.size, x.dtype)
-    be.from_numpy(np.ascontiguousarray(x).reshape(-1), buf)
-    return buf
+    return fresh_rng(request)
 
 
 def download(be, buf):
@@ -103,6 +99,16 @@ def test_alloc_free_does_not_leak(be):
     assert after["bytes_in_use"] == before["bytes_in_use"]
     assert after["pool_used_bytes"] <= before["pool_used_bytes"] + (1 << 20)
     assert after["peak_bytes"] >= before["bytes_in_use"]
+
+
+def test_launch_error_names_the_kernel(be):
+    from needle.backend_ndarray.cuda import kernels
+    kernel = be.rt.kernels.kernel(*kernels.name("fill", "f32"))
+    with pytest.raises(RuntimeError, match="needle_fill_f32.*CUDA_ERROR_"):  # an empty grid
+        kernel((0, 1, 1), (256, 1, 1), 0, (0, 1.0, 0))
+    out = upload(be, poison(5, "float32"))  # the device still works
+    be.fill(out, 2.0)
+    np.testing.assert_array_equal(download(be, out), np.full(5, 2.0, "float32"))
 
 
 # ---- elementwise ---------------------------------------------------------------------
@@ -410,7 +416,7 @@ def test_unavailable_reason_says_why():
     device = cuda_device()
     if not device.enabled():
         reason = device.unavailable_reason()
-        assert any(w in reason for w in ("CuPy", "GPU", "driver")), reason
+        assert any(w in reason for w in ("CuPy", "GPU", "driver", "NVRTC")), reason
 
 
 def test_coalesce():
@@ -450,19 +456,151 @@ def test_kernel_names_and_sources():
     assert set(kernels.ENTRY_POINTS) == {p.name for p in compiler.KERNEL_DIR.glob("*.cu")}
 
 
-def _ptx_signatures():
+# ---- launches: packing the arguments as the PTX declares the parameters ---------------
+class _FakeDriver:
+    """Stands in for libcuda: records each cuLaunchKernel with the bytes it would copy."""
+
+    def __init__(self, result=0):
+        self.result, self.launches = result, []
+
+    def cuLaunchKernel(self, f, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
+        # pointers must come as ctypes objects: launch.py sets no argtypes (see driver())
+        assert isinstance(f, ctypes.c_void_p) and isinstance(stream, ctypes.c_void_p)
+        marks = list(extra)  # [BUFFER_POINTER, buffer, BUFFER_SIZE, &size, END]
+        assert marks[0] == 1 and marks[2] == 2 and marks[4] is None and params is None
+        size = ctypes.c_size_t.from_address(marks[3]).value
+        self.launches.append((f.value, (gx, gy, gz), (bx, by, bz), shared, stream.value or 0,
+                              ctypes.string_at(marks[1], size)))
+        return self.result
+
+    def cuGetErrorName(self, code, out):
+        out._obj.value = b"CUDA_ERROR_INVALID_VALUE"
+        return 0
+
+    def cuGetErrorString(self, code, out):
+        out._obj.value = b"invalid argument"
+        return 0
+
+
+@pytest.fixture
+def driver(monkeypatch):
+    from needle.backend_ndarray.cuda import launch
+    fake = _FakeDriver()
+    monkeypatch.setattr(launch, "driver", lambda: fake)
+    return fake
+
+
+def _kernel(name, params, handle=1):
+    from needle.backend_ndarray.cuda import launch
+    return launch.Kernel(name, params, types.SimpleNamespace(ptr=handle))
+
+
+def test_pack_format_aligns_each_parameter_to_its_size():
+    """Offsets match C's natural alignment (a ctypes Structure), with no tail padding."""
+    from needle.backend_ndarray.cuda.launch import pack_format
+    c_types = {"u64": ctypes.c_uint64, "s64": ctypes.c_int64, "u32": ctypes.c_uint32,
+               "s32": ctypes.c_int32, "f32": ctypes.c_float, "f64": ctypes.c_double}
+    cases = {("u64", "f32", "u64", "s64", "s32"): ("<qf4xqqi", 36),
+             ("u64", "s32", "s64"): ("<qi4xq", 24),
+             ("u32", "f32", "f64", "s32", "u32", "f32", "u64"): ("<ifdiif4xq", 40),
+             ("u64",): ("<q", 8), (): ("<", 0)}
+    for params, (fmt, size) in cases.items():
+        assert pack_format(params) == fmt and struct.calcsize(fmt) == size, params
+        values = [0.5 * (i + 1) if p[0] == "f" else (i + 1) * 1000 for i, p in enumerate(params)]
+        data = struct.pack(fmt, *values)
+
+        class Params(ctypes.Structure):
+            _fields_ = [(f"p{i}", c_types[p]) for i, p in enumerate(params)]
+
+        padded = data + bytes(ctypes.sizeof(Params) - len(data))
+        got = Params.from_buffer_copy(padded)
+        assert [getattr(got, f"p{i}") for i in range(len(params))] == values, params
+
+
+def test_entry_params_reads_ptx():
+    from needle.backend_ndarray.cuda.launch import entry_params
+    ptx = """
+.visible .entry needle_a(
+    .param .u64 needle_a_param_0,
+    .param .f32 needle_a_param_1,
+    .param .u64 .ptr .global .align 4 needle_a_param_2,
+    .param .u32 needle_a_param_3
+)
+{
+    ret;
+}
+.visible .entry needle_b()
+{
+}
+"""
+    assert entry_params(ptx) == {"needle_a": ("u64", "f32", "u64", "u32"), "needle_b": ()}
+    with pytest.raises(ValueError, match="needle_c"):
+        entry_params(".entry needle_c(\n.param .align 8 .b8 needle_c_param_0[16]\n)")
+    with pytest.raises(ValueError, match="needle_d"):
+        entry_params(".entry needle_d(\n.param .u16 needle_d_param_0\n)")
+
+
+def test_kernel_launch_packs_plain_python_values(driver):
+    kernel = _kernel("needle_k", ("u64", "f32", "u64", "s64", "s32"), handle=42)
+    kernel((3, 2, 1), (256, 1, 1), 7, (1 << 40, 0.1, (1 << 40) + 256, -5, 9))
+    f, grid, block, shared, stream, data = driver.launches[-1]
+    assert (f, grid, block, shared, stream) == (42, (3, 2, 1), (256, 1, 1), 0, 7)
+    assert struct.unpack("<qf4xqqi", data) == (1 << 40, np.float32(0.1), (1 << 40) + 256, -5, 9)
+    kernel((1, 1, 1), (1, 1, 1), 0, (0, 2, 0, 0, 0))  # an int for a float: converted
+    assert struct.unpack("<qf4xqqi", driver.launches[-1][5])[1] == 2.0
+    with pytest.warns(RuntimeWarning):  # beyond float32: +-inf, as NumPy rounds it
+        kernel((1, 1, 1), (1, 1, 1), 0, (0, -1e300, 0, 0, 0))
+    assert struct.unpack("<qf4xqqi", driver.launches[-1][5])[1] == -np.inf
+    with pytest.raises(TypeError, match="needle_k takes"):
+        kernel((1, 1, 1), (1, 1, 1), 0, (0, 1.0, 0, 0))  # one argument short
+    with pytest.raises(TypeError, match="needle_k takes"):
+        kernel((1, 1, 1), (1, 1, 1), 0, (0.5, 1.0, 0, 0, 0))  # a float for a pointer
+    driver.result = 1
+    with pytest.raises(RuntimeError, match="needle_k.*CUDA_ERROR_INVALID_VALUE"):
+        kernel((1, 1, 1), (1, 1, 1), 0, (0, 1.0, 0, 0, 0))
+
+
+def test_kernel_cache_keeps_parameter_lists_beside_cubins(tmp_path, monkeypatch, driver):
+    from needle.backend_ndarray.cuda import compiler, nvrtc
+    try:
+        nvrtc.version()
+    except nvrtc.NvrtcError as e:
+        pytest.skip(f"NVRTC is not installed: {e}")
+
+    class RawModule:  # CuPy's, loading nothing
+        def __init__(self, path):
+            self.path = path
+
+        def get_function(self, name):
+            return types.SimpleNamespace(kernel=types.SimpleNamespace(ptr=5))
+
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(RawModule=RawModule))
+    monkeypatch.setenv("NEEDLE_CACHE_DIR", str(tmp_path))
+    name = "needle_reduce_sum_f32_t32"
+    kernel = compiler.KernelCache("90").kernel("reduce.cu", name)
+    assert kernel.params == ("u64",) * 5 and kernel.function.ptr == 5
+    cubin, = (tmp_path / "cuda").glob("reduce-*.cubin")
+    params = cubin.with_suffix(".params.json")
+    assert json.loads(params.read_text())[name] == ["u64"] * 5
+    monkeypatch.setenv("NEEDLE_CUDA_NO_COMPILE", "1")  # another process: all from the cache
+    assert compiler.KernelCache("90").kernel("reduce.cu", name).params == kernel.params
+    params.unlink()  # a cubin without its parameter lists is no cache hit
+    with pytest.raises(RuntimeError, match="NEEDLE_CUDA_NO_COMPILE"):
+        compiler.KernelCache("90").kernel("reduce.cu", name)
+
+
+@pytest.fixture(scope="module")
+def ptx_params():
+    """{kernel: PTX parameter types} of every entry point, derived as the backend does."""
     from needle.backend_ndarray.cuda import compiler, kernels, nvrtc
     try:
         nvrtc.version()
     except nvrtc.NvrtcError as e:
         pytest.skip(f"NVRTC is not installed: {e}")
-    sigs = {}
+    params = {}
     for filename in kernels.ENTRY_POINTS:
-        ptx, _ = nvrtc.compile_ptx(compiler.load_source(filename), filename,
-                                   ["--gpu-architecture=compute_90"] + compiler.options("90")[1:])
-        for name, params in re.findall(r"\.entry (\w+)\(([^)]*)\)", ptx):
-            sigs[name] = re.findall(r"\.param\s+\.(\w+)", params)
-    return sigs
+        params.update(compiler.compile_file(filename, "90")[1])
+    return params
 
 
 class _FakeBuffer:
@@ -477,28 +615,41 @@ class _FakeBuffer:
         _FakeBuffer.next_ptr += (self.nbytes + 511) // 256 * 256
 
 
-class _FakeRuntime:
-    arch, sm_count, max_blocks = "90", 132, 132 * 32
+class _CheckedKernels:
+    """Stands in for compiler.KernelCache: real launch.Kernels on the PTX parameter lists
+    (with the driver faked), each call first checked for one Python int per integer
+    parameter and one float per float parameter."""
 
-    def __init__(self):
-        self.launches = []
+    def __init__(self, params):
+        self.params, self.names, self.calls = params, {}, []  # names: handle -> kernel
 
-    def launch(self, parts, grid, block, args):
-        from needle.backend_ndarray.cuda import kernels
-        self.launches.append((kernels.name(*parts)[1], grid, block, args))
+    def kernel(self, filename, name):
+        handle = len(self.names) + 1
+        real = _kernel(name, self.params[name], handle=handle)
+        self.names[handle] = name
+        want = ["float" if p[0] == "f" else "int" for p in real.params]
+
+        def checked(grid, block, stream, args):
+            got = [type(a).__name__ for a in args]
+            assert got == want, f"{name}: launched with {got}, the kernel takes {real.params}"
+            self.calls.append(args)
+            real(grid, block, stream, args)
+
+        return checked
 
 
-def test_launches_match_kernel_signatures(monkeypatch):
-    """Every launch the backend makes passes the kernel's parameters in order and type,
-    within CUDA's grid limits: checked against the PTX, without a GPU."""
-    from needle.backend_ndarray.cuda import backend as cuda_backend
-    sigs = _ptx_signatures()
+def test_launches_match_kernel_parameters(monkeypatch, driver, ptx_params):
+    """Every launch the backend makes passes the kernel's parameters in order and type, packed
+    as the PTX lays them out, within CUDA's grid limits: checked without a GPU."""
+    from needle.backend_ndarray.cuda import backend as cuda_backend, launch
     monkeypatch.setattr(cuda_backend, "CudaBuffer", _FakeBuffer)
     be = cuda_backend.CudaBackend()
-    be._runtime = rt = _FakeRuntime()
+    cache = _CheckedKernels(ptx_params)
+    stream = types.SimpleNamespace(ptr=7)
+    cupy_cuda = types.SimpleNamespace(get_current_stream=lambda: stream,
+                                      runtime=types.SimpleNamespace(memcpyAsync=None))
+    be.rt = cuda_backend._Runtime("90", 132, cache, cupy_cuda)
     monkeypatch.setattr(be, "_memcpy", lambda *args: None)
-    ptx_type = {np.uint64: "u64", np.int64: "u64", np.int32: "u32", np.float32: "f32",
-                np.float64: "f64"}
     for dtype in DTYPES:
         buf = lambda n: _FakeBuffer(n, dtype)  # noqa: E731
         a, b, out = buf(4096), buf(4096), buf(4096)
@@ -541,13 +692,19 @@ def test_launches_match_kernel_signatures(monkeypatch):
     finally:
         cuda_backend.CudaBackend.set_matmul_precision("highest")
 
+    assert len(driver.launches) == len(cache.calls) > 0
     used = set()
-    for name, grid, block, args in rt.launches:
+    for (f, grid, block, shared, stream_ptr, data), args in zip(driver.launches, cache.calls):
+        name = cache.names[f]
         used.add(name)
-        got = [ptx_type[type(x)] for x in args]
-        assert got == sigs[name], f"{name}: launched with {got}, kernel takes {sigs[name]}"
-        grid = tuple(grid) + (1,) * (3 - len(grid))
-        assert 1 <= grid[0] < 2**31 and 1 <= grid[1] <= 65535 and 1 <= grid[2] <= 65535, (name, grid)
-        assert math.prod(block) <= 1024, (name, block)
-    unused = {n for n in sigs if n not in used and "_i64" not in n and "sgemm" not in n}
+        assert stream_ptr == 7 and shared == 0
+        unpacked = struct.unpack(launch.pack_format(ptx_params[name]), data)
+        want = tuple(float(np.float32(a)) if p == "f32" else a
+                     for p, a in zip(ptx_params[name], args))
+        assert unpacked == want, (name, unpacked, args)
+        assert 1 <= grid[0] < 2**31 and 1 <= min(grid[1:]) <= max(grid[1:]) <= 65535, (name, grid)
+        assert min(block) >= 1 and math.prod(block) <= 1024, (name, block)
+    # the _i64 movement kernels need > 2**32 elements; the casts belong to the cudnn device
+    unused = {n for n in ptx_params if n not in used and "_i64" not in n and "sgemm" not in n
+              and not n.startswith("needle_cast_")}
     assert not unused, f"kernels never launched by this test: {sorted(unused)}"

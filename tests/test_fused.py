@@ -14,7 +14,7 @@ def unfused(monkeypatch):
     """Run the block with every backend reporting no fused ops."""
     def run(fn):
         with monkeypatch.context() as m:
-            m.setattr(needle.backend_ndarray.Backend, "supports", lambda self, op: False)
+            m.setattr(needle.backend_ndarray.Backend, "supports", lambda self, op, dtype=None: False)
             return fn()
     return run
 
@@ -37,6 +37,15 @@ CASES = {
                       [(5, 6)]),
     "layernorm": (lambda x, w, b: ops.layer_norm(x, w, b), [(4, 8), (8,), (8,)]),
     "bias_relu": (lambda x, b: ops.bias_act(x, b, "relu"), [(6, 5), (5,)]),
+    "linear": (lambda x, w, b: ops.linear(x, w, b), [(6, 5), (5, 3), (3,)]),
+    "linear_relu": (lambda x, w, b: ops.linear(x, w, b, "relu"), [(6, 5), (5, 3), (3,)]),
+    "linear_gelu": (lambda x, w, b: ops.linear(x, w, b, "gelu"), [(6, 5), (5, 3), (3,)]),
+    "conv": (lambda x, w: ops.conv(x, w, 1, 1), [(2, 6, 6, 3), (3, 3, 3, 4)]),
+    "conv_stride2": (lambda x, w: ops.conv(x, w, 2, 1), [(2, 7, 7, 3), (3, 3, 3, 4)]),
+    "attention": (lambda q, k, v: ops.scaled_dot_product_attention(q, k, v),
+                  [(2, 3, 5, 4), (2, 3, 7, 4), (2, 3, 7, 4)]),
+    "attention_causal": (lambda q, k, v: ops.scaled_dot_product_attention(q, k, v, True),
+                         [(2, 3, 6, 4)] * 3),
 }
 
 

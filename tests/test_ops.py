@@ -280,3 +280,39 @@ def test_float64_on_cpu_is_exact_enough():
     t = needle.Tensor(a, dtype="float64")
     assert t.dtype == "float64"
     np.testing.assert_allclose((t @ t).numpy(), a @ a, rtol=1e-12)
+
+
+def _linear_inputs(rng, m, k, n):
+    """x, w, b whose pre-activations stay away from ReLU's kink (finite differences)."""
+    while True:
+        x, w, b = rng.standard_normal((m, k)), rng.standard_normal((k, n)), rng.standard_normal(n)
+        if np.abs(x @ w + b).min() > 0.05:
+            return [x, w, b]
+
+
+@pytest.mark.parametrize("act", ["identity", "relu", "gelu"])
+def test_linear(device, rng, act):
+    def ref(x, w, b):
+        y = x @ w + b
+        if act == "relu":
+            return np.maximum(y, 0)
+        if act == "gelu":
+            return 0.5 * y * (1 + np.tanh(np.sqrt(2 / np.pi) * (y + 0.044715 * y ** 3)))
+        return y
+    check_op(device, lambda x, w, b: ops.linear(x, w, b, act), ref, _linear_inputs(rng, 5, 7, 4))
+
+
+def _attention_ref(q, k, v, causal):
+    scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    if causal:
+        tq, tk = scores.shape[-2:]
+        scores = np.where(np.tril(np.ones((tq, tk)), tk - tq) > 0, scores, -np.inf)
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    return (p / p.sum(-1, keepdims=True)) @ v
+
+
+@pytest.mark.parametrize("tq,tk,causal", [(5, 5, False), (6, 6, True), (3, 5, False), (3, 5, True)])
+def test_scaled_dot_product_attention(device, rng, tq, tk, causal):
+    q, k, v = (rng.standard_normal((2, 3, t, 4)) for t in (tq, tk, tk))
+    check_op(device, lambda a, b, c: ops.scaled_dot_product_attention(a, b, c, causal),
+             lambda a, b, c: _attention_ref(a, b, c, causal), [q, k, v])

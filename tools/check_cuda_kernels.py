@@ -8,8 +8,9 @@ Install it with:
 (or point NEEDLE_NVRTC_PATH at a libnvrtc.so from a CUDA toolkit). The sources are
 compiled exactly as the backend compiles them (same source expansion, same options), and
 every entry point listed in needle/backend_ndarray/cuda/kernels.py must be in the
-resulting cubin, with no unlisted `needle_*` kernel beside them. Exits non-zero with the
-compiler log on any error.
+resulting cubin, with no unlisted `needle_*` kernel beside them, and every entry point's
+parameter list (read from the PTX) must be one that launch.py can pack. Exits
+non-zero with the compiler log on any error.
 
 Usage: python tools/check_cuda_kernels.py [--arch 80 --arch 90] [--resources]
   --resources  print registers / shared memory / spills of each kernel (ptxas -v)
@@ -34,14 +35,11 @@ def cubin_kernels(cubin):
 
 def check(filename, arch, resources):
     """Compile one file for one arch; returns a list of error strings."""
-    source = compiler.load_source(filename)
-    opts = compiler.options(arch) + (["--ptxas-options=-v"] if resources else [])
     start = time.perf_counter()
     try:
-        cubin, log = nvrtc.compile_cubin(source, filename, opts)
-    except nvrtc.NvrtcError as e:
-        if compiler.debug_level() >= 2:
-            compiler.dump_source(filename, source)
+        cubin, params, log = compiler.compile_file(
+            filename, arch, ["--ptxas-options=-v"] if resources else [])
+    except (nvrtc.NvrtcError, ValueError) as e:  # ValueError: a parameter launch.py cannot pack
         return [f"{filename} sm_{arch}: {e}"]
     took = time.perf_counter() - start
     errors = []
@@ -51,6 +49,8 @@ def check(filename, arch, resources):
                       "but not defined by the source")
     for name in sorted(found - listed):
         errors.append(f"{filename} sm_{arch}: kernel {name} is not listed in kernels.py")
+    for name in sorted((listed & found) - set(params)):
+        errors.append(f"{filename} sm_{arch}: no .entry parameter list for {name} in the PTX")
     warnings = [l for l in log.splitlines() if "warning" in l.lower()]
     print(f"ok   {filename:16s} sm_{arch}  {len(found):3d} kernels  {len(cubin) / 1024:7.1f} KiB"
           f"  {took:5.1f} s" if not errors else f"FAIL {filename} sm_{arch}")

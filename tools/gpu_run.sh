@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The lent-GPU run (see bench/README.md): the device-parametrized suite on the GPU devices
 # and/or needle-bench, writing logs under $OUT. Carry .gl (Vulkan loader debs) and .whl
-# (wgpu, cffi, pycparser, rendercanvas wheels); see ../shared/GPU_RECIPES.md.
-#   bash tools/gpu_run.sh test          # pytest --device cuda,webgpu
+# (wgpu, cffi, pycparser, rendercanvas, nvmath-python, nvidia-cudnn-frontend wheels); see
+# ../shared/GPU_RECIPES.md.
+#   bash tools/gpu_run.sh test          # pytest --device cuda,cudnn,webgpu
 #   bash tools/gpu_run.sh bench [ARGS]  # needle-bench over every backend
 #   bash tools/gpu_run.sh quick         # needle-bench --quick (a smoke test of the GPU paths)
 set -o pipefail
@@ -10,14 +11,15 @@ mode=${1:-test}; shift || true
 for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
-  .whl/wgpu-*.whl .whl/cffi-*.whl .whl/pycparser-*.whl .whl/rendercanvas-*.whl || exit 1
+  .whl/wgpu-*.whl .whl/cffi-*.whl .whl/pycparser-*.whl .whl/rendercanvas-*.whl \
+  .whl/nvmath_python-*.whl .whl/nvidia_cudnn_frontend-*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD XDG_RUNTIME_DIR=/tmp PYTHONUNBUFFERED=1
 # the working tree travels without .git: pass the commit in, e.g. NEEDLE_BENCH_COMMIT=$(git rev-parse --short HEAD)
 export NEEDLE_BENCH_COMMIT=${NEEDLE_BENCH_COMMIT:-unknown}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; date -u +%F; git rev-parse --short HEAD 2>/dev/null; } > "$OUT/gpu.txt"
 case $mode in
-  test)  timeout ${TEST_S:-420} python3 -m pytest --device ${DEVICES:-cuda,webgpu} -q -p no:cacheprovider -o addopts=-ra "$@" 2>&1 \
+  test)  timeout ${TEST_S:-420} python3 -m pytest --device ${DEVICES:-cuda,cudnn,webgpu} -q -p no:cacheprovider -o addopts=-ra "$@" 2>&1 \
            | tee "$OUT/pytest.log" | grep -v "^SKIPPED" | tail -30 ;;
   quick) python3 -m needle.bench --quick --no-progress --out "$OUT/bench" "$@" 2>&1 | tail -60 ;;
   bench) python3 -m needle.bench --no-progress --out "$OUT/bench" "$@" 2>&1 | tee "$OUT/bench.log" | tail -80 ;;

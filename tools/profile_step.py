@@ -3,7 +3,7 @@
     python tools/profile_step.py --device cuda --suite mlp --case med-4L-512 [--steps 200]
 
 Prints the median step time, then cProfile's top functions by own time (Needle, the
-backend's Python, and the library calls under it such as CuPy's launches)."""
+backend's Python, and the library calls under it)."""
 import argparse
 import cProfile
 import pstats

@@ -23,11 +23,14 @@ matmul      ``matmul(a, b, out, batch, m, k, n)``
 conv        ``conv2d(a, w, out, in_shape, kernel, out_channels, stride)``
 fused       ``logsumexp``, ``softmax``, ``cross_entropy``, ``layernorm``,
             ``layernorm_backward``, ``bias_act``, ``sgd_update``, ``adam_update``
+layers      ``linear``, ``linear_backward``, ``conv``, ``conv_backward``,
+            ``attention``, ``attention_backward``
 =========== ===================================================================
 
-The *fused* group is optional: ``backend.supports(name)`` says whether a backend has it,
-and the ops layer falls back to a composition of the other ops when it does not. Fused ops
-work on rows: ``rows`` independent rows of ``cols`` contiguous elements.
+The *fused* and *layers* groups are optional: ``backend.supports(name)`` says whether a
+backend has an op, and the ops layer falls back to a composition of the other ops when it
+does not. Fused ops work on rows: ``rows`` independent rows of ``cols`` contiguous
+elements.
 
 Conventions:
 
@@ -48,7 +51,12 @@ BINARY_OPS = ("add", "sub", "mul", "div", "pow", "maximum", "minimum",
 REDUCE_OPS = ("sum", "max")
 FUSED_OPS = ("logsumexp", "softmax", "cross_entropy", "layernorm", "layernorm_backward",
              "bias_act", "sgd_update", "adam_update")
+#: whole layers as optional ops, for backends that hand them to a vendor library (cudnn)
+LAYER_OPS = ("linear", "linear_backward", "conv", "conv_backward", "attention",
+             "attention_backward")
 ACTIVATIONS = ("identity", "relu")
+#: activations the fused ``linear`` op applies (a matmul epilogue); GELU is the tanh form
+LINEAR_ACTIVATIONS = ("identity", "relu", "gelu")
 
 
 class Backend:
@@ -121,9 +129,11 @@ class Backend:
         self._missing("conv2d")
 
     # -- fused (optional: see supports) -------------------------------------------------
-    def supports(self, op):
-        """Whether this backend implements fused op ``op`` itself."""
-        return op in FUSED_OPS and getattr(type(self), op) is not getattr(Backend, op)
+    def supports(self, op, dtype=None):
+        """Whether this backend implements fused op ``op`` itself (for ``dtype``, if given:
+        a backend may run an op only for some dtypes or settings)."""
+        return ((op in FUSED_OPS or op in LAYER_OPS)
+                and getattr(type(self), op) is not getattr(Backend, op))
 
     def logsumexp(self, a, out, rows, cols):
         """``out[r] = log(sum_c exp(a[r, c]))``, computed stably (max subtracted)."""
@@ -168,3 +178,36 @@ class Backend:
         """In place, PyTorch's Adam (L2 weight decay added to the gradient, bias correction
         with ``step`` counted from 1)."""
         self._missing("adam_update")
+
+    def linear(self, x, w, bias, out, m, k, n, act):
+        """``out = act(x @ w + bias)``: x ``(m, k)``, w ``(k, n)``, bias ``(n,)``, out ``(m, n)``,
+        with ``act`` in :data:`LINEAR_ACTIVATIONS` (one GEMM with an epilogue on cuBLASLt)."""
+        self._missing("linear")
+
+    def linear_backward(self, grad, x, w, dx, dw, dbias, m, k, n):
+        """Gradients of ``x @ w + bias`` given ``grad`` ``(m, n)``: ``dx = grad @ w.T``
+        (skipped when ``dx`` is None), ``dw = x.T @ grad``, ``dbias = grad.sum(0)``."""
+        self._missing("linear_backward")
+
+    def conv(self, x, w, out, in_shape, kernel, out_channels, stride, padding):
+        """:meth:`conv2d` with the zero ``padding`` applied by the backend: ``in_shape`` is
+        the *unpadded* NHWC input; ``Ho = (H + 2 * padding - kernel) // stride + 1``."""
+        self._missing("conv")
+
+    def conv_backward(self, grad, x, w, dx, dw, in_shape, kernel, out_channels, stride, padding):
+        """Gradients of :meth:`conv` given ``grad`` ``(N, Ho, Wo, out_channels)``: ``dx`` (the
+        unpadded input's shape) and ``dw`` (the weight's); either may be None (not needed)."""
+        self._missing("conv_backward")
+
+    def attention(self, q, k, v, out, stats, batch, seq_q, seq_k, dim, scale, causal):
+        """Scaled dot-product attention of ``batch`` independent (batch = batch x heads)
+        problems: q ``(batch, seq_q, dim)``, k and v ``(batch, seq_k, dim)``,
+        ``out = softmax(scale * q @ k.T + mask) @ v``; ``causal`` masks key j > query i
+        (requires seq_q == seq_k). Also writes ``stats`` ``(batch, seq_q)``: the log-sum-exp
+        of each row of scaled scores, which :meth:`attention_backward` reuses."""
+        self._missing("attention")
+
+    def attention_backward(self, q, k, v, out, stats, grad, dq, dk, dv, batch, seq_q, seq_k,
+                           dim, scale, causal):
+        """Gradients of :meth:`attention` for q, k and v given ``grad`` (out's shape)."""
+        self._missing("attention_backward")

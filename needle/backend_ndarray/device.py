@@ -15,7 +15,7 @@ from ..errors import DeviceUnavailableError, DTypeError
 _REGISTRY = {
     "cpu": ("needle.backend_ndarray.numpy_backend", "NumpyBackend", None),
     "cuda": ("needle.backend_ndarray.cuda", "CudaBackend", "pip install 'needle[cuda]'"),
-    "cudnn": ("needle.backend_ndarray.cudnn", "CudnnBackend", None),  # not built yet
+    "cudnn": ("needle.backend_ndarray.cudnn", "CudnnBackend", "pip install 'needle[cudnn]'"),
     "webgpu": ("needle.backend_ndarray.webgpu", "WebGPUBackend", "pip install 'needle[webgpu]'"),
 }
 

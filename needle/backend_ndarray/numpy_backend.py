@@ -163,3 +163,80 @@ class NumpyBackend(Backend):
         m_hat = m / (1 - beta1 ** step)
         v_hat = v / (1 - beta2 ** step)
         param -= (lr * m_hat / (np.sqrt(v_hat) + eps)).astype(param.dtype, copy=False)
+
+    def linear(self, x, w, bias, out, m, k, n, act):
+        y = x.reshape(m, k) @ w.reshape(k, n) + bias
+        out.reshape(m, n)[...] = _LINEAR_ACT[act](y)
+
+    def linear_backward(self, grad, x, w, dx, dw, dbias, m, k, n):
+        g = grad.reshape(m, n)
+        if dx is not None:
+            np.matmul(g, w.reshape(k, n).T, out=dx.reshape(m, k))
+        np.matmul(x.reshape(m, k).T, g, out=dw.reshape(k, n))
+        g.sum(axis=0, out=dbias)
+
+    def conv(self, x, w, out, in_shape, kernel, out_channels, stride, padding):
+        p = padding
+        padded = np.pad(x.reshape(in_shape), ((0, 0), (p, p), (p, p), (0, 0)))
+        n, h, wd, c = padded.shape
+        self.conv2d(padded.reshape(-1), w, out, (n, h, wd, c), kernel, out_channels, stride)
+
+    def conv_backward(self, grad, x, w, dx, dw, in_shape, kernel, out_channels, stride, padding):
+        n, h, wd, c = in_shape
+        k, s, p = kernel, stride, padding
+        ho, wo = (h + 2 * p - k) // s + 1, (wd + 2 * p - k) // s + 1
+        g = grad.reshape(n * ho * wo, out_channels)
+        w4 = w.reshape(k, k, c, out_channels)
+        padded = np.pad(x.reshape(in_shape), ((0, 0), (p, p), (p, p), (0, 0)))
+        # kernel tap (i, j) touches padded rows i, i + s, ... and columns j, j + s, ...
+        taps = [(i, j, (slice(None), slice(i, i + s * (ho - 1) + 1, s),
+                        slice(j, j + s * (wo - 1) + 1, s))) for i in range(k) for j in range(k)]
+        if dw is not None:
+            dw4 = dw.reshape(k, k, c, out_channels)
+            for i, j, window in taps:
+                dw4[i, j] = padded[window].reshape(-1, c).T @ g
+        if dx is not None:
+            dpad = np.zeros_like(padded)
+            for i, j, window in taps:
+                dpad[window] += (g @ w4[i, j].T).reshape(n, ho, wo, c)
+            dx.reshape(in_shape)[...] = dpad[:, p:p + h, p:p + wd]
+
+    def attention(self, q, k, v, out, stats, batch, seq_q, seq_k, dim, scale, causal):
+        scores = _attention_scores(q, k, batch, seq_q, seq_k, dim, scale, causal)
+        lse = _logsumexp_rows(scores)
+        np.matmul(np.exp(scores - lse[..., None]), v.reshape(batch, seq_k, dim),
+                  out=out.reshape(batch, seq_q, dim))
+        stats.reshape(batch, seq_q)[...] = lse
+
+    def attention_backward(self, q, k, v, out, stats, grad, dq, dk, dv, batch, seq_q, seq_k,
+                           dim, scale, causal):
+        qm, km, vm = (t.reshape(batch, -1, dim) for t in (q, k, v))
+        g, o = grad.reshape(batch, seq_q, dim), out.reshape(batch, seq_q, dim)
+        scores = _attention_scores(q, k, batch, seq_q, seq_k, dim, scale, causal)
+        probs = np.exp(scores - stats.reshape(batch, seq_q, 1))
+        np.matmul(probs.transpose(0, 2, 1), g, out=dv.reshape(batch, seq_k, dim))
+        dp = g @ vm.transpose(0, 2, 1)
+        # softmax backward: row sums of dP * P equal the row dot products of dO and O
+        ds = probs * (dp - (g * o).sum(axis=2, keepdims=True)) * scale
+        np.matmul(ds, km, out=dq.reshape(batch, seq_q, dim))
+        np.matmul(ds.transpose(0, 2, 1), qm, out=dk.reshape(batch, seq_k, dim))
+
+
+def _gelu_tanh(y):
+    return 0.5 * y * (1 + np.tanh(np.sqrt(2 / np.pi) * (y + 0.044715 * y ** 3)))
+
+
+_LINEAR_ACT = {"identity": lambda y: y, "relu": lambda y: np.maximum(y, 0), "gelu": _gelu_tanh}
+
+
+def _attention_scores(q, k, batch, seq_q, seq_k, dim, scale, causal):
+    scores = q.reshape(batch, seq_q, dim) @ k.reshape(batch, seq_k, dim).transpose(0, 2, 1)
+    scores *= scale
+    if causal:
+        scores[:, np.triu(np.ones((seq_q, seq_k), dtype=bool), 1)] = -np.inf
+    return scores
+
+
+def _logsumexp_rows(x):
+    m = x.max(axis=-1, keepdims=True)
+    return (np.log(np.exp(x - m).sum(axis=-1, keepdims=True)) + m)[..., 0]

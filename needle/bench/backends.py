@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 
+class NotInSuite(Exception):
+    """This backend has no variant for this suite (the row is reported as skipped)."""
+
+
 def _nothing():
     return None
 

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from .backends import Backend, Runnable
+from .backends import Backend, NotInSuite, Runnable
 from .suites import BN_EPS, RESNET9
 
 # For developing on a machine without a GPU only: run the JAX variant on JAX's CPU.
@@ -43,6 +43,8 @@ def check():
 
 
 def build(case, data):
+    if case.suite == "attention":
+        raise NotInSuite("no JAX variant of the attention suite")
     jax = _jax()
     dev = _device(jax)
     return {"matmul": matmul, "mlp": mlp, "resnet9": resnet9}[case.suite](jax, dev, case, data)

@@ -15,7 +15,8 @@ def backends():
 
 def _builder(device):
     def build(case, data):
-        return {"matmul": matmul, "mlp": mlp, "resnet9": resnet9}[case.suite](device, case, data)
+        suites = {"matmul": matmul, "mlp": mlp, "resnet9": resnet9, "attention": attention}
+        return suites[case.suite](device, case, data)
     return build
 
 
@@ -128,3 +129,31 @@ def resnet9(device, case, data):
             return model(x)
 
     return Runnable(output=step().numpy(), step=step, sync=device.synchronize)
+
+
+def attention(device, case, data):
+    """Forward and backward of scaled_dot_product_attention; on cudnn in bf16 (the only
+    precision of cuDNN's fused attention), elsewhere fp32."""
+    import needle
+    backend = device.backend
+    before = getattr(backend, "matmul_precision", None)
+    if device.name == "cudnn":
+        backend.set_matmul_precision("bf16")
+    q, k, v = (_tensor(data[n], device, requires_grad=True) for n in ("q", "k", "v"))
+    dout = _tensor(data["dout"], device)
+
+    def step():
+        for t in (q, k, v):
+            t.grad = None
+        out = needle.ops.scaled_dot_product_attention(q, k, v)
+        out.backward(dout)
+        return out
+
+    out = step()
+    output = {"out": out.numpy(), "dq": q.grad.numpy(), "dk": k.grad.numpy(),
+              "dv": v.grad.numpy()}
+
+    def cleanup():
+        if device.name == "cudnn":
+            backend.set_matmul_precision(before)
+    return Runnable(output=output, step=step, sync=device.synchronize, cleanup=cleanup)

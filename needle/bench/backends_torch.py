@@ -7,7 +7,7 @@ import contextlib
 import importlib.util
 import os
 
-from .backends import Backend, Runnable
+from .backends import Backend, NotInSuite, Runnable
 from .suites import BN_EPS, RESNET9
 
 # For developing on a machine without a GPU only: run the torch.compile variants on the
@@ -85,7 +85,7 @@ def _builder(kind, mode):
 
 def _build(case, data, mode, device):
     torch = _torch()
-    build = {"matmul": matmul, "mlp": mlp, "resnet9": resnet9}[case.suite]
+    build = {"matmul": matmul, "mlp": mlp, "resnet9": resnet9, "attention": attention}[case.suite]
     runnable = build(torch, mode, torch.device(device), case, data)
     on_cuda = device == "cuda"
     if on_cuda:
@@ -314,3 +314,24 @@ def resnet9(torch, mode, device, case, data):
     step = _wrap(lambda: fn(x), _mark_step(torch, mode), no_grad=torch.no_grad)
     return Runnable(output=_np(_first(step, mode)), step=step)
 
+
+def attention(torch, mode, device, case, data):
+    """scaled_dot_product_attention forward + backward; bf16 on CUDA (flash attention), fp32
+    on the CPU. Eager only: the suite measures the attention kernels themselves."""
+    if mode != "eager":
+        raise NotInSuite("the attention suite runs PyTorch eager only")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    q, k, v = (torch.from_numpy(data[n]).to(device, dtype).requires_grad_() for n in "qkv")
+    dout = torch.from_numpy(data["dout"]).to(device, dtype)
+
+    def step():
+        for t in (q, k, v):
+            t.grad = None
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        out.backward(dout)
+        return out
+
+    out = step()
+    output = {"out": _np(out.float()), "dq": _np(q.grad.float()), "dk": _np(k.grad.float()),
+              "dv": _np(v.grad.float())}
+    return Runnable(output=output, step=step)

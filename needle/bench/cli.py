@@ -16,7 +16,7 @@ import time
 import traceback
 
 from . import metadata, report, suites
-from .backends import all_backends, select
+from .backends import NotInSuite, all_backends, select
 from .progress import bar
 from .timing import Settings, TooSlow, measure, summarize
 from .validation import validate
@@ -133,7 +133,7 @@ def run_row(backend, case, data, ref, settings, deadline=None):
         if case.flops:
             row["gflops"] = case.flops / (row["median_ms"] * 1e-3) / 1e9
         row["status"] = unvalidated or "ok"
-    except TooSlow as e:
+    except (TooSlow, NotInSuite) as e:
         row["status"] = f"skipped: {e}"
     except Exception as e:  # one backend's failure must not stop the run
         row["status"] = f"error: {_first_line(e)}"

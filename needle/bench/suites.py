@@ -8,6 +8,8 @@ Canonical layouts (each backend converts from these):
              x (batch, in) standard normal, y (batch,) int64 class labels; SGD lr 0.01.
     resnet9: per layer of RESNET9 in walk order: conv {"w" (out, in, k, k), "b", "gamma",
              "beta", "mean", "var"}, linear {"w" (in, out), "b"}; x (batch, 3, 64, 64).
+    attention: q, k, v and the output gradient dout, (batch, heads, seq, dim) standard
+             normal; one step is softmax(q k^T / sqrt(dim)) v forward and its backward.
 """
 import zlib
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ import numpy as np
 
 from .validation import Check
 
-SUITES = ("matmul", "mlp", "resnet9")
+SUITES = ("matmul", "mlp", "resnet9", "attention")
 
 # (m, k, n): C = A @ B
 MATMUL_SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 4096, 4096),
@@ -56,12 +58,18 @@ RESNET9_IMAGE = (3, 64, 64)
 RESNET9_BATCHES, RESNET9_QUICK_BATCHES = (16, 32, 64), (2,)
 BN_EPS = 1e-5
 
+# (batch, heads, seq, dim). Attention runs in bf16 wherever the backend can (PyTorch CUDA,
+# needle-cudnn): its fused kernels exist for half precision only; elsewhere in fp32.
+ATTENTION_SHAPES = [(8, 12, 128, 64), (8, 12, 512, 64)]
+ATTENTION_QUICK = [(2, 2, 16, 16)]
+
 # Relative-error tolerances (||out - ref|| / ||ref||). fp32 lands far below these; TF32 or
 # bf16 arithmetic (~3e-4 and up) fails the matmul check on purpose: this suite is fp32.
 MATMUL_TOL = 1e-4
 MLP_LOSS_TOL = 1e-4
 MLP_UPDATE_TOL = 1e-2   # the weight update lr*grad; fp32 noise reaches ~7e-4 on deep-6L
 RESNET9_TOL = 1e-3
+ATTENTION_TOL = 2e-2  # bf16 inputs and outputs (8-bit mantissa)
 
 
 @dataclass
@@ -90,6 +98,11 @@ def cases(suite, quick=False):
     if suite == "resnet9":
         return [Case("resnet9", f"b{b}", {"batch": b, "image": RESNET9_IMAGE})
                 for b in (RESNET9_QUICK_BATCHES if quick else RESNET9_BATCHES)]
+    if suite == "attention":
+        return [Case("attention", f"b{b}h{h}s{t}d{d}", {"batch": b, "heads": h, "seq": t, "dim": d},
+                     # two products forward, four backward
+                     6 * 2.0 * b * h * t * t * d)
+                for b, h, t, d in (ATTENTION_QUICK if quick else ATTENTION_SHAPES)]
     raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
 
 
@@ -114,6 +127,11 @@ def make_data(case, seed=0):
     if case.suite == "resnet9":
         return {"layers": resnet9_params(RESNET9, rng),
                 "x": rng.standard_normal((p["batch"],) + tuple(p["image"]), dtype=np.float32)}
+    if case.suite == "attention":
+        p = case.params
+        shape = (p["batch"], p["heads"], p["seq"], p["dim"])
+        return {name: rng.standard_normal(shape, dtype=np.float32)
+                for name in ("q", "k", "v", "dout")}
     raise ValueError(case.suite)
 
 
@@ -153,6 +171,8 @@ def reference(case, data):
     float32 with the same weights for mlp and resnet9. Raises ImportError without torch."""
     if case.suite == "matmul":
         return data["a"].astype(np.float64) @ data["b"].astype(np.float64)
+    if case.suite == "attention":
+        return attention_reference(**{k: v.astype(np.float64) for k, v in data.items()})
     from . import backends_torch
     return backends_torch.cpu_reference(case, data)
 
@@ -163,6 +183,8 @@ def checks(case, out, ref, data):
         return [Check("C", out, ref, MATMUL_TOL)]
     if case.suite == "resnet9":
         return [Check("logits", out, ref, RESNET9_TOL)]
+    if case.suite == "attention":
+        return [Check(name, out[name], ref[name], ATTENTION_TOL) for name in ref]
     if case.suite == "mlp":
         # The weights barely move in one step (lr * grad is ~1e-4 of them), so compare the
         # update itself; a small floor keeps float32 rounding of W from dominating it.
@@ -180,3 +202,15 @@ def checks(case, out, ref, data):
                                 np.array([len(ref["params"])]), 0.0))
         return result
     raise ValueError(case.suite)
+
+
+def attention_reference(q, k, v, dout):
+    """Output and input gradients of softmax(q k^T / sqrt(d)) v, in NumPy (float64 in)."""
+    scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    out = p @ v
+    dp = dout @ np.swapaxes(v, -1, -2)
+    ds = p * (dp - (dp * p).sum(-1, keepdims=True)) / np.sqrt(q.shape[-1])
+    return {"out": out, "dq": ds @ k, "dk": np.swapaxes(ds, -1, -2) @ q,
+            "dv": np.swapaxes(p, -1, -2) @ dout}

@@ -1,10 +1,5 @@
 """Multi-head attention and a pre-norm Transformer encoder layer (batch-first)."""
-import math
-
-import numpy as np
-
 from .. import ops
-from ..autograd import Tensor
 from ..errors import ShapeError
 from .basic import Dropout, Linear, ReLU, Sequential
 from .module import Module
@@ -47,15 +42,10 @@ class MultiHeadAttention(Module):
             raise ShapeError(f"MultiHeadAttention({self.embed_dim}) expects (batch, seq, "
                              f"{self.embed_dim}) input, got {q.shape}")
         b, tq, _ = q.shape
-        tk = k.shape[1]
         qh, kh, vh = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
-        scores = (qh @ ops.transpose(kh)) / math.sqrt(self.head_dim)
-        if self.causal:  # -1e9 above the diagonal (aligned to the last key)
-            blocked = 1.0 - np.tril(np.ones((1, 1, tq, tk)), tk - tq)
-            mask = Tensor(blocked * -1e9, device=q.device, dtype=q.dtype, requires_grad=False)
-            scores = scores + ops.broadcast_to(mask, scores.shape)
-        probs = self.dropout(ops.softmax(scores))
-        out = ops.reshape(ops.permute(probs @ vh, (0, 2, 1, 3)), (b, tq, self.embed_dim))
+        drop = self.dropout if self.dropout.training and self.dropout.p else None
+        heads = ops.scaled_dot_product_attention(qh, kh, vh, self.causal, dropout=drop)
+        out = ops.reshape(ops.permute(heads, (0, 2, 1, 3)), (b, tq, self.embed_dim))
         return self.out_proj(out)
 
 

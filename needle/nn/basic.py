@@ -1,5 +1,4 @@
 """Basic layers: Linear, activations, containers, losses, Dropout, Flatten."""
-import math
 
 from .. import init, ops
 from ..errors import ShapeError
@@ -35,11 +34,9 @@ class Linear(Module):
             raise ShapeError(f"Linear({self.in_features}, {self.out_features}) got input of "
                              f"shape {x.shape}")
         lead = x.shape[:-1]
-        y = ops.matmul(ops.reshape(x, (-1, self.in_features)) if x.ndim != 2 else x, self.weight)
-        if self.bias is not None:
-            y = ops.bias_act(y, ops.reshape(self.bias, (self.out_features,)), act)
-        elif act == "relu":
-            y = ops.relu(y)
+        bias = ops.reshape(self.bias, (self.out_features,)) if self.bias is not None else None
+        y = ops.linear(ops.reshape(x, (-1, self.in_features)) if x.ndim != 2 else x, self.weight,
+                       bias, act)
         return ops.reshape(y, lead + (self.out_features,)) if x.ndim != 2 else y
 
 
@@ -69,13 +66,12 @@ class GELU(Module):
     """GELU with the tanh approximation (``torch.nn.GELU(approximate="tanh")``)."""
 
     def forward(self, x):
-        inner = (x + x ** 3 * 0.044715) * math.sqrt(2.0 / math.pi)
-        return x * (ops.tanh(inner) + 1) * 0.5
+        return ops.gelu(x)
 
 
 class Sequential(Module):
-    """Apply modules in order. A Linear or BatchNorm followed by ReLU runs its last step
-    and the ReLU as one fused kernel (``bias_act``)."""
+    """Apply modules in order. A Linear or BatchNorm followed by ReLU (or a Linear followed
+    by GELU) runs its last step and the activation as one fused kernel."""
 
     def __init__(self, *modules):
         super().__init__()
@@ -88,6 +84,8 @@ class Sequential(Module):
             nxt = self.modules[i + 1] if i + 1 < len(self.modules) else None
             if type(nxt) is ReLU and isinstance(m, _FUSES_RELU):
                 x, i = m(x, act="relu"), i + 2
+            elif type(nxt) is GELU and type(m) is Linear:
+                x, i = m(x, act="gelu"), i + 2
             else:
                 x, i = m(x), i + 1
         return x

@@ -5,8 +5,10 @@ from .elementwise import (AddScalar, DivScalar, EWiseAdd, EWiseDiv, EWiseMul, EW
                           Tanh, add, add_scalar, divide, divide_scalar, exp, log, maximum,
                           mul_scalar, multiply, negate, power_scalar, relu, sigmoid, sqrt,
                           subtract, tanh)
+from .attention import Attention, scaled_dot_product_attention
 from .fused import bias_act, layer_norm, softmax, softmax_cross_entropy
 from .linalg import Conv, MatMul, conv, matmul
+from .linear import Linear, gelu, linear
 from .movement import (BroadcastTo, Concatenate, Dilate, Flip, GetItem, Pad, Permute, Reshape,
                        Split, Stack, UnDilate, broadcast_to, concatenate, dilate, flip,
                        get_item, make_tuple, pad, permute, reshape, split, stack, transpose,

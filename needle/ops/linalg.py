@@ -44,12 +44,22 @@ class Conv(TensorOp):
         if a.ndim != 4:
             raise ShapeError(f"conv expects a 4-D NHWC input, got shape {a.shape}")
         p = self.padding
+        backend = a.device.backend
+        if backend.supports("conv", a.dtype):  # the backend pads (cuDNN: no padded copy)
+            (n, h, wd, _), (k, _, _, c_out) = a.shape, w.shape
+            out = a._new((n, (h + 2 * p - k) // self.stride + 1, (wd + 2 * p - k) // self.stride + 1,
+                          c_out))
+            backend.conv(a.compact()._handle, w.compact()._handle, out._handle, a.shape, k, c_out,
+                         self.stride, p)
+            return out
         if p:
             a = a.pad(((0, 0), (p, p), (p, p), (0, 0)))
         return a.conv2d(w, self.stride)
 
     def gradient(self, out_grad, node):
         x, w = node.inputs
+        if x.device.backend.supports("conv_backward", x.dtype):
+            return self._fused_gradient(out_grad, x, w)
         k, s, p = w.shape[0], self.stride, self.padding
         _, h, wd, _ = x.shape
         g = dilate(out_grad, (1, 2), s - 1)
@@ -63,6 +73,17 @@ class Conv(TensorOp):
         full_grad = pad(full_grad, ((0, 0), (0, h + 2 * p - fh), (0, wd + 2 * p - fw), (0, 0)))
         grad_x = get_item(full_grad, (slice(None), slice(p, p + h), slice(p, p + wd)))
         return grad_x, Tensor.make_const(self._weight_grad(x, out_grad, k))
+
+    def _fused_gradient(self, out_grad, x_in, w_in):
+        """Both gradients from the backend's conv_backward (cuDNN dgrad and wgrad)."""
+        x, w = x_in.realize_cached_data().compact(), w_in.realize_cached_data().compact()
+        dx = x._new() if x_in.requires_grad else None
+        dw = w._new() if w_in.requires_grad else None
+        x.device.backend.conv_backward(
+            out_grad.realize_cached_data().compact()._handle, x._handle, w._handle,
+            dx._handle if dx is not None else None, dw._handle if dw is not None else None,
+            x.shape, w.shape[0], w.shape[3], self.stride, self.padding)
+        return tuple(Tensor.make_const(d) if d is not None else None for d in (dx, dw))
 
     def _weight_grad(self, x, out_grad, k):
         """dL/dW = im2col(padded x)^T @ dL/dY: the forward's strided im2col view, gathered

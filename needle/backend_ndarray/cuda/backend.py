@@ -1,62 +1,77 @@
 """CudaBackend: the backend contract (contract.py) on Needle's own CUDA kernels.
 
-Each op picks an entry point from kernels.py and a launch shape, and launches it with
-CuPy on the current CuPy stream. All arithmetic happens in kernels/*.cu; CuPy supplies
-memory, copies between host and device, compilation and launches.
+Each op picks an entry point from kernels.py and a launch shape, and launches it on the
+current CuPy stream through launch.py (``cuLaunchKernel``, the arguments packed as the
+kernel's PTX declares them). All arithmetic happens in kernels/*.cu; CuPy supplies
+memory, copies between host and device, and module loading.
+
+A training step of small ops is bound by the host time per launch, so the launch path
+passes plain Python ints and floats (launch.py packs them) and looks up each kernel and
+each dtype's kernel suffix in a dict once resolved.
 """
+import functools
 import math
 
 import numpy as np
 
 from ..contract import Backend
-from . import compiler, gemm, kernels, layout
+from . import compiler, gemm, kernels, layout, nvrtc
 from .memory import CudaBuffer, memory_stats, reset_peak
 
 THREADS = 256  # block size of the 1-D kernels (the reduce and row kernels require it)
+_BLOCK = (THREADS, 1, 1)
 _NO_DEVICE = 100  # cudaErrorNoDevice
 _H2D, _D2H, _D2D = 1, 2, 3  # cudaMemcpyKind
 # Largest im2col matrix conv2d materialises at once (elements); bigger batches go in chunks.
 CONV_WORKSPACE = 1 << 27
-
-
-def _ptr(address):
-    return np.uint64(address)
-
-
-def _i64(value):
-    return np.int64(value)
-
-
-def _i32(value):
-    return np.int32(value)
-
-
-def _cuda():
-    import cupy
-
-    return cupy.cuda
+# dtype -> kernel name suffix, keyed by the numpy dtype: np.dtype(x).name costs ~1.5 µs
+_SUFFIX = {np.dtype(name): sfx for name, sfx in kernels.SUFFIX.items()}
 
 
 class _Runtime:
-    """Per-process state made on first use: the GPU's properties and its compiled kernels."""
+    """Per-process state made on first use: the GPU's properties, its compiled kernels,
+    and the CuPy calls the hot path makes.
 
-    def __init__(self):
-        device = _cuda().Device()
-        self.arch = device.compute_capability  # e.g. "90"
-        self.sm_count = device.attributes["MultiProcessorCount"]
-        self.max_blocks = 32 * self.sm_count  # grid-stride kernels never need more
-        self.kernels = compiler.KernelCache(self.arch)
+    Args:
+        arch: compute capability, e.g. ``"90"``.
+        sm_count: multiprocessors of the GPU.
+        kernel_cache: :class:`compiler.KernelCache` (``.kernel(file, name)`` -> launch.Kernel).
+        cuda: the ``cupy.cuda`` module (the tests pass a stand-in).
+    """
+
+    def __init__(self, arch, sm_count, kernel_cache, cuda):
+        self.arch = arch
+        self.sm_count = sm_count
+        self.max_blocks = 32 * sm_count  # grid-stride kernels never need more
+        self.kernels = kernel_cache
+        self.cuda = cuda
+        self.current_stream = cuda.get_current_stream
+        self.memcpy_async = cuda.runtime.memcpyAsync
         self._by_parts = {}  # name parts -> kernel: launches are hot, skip the name lookup
 
+    @classmethod
+    def for_current_device(cls):
+        import cupy
+
+        device = cupy.cuda.Device()
+        arch = device.compute_capability
+        return cls(arch, device.attributes["MultiProcessorCount"], compiler.KernelCache(arch),
+                   cupy.cuda)
+
     def launch(self, parts, grid, block, args):
-        fn = self._by_parts.get(parts)
-        if fn is None:
-            fn = self._by_parts[parts] = self.kernels.function(*kernels.name(*parts))
-        fn(grid, block, args)
+        """Launch the kernel ``kernels.name(*parts)`` on CuPy's current stream.
+
+        ``grid`` and ``block`` are ``(x, y, z)``; ``args`` are Python ints and floats, one
+        per kernel parameter.
+        """
+        kernel = self._by_parts.get(parts)
+        if kernel is None:
+            kernel = self._by_parts[parts] = self.kernels.kernel(*kernels.name(*parts))
+        kernel(grid, block, self.current_stream().ptr, args)
 
 
 class CudaBackend(Backend):
-    """NVIDIA GPUs through Needle's CUDA kernels (NVRTC-compiled, launched with CuPy).
+    """NVIDIA GPUs through Needle's CUDA kernels (NVRTC-compiled, CuPy memory and streams).
 
     Example:
         >>> import needle
@@ -73,14 +88,11 @@ class CudaBackend(Backend):
     sgemm_tile = gemm.DEFAULT_SGEMM_TILE
     sgemm_small_tile = gemm.DEFAULT_SGEMM_SMALL_TILE
 
-    def __init__(self):
-        self._runtime = None  # nothing touches CuPy until the first op
-
-    @property
+    @functools.cached_property
     def rt(self):
-        if self._runtime is None:
-            self._runtime = _Runtime()
-        return self._runtime
+        """The :class:`_Runtime`, made on first use: nothing touches CuPy until the first op.
+        (Once made it is a plain instance attribute, so the hot path pays no property call.)"""
+        return _Runtime.for_current_device()
 
     def unavailable_reason(self):
         try:
@@ -95,7 +107,13 @@ class CudaBackend(Backend):
             if getattr(e, "status", None) == _NO_DEVICE:
                 return "no NVIDIA GPU found"
             return f"the NVIDIA driver could not be loaded: {e}"
-        return None if count > 0 else "no NVIDIA GPU found"
+        if count <= 0:
+            return "no NVIDIA GPU found"
+        try:  # our kernels compile with NVRTC, and their PTX gives the launch layouts
+            nvrtc.version()
+        except nvrtc.NvrtcError as e:
+            return f"NVRTC could not be loaded: {e}"
+        return None
 
     @classmethod
     def set_matmul_precision(cls, precision):
@@ -117,12 +135,10 @@ class CudaBackend(Backend):
     def alloc(self, size, dtype):
         return CudaBuffer(size, dtype)
 
-    def _stream(self):
-        return _cuda().get_current_stream()
-
     def _memcpy(self, dst, src, nbytes, kind):
         if nbytes and dst != src:
-            _cuda().runtime.memcpyAsync(dst, src, nbytes, kind, self._stream().ptr)
+            rt = self.rt
+            rt.memcpy_async(dst, src, nbytes, kind, rt.current_stream().ptr)
 
     def from_numpy(self, array, out):
         array = np.ascontiguousarray(array, dtype=out.dtype)
@@ -140,11 +156,11 @@ class CudaBackend(Backend):
             self.compact(a, tmp, shape, strides, offset)
             src = tmp.ptr
         self._memcpy(out.ctypes.data, src, out.nbytes, _D2H)
-        self._stream().synchronize()
+        self.rt.current_stream().synchronize()
         return out
 
     def synchronize(self):
-        _cuda().runtime.deviceSynchronize()
+        self.rt.cuda.runtime.deviceSynchronize()
 
     def memory_stats(self):
         """``{"bytes_in_use", "peak_bytes", "pool_used_bytes", "pool_total_bytes"}``."""
@@ -156,12 +172,14 @@ class CudaBackend(Backend):
     # -- launch helpers ------------------------------------------------------------------
     @staticmethod
     def _sfx(dtype):
-        return kernels.SUFFIX[np.dtype(dtype).name]
+        """The kernel name suffix of a dtype: ``"f32"`` or ``"f64"``."""
+        sfx = _SUFFIX.get(dtype)
+        return sfx if sfx is not None else kernels.SUFFIX[np.dtype(dtype).name]
 
     def _map(self, parts, n, args):
         """Launch a grid-stride kernel over n items."""
-        blocks = layout.launch_blocks(n, THREADS, self.rt.max_blocks)
-        self.rt.launch(parts, (blocks,), (THREADS,), args)
+        rt = self.rt
+        rt.launch(parts, (layout.launch_blocks(n, THREADS, rt.max_blocks), 1, 1), _BLOCK, args)
 
     # -- movement ------------------------------------------------------------------------
     def fill(self, out, value):
@@ -169,7 +187,7 @@ class CudaBackend(Backend):
             self._fill(out.ptr, value, out.size, out.dtype)
 
     def _fill(self, ptr, value, n, dtype):
-        self._map(("fill", self._sfx(dtype)), n, (_ptr(ptr), dtype.type(value), _i64(n)))
+        self._map(("fill", self._sfx(dtype)), n, (ptr, value, n))
 
     def compact(self, a, out, shape, strides, offset):
         self._strided("compact", a.ptr, out.ptr, shape, strides, offset, a.dtype)
@@ -208,23 +226,18 @@ class CudaBackend(Backend):
                     self._strided(kind, src, dst, *sub)
             return
         ndim, off, *dims = layout.kernel_args(shape, strides, offset)
-        first = dtype.type(src) if kind == "scalar_setitem" else _ptr(src)
         index = "i32" if n < 2**32 else "i64"
-        self._map((kind, self._sfx(dtype), index), n,
-                  (first, _ptr(dst), _i64(n), _i32(ndim), _i64(off), *map(_i64, dims)))
+        self._map((kind, self._sfx(dtype), index), n, (src, dst, n, ndim, off, *dims))
 
     # -- elementwise ---------------------------------------------------------------------
     def unary(self, op, a, out):
-        self._map(("unary", op, self._sfx(a.dtype)), out.size,
-                  (_ptr(a.ptr), _ptr(out.ptr), _i64(out.size)))
+        self._map(("unary", op, self._sfx(a.dtype)), out.size, (a.ptr, out.ptr, out.size))
 
     def binary(self, op, a, b, out):
-        self._map(("binary", op, self._sfx(a.dtype)), out.size,
-                  (_ptr(a.ptr), _ptr(b.ptr), _ptr(out.ptr), _i64(out.size)))
+        self._map(("binary", op, self._sfx(a.dtype)), out.size, (a.ptr, b.ptr, out.ptr, out.size))
 
     def scalar(self, op, a, value, out):
-        self._map(("scalar", op, self._sfx(a.dtype)), out.size,
-                  (_ptr(a.ptr), a.dtype.type(value), _ptr(out.ptr), _i64(out.size)))
+        self._map(("scalar", op, self._sfx(a.dtype)), out.size, (a.ptr, value, out.ptr, out.size))
 
     # -- reductions ----------------------------------------------------------------------
     def reduce(self, op, a, out, reduce_size):
@@ -242,9 +255,8 @@ class CudaBackend(Backend):
         splits = math.ceil(cols / chunk)
         blocks = min(math.ceil(rows / (THREADS // tpr)), self.rt.max_blocks)
         partial = CudaBuffer(rows * splits, dtype) if splits > 1 else None
-        self.rt.launch(("reduce", op, self._sfx(dtype), f"t{tpr}"), (blocks, splits), (THREADS,),
-                       (_ptr(src), _ptr(partial.ptr if partial else dst), _i64(rows), _i64(cols),
-                        _i64(chunk)))
+        self.rt.launch(("reduce", op, self._sfx(dtype), f"t{tpr}"), (blocks, splits, 1), _BLOCK,
+                       (src, partial.ptr if partial else dst, rows, cols, chunk))
         if partial is not None:
             self._reduce_rows(op, partial.ptr, dst, rows, splits, dtype)
 
@@ -267,13 +279,12 @@ class CudaBackend(Backend):
         for b0 in range(0, batch, per_launch):
             nb = min(per_launch, batch - b0)
             c = pc + b0 * m * n * size
-            self.rt.launch(plan.kernel, (plan.tiles, 1, nb * plan.splits), (plan.threads,),
-                           (_ptr(pa + b0 * m * k * size), _ptr(pb + b0 * k * n * size),
-                            _ptr(work.ptr if work else c), _i32(nb), _i32(m), _i32(n), _i32(k),
-                            _i32(plan.kchunk)))
+            self.rt.launch(plan.kernel, (plan.tiles, 1, nb * plan.splits), (plan.threads, 1, 1),
+                           (pa + b0 * m * k * size, pb + b0 * k * n * size,
+                            work.ptr if work else c, nb, m, n, k, plan.kchunk))
             if work is not None:
                 self._map(("splitk_sum", self._sfx(dtype)), nb * m * n,
-                          (_ptr(work.ptr), _ptr(c), _i64(nb * m * n), _i32(plan.splits)))
+                          (work.ptr, c, nb * m * n, plan.splits))
 
     def conv2d(self, a, w, out, in_shape, kernel, out_channels, stride):
         """im2col with our compact kernel (a 6-D strided view), then our GEMM."""
@@ -298,31 +309,26 @@ class CudaBackend(Backend):
         """Launch a row kernel of fused.cu: a warp per row, or a block for long rows."""
         tpr = 32 if cols <= 1024 else 256
         blocks = min(math.ceil(rows / (THREADS // tpr)), self.rt.max_blocks)
-        self.rt.launch((name, self._sfx(dtype), f"t{tpr}"), (blocks,), (THREADS,), args)
+        self.rt.launch((name, self._sfx(dtype), f"t{tpr}"), (blocks, 1, 1), _BLOCK, args)
 
     def logsumexp(self, a, out, rows, cols):
-        self._rows("logsumexp", rows, cols, a.dtype,
-                   (_ptr(a.ptr), _ptr(out.ptr), _i64(rows), _i64(cols)))
+        self._rows("logsumexp", rows, cols, a.dtype, (a.ptr, out.ptr, rows, cols))
 
     def softmax(self, a, out, rows, cols):
-        self._rows("softmax", rows, cols, a.dtype,
-                   (_ptr(a.ptr), _ptr(out.ptr), _i64(rows), _i64(cols)))
+        self._rows("softmax", rows, cols, a.dtype, (a.ptr, out.ptr, rows, cols))
 
     def cross_entropy(self, logits, labels, loss, grad, rows, cols):
         self._rows("cross_entropy", rows, cols, logits.dtype,
-                   (_ptr(logits.ptr), _ptr(labels.ptr), _ptr(loss.ptr), _ptr(grad.ptr),
-                    _i64(rows), _i64(cols)))
+                   (logits.ptr, labels.ptr, loss.ptr, grad.ptr, rows, cols))
 
     def layernorm(self, x, weight, bias, out, mean, rstd, rows, cols, eps):
         self._rows("layernorm", rows, cols, x.dtype,
-                   (_ptr(x.ptr), _ptr(weight.ptr), _ptr(bias.ptr), _ptr(out.ptr), _ptr(mean.ptr),
-                    _ptr(rstd.ptr), _i64(rows), _i64(cols), x.dtype.type(eps)))
+                   (x.ptr, weight.ptr, bias.ptr, out.ptr, mean.ptr, rstd.ptr, rows, cols, eps))
 
     def layernorm_backward(self, grad, x, weight, mean, rstd, dx, dweight, dbias, rows, cols):
         dtype = x.dtype
         self._rows("layernorm_bwd_dx", rows, cols, dtype,
-                   (_ptr(grad.ptr), _ptr(x.ptr), _ptr(weight.ptr), _ptr(mean.ptr),
-                    _ptr(rstd.ptr), _ptr(dx.ptr), _i64(rows), _i64(cols)))
+                   (grad.ptr, x.ptr, weight.ptr, mean.ptr, rstd.ptr, dx.ptr, rows, cols))
         # dweight, dbias: column sums over rows, split over rows to fill the GPU
         col_blocks = math.ceil(cols / 32)
         splits = max(1, min(math.ceil(rows / 64), math.ceil(2 * self.rt.sm_count / col_blocks),
@@ -334,29 +340,25 @@ class CudaBackend(Backend):
         else:
             parts_w, parts_b = CudaBuffer(splits * cols, dtype), CudaBuffer(splits * cols, dtype)
             dw, db = parts_w.ptr, parts_b.ptr
-        self.rt.launch(("layernorm_bwd_params", self._sfx(dtype)), (col_blocks, splits), (32, 8),
-                       (_ptr(grad.ptr), _ptr(x.ptr), _ptr(mean.ptr), _ptr(rstd.ptr), _ptr(dw),
-                        _ptr(db), _i64(rows), _i64(cols), _i64(per_split)))
+        self.rt.launch(("layernorm_bwd_params", self._sfx(dtype)), (col_blocks, splits, 1),
+                       (32, 8, 1), (grad.ptr, x.ptr, mean.ptr, rstd.ptr, dw, db, rows, cols,
+                                    per_split))
         if splits > 1:
             for parts, target in ((parts_w, dweight), (parts_b, dbias)):
-                self._map(("colsum", self._sfx(dtype)), cols,
-                          (_ptr(parts.ptr), _ptr(target.ptr), _i64(splits), _i64(cols)))
+                self._map(("colsum", self._sfx(dtype)), cols, (parts.ptr, target.ptr, splits, cols))
 
     def bias_act(self, a, bias, out, rows, cols, act):
         n = rows * cols
-        self._map(("bias_act", act, self._sfx(a.dtype)), n,
-                  (_ptr(a.ptr), _ptr(bias.ptr), _ptr(out.ptr), _i64(n), _i64(cols)))
+        self._map(("bias_act", act, self._sfx(a.dtype)), n, (a.ptr, bias.ptr, out.ptr, n, cols))
 
     def sgd_update(self, param, grad, buf, lr, momentum, weight_decay, first_step):
-        t = param.dtype.type
         flags = (1 if weight_decay else 0) | (2 if buf is not None else 0) | (4 if first_step else 0)
         self._map(("sgd", self._sfx(param.dtype)), param.size,
-                  (_ptr(param.ptr), _ptr(grad.ptr), _ptr(buf.ptr if buf is not None else 0),
-                   t(lr), t(momentum), t(weight_decay), _i32(flags), _i64(param.size)))
+                  (param.ptr, grad.ptr, buf.ptr if buf is not None else 0, lr, momentum,
+                   weight_decay, flags, param.size))
 
     def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
-        t = param.dtype.type
         self._map(("adam", self._sfx(param.dtype)), param.size,
-                  (_ptr(param.ptr), _ptr(grad.ptr), _ptr(m.ptr), _ptr(v.ptr), t(lr), t(beta1),
-                   t(beta2), t(1 - beta1), t(1 - beta2), t(1 - beta1 ** step), t(1 - beta2 ** step),
-                   t(eps), t(weight_decay), _i32(1 if weight_decay else 0), _i64(param.size)))
+                  (param.ptr, grad.ptr, m.ptr, v.ptr, lr, beta1, beta2, 1 - beta1, 1 - beta2,
+                   1 - beta1 ** step, 1 - beta2 ** step, eps, weight_decay,
+                   1 if weight_decay else 0, param.size))

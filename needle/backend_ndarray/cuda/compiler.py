@@ -3,7 +3,9 @@
 Nothing compiles at import. The first launch of a kernel compiles its whole source file
 (``kernels/<file>.cu`` with its ``#include "..."`` headers inlined) for this GPU's exact
 architecture, stores the cubin under ``$NEEDLE_CACHE_DIR/cuda`` (default
-``~/.cache/needle/cuda``) and loads it with ``cupy.RawModule(path=...)``.
+``~/.cache/needle/cuda``) and loads it with ``cupy.RawModule(path=...)``. Beside the cubin
+goes ``<same name>.params.json``: each kernel's parameter types, read from the PTX of the
+same compile, which :mod:`.launch` needs to lay out the arguments of a launch.
 
 The cache key is a SHA-256 over everything that changes the binary: the full source text
 after inlining headers, the NVRTC options, the GPU architecture (compute capability), the
@@ -24,10 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import nvrtc
+from . import launch, nvrtc
 
 KERNEL_DIR = Path(__file__).with_name("kernels")
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: a .params.json beside each cubin
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
 _PRAGMA_ONCE = re.compile(r"^\s*#\s*pragma\s+once\s*$")
 
@@ -95,16 +97,19 @@ def dump_source(name, source, stream=sys.stderr):
     stream.flush()
 
 
-def compile_file(filename, arch):
-    """Compile one kernel source for ``sm_<arch>``: returns ``(cubin, log)`` (raises
-    :class:`~.nvrtc.NvrtcError` with the compiler log on errors). Used by the CI check too."""
+def compile_file(filename, arch, extra_options=()):
+    """Compile one kernel source for ``sm_<arch>``: returns ``(cubin, params, log)``, where
+    ``params`` is ``{kernel: its PTX parameter types}`` (:func:`.launch.entry_params`).
+    Raises :class:`~.nvrtc.NvrtcError` with the compiler log on errors. Used by the CI
+    check and the tests too."""
     source = load_source(filename)
     try:
-        return nvrtc.compile_cubin(source, filename, options(arch))
+        cubin, ptx, log = nvrtc.compile_cubin(source, filename, options(arch) + list(extra_options))
     except nvrtc.NvrtcError:
         if debug_level() >= 2:
             dump_source(filename, source)
         raise
+    return cubin, launch.entry_params(ptx), log
 
 
 def _log(msg):
@@ -113,61 +118,68 @@ def _log(msg):
 
 
 class KernelCache:
-    """Compiled kernels of one GPU architecture: file -> CuPy module, name -> kernel."""
+    """Compiled kernels of one GPU architecture: file -> CuPy module, name -> launch.Kernel."""
 
     def __init__(self, arch):
         self.arch = str(arch)
-        self._modules = {}
-        self._functions = {}
+        self._modules = {}  # file -> CuPy RawModule
+        self._params = {}  # file -> {kernel: PTX parameter types}
+        self._kernels = {}
         self._from_cubin = set()  # files loaded from our cubin (CuPy compile as fallback)
 
-    def function(self, filename, name):
-        fn = self._functions.get(name)
-        if fn is None:
-            try:
-                fn = self._module(filename).get_function(name)
-            except Exception as e:  # noqa: BLE001 - e.g. a driver older than our NVRTC
-                if filename not in self._from_cubin:
-                    raise
-                self._from_cubin.discard(filename)
-                _log(f"loading the cached cubin failed ({e}); compiling {filename} through CuPy")
-                self._modules[filename] = self._cupy_module(filename)
-                fn = self._modules[filename].get_function(name)
-            self._functions[name] = fn
-        return fn
+    def kernel(self, filename, name):
+        """The :class:`~.launch.Kernel` ``name`` of ``kernels/<filename>``, ready to launch."""
+        kernel = self._kernels.get(name)
+        if kernel is None:
+            function = self._function(filename, name)
+            kernel = self._kernels[name] = launch.Kernel(name, self._params[filename][name],
+                                                         function)
+        return kernel
 
-    def _module(self, filename):
-        module = self._modules.get(filename)
-        if module is None:
-            module = self._modules[filename] = self._load(filename)
-        return module
+    def _function(self, filename, name):
+        """CuPy's ``Function`` of kernel ``name`` (``RawModule.get_function`` gives a
+        ``RawKernel``; its ``.kernel`` is the Function of the current device)."""
+        if filename not in self._modules:
+            self._modules[filename] = self._load(filename)
+        try:
+            return self._modules[filename].get_function(name).kernel
+        except Exception as e:  # noqa: BLE001 - e.g. a driver older than our NVRTC
+            if filename not in self._from_cubin:
+                raise
+            self._from_cubin.discard(filename)
+            _log(f"loading the cached cubin failed ({e}); compiling {filename} through CuPy")
+            self._modules[filename] = self._cupy_module(filename)
+            return self._modules[filename].get_function(name).kernel
 
     def _load(self, filename):
+        """The CuPy module of ``filename`` from the disk cache (compiling it on a miss);
+        records its kernels' parameter types in ``self._params``."""
         import cupy
 
         source = load_source(filename)
         opts = options(self.arch)
-        try:
-            version = nvrtc.version()
-        except nvrtc.NvrtcError as e:
-            _log(f"{e}; compiling {filename} through CuPy instead")
-            return self._cupy_module(filename)
+        version = nvrtc.version()  # the parameter lists come from our NVRTC's PTX
         path = cache_dir() / f"{Path(filename).stem}-{cache_key(source, opts, self.arch, version)[:40]}.cubin"
-        if path.exists():
+        params_path = path.with_suffix(".params.json")
+        if path.exists() and params_path.exists():
             _log(f"cache hit {path}")
+            params = json.loads(params_path.read_text())
         else:
             if os.environ.get("NEEDLE_CUDA_NO_COMPILE") == "1":
                 raise RuntimeError(f"NEEDLE_CUDA_NO_COMPILE=1 but {filename} is not cached ({path})")
             start = time.perf_counter()
-            cubin, _ = compile_file(filename, self.arch)
+            cubin, params, _ = compile_file(filename, self.arch)
             _log(f"compiled {filename} for sm_{self.arch} with NVRTC {version[0]}.{version[1]} "
                  f"in {time.perf_counter() - start:.2f} s -> {path}")
+            _write_atomic(params_path, json.dumps(params).encode())
             _write_atomic(path, cubin)
+        self._params[filename] = params
         self._from_cubin.add(filename)
         return cupy.RawModule(path=str(path))
 
     def _cupy_module(self, filename):
-        """Fallback: CuPy compiles the same source itself (and caches in its own directory)."""
+        """Fallback: CuPy compiles the same source itself (and caches in its own directory).
+        The parameter lists of our own compile still hold: they follow from the source."""
         import cupy
 
         return cupy.RawModule(code=load_source(filename), options=tuple(options(self.arch)[1:]))

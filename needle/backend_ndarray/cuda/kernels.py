@@ -65,6 +65,7 @@ ENTRY_POINTS = {
     "reduce.cu": _reduce(),
     "matmul.cu": _matmul(),
     "fused.cu": _fused(),
+    "convert.cu": ["needle_cast_f32_bf16", "needle_cast_bf16_f32"],  # used by the cudnn device
 }
 
 _FILE_OF = {n: f for f, names in ENTRY_POINTS.items() for n in names}

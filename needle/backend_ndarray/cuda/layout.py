@@ -1,5 +1,4 @@
 """Host-side helpers for strided views: pure Python, testable without a GPU."""
-import math
 
 MAX_DIMS = 8  # rank limit of the movement kernels (kernels/movement.cu)
 
@@ -40,4 +39,4 @@ def kernel_args(shape, strides, offset):
 
 def launch_blocks(n, threads, cap):
     """Blocks for a grid-stride loop over n items: enough to fill the GPU, at most cap."""
-    return max(1, min(math.ceil(n / threads), cap))
+    return max(1, min((n + threads - 1) // threads, cap))

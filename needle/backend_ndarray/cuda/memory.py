@@ -18,6 +18,21 @@ class _Stats:
         cls.in_use -= nbytes
 
 
+# dtype (name or numpy dtype) -> numpy dtype: allocations skip np.dtype's parsing
+_DTYPES = {key: np.dtype(name) for name in ("float32", "float64")
+           for key in (name, np.dtype(name))}
+
+
+def _cupy_alloc(nbytes):
+    """``cupy.cuda.alloc``, imported on the first allocation (importing this module must not
+    need CuPy); it then takes this function's place, so later allocations skip the import."""
+    global _cupy_alloc
+    import cupy
+
+    _cupy_alloc = cupy.cuda.alloc
+    return _cupy_alloc(nbytes)
+
+
 class CudaBuffer:
     """A flat device buffer of ``size`` elements of ``dtype``.
 
@@ -25,22 +40,18 @@ class CudaBuffer:
     memory pool and returns to it when the buffer is garbage-collected.
     """
 
-    __slots__ = ("size", "dtype", "nbytes", "mem")
+    __slots__ = ("size", "dtype", "nbytes", "mem", "ptr")
 
     def __init__(self, size, dtype):
-        import cupy
-
         self.nbytes = 0  # counted only once the allocation succeeded (see __del__)
-        self.size = int(size)
-        self.dtype = np.dtype(dtype)
-        nbytes = self.size * self.dtype.itemsize
-        self.mem = cupy.cuda.alloc(nbytes) if nbytes else None
+        self.size = size = int(size)
+        dt = _DTYPES.get(dtype)
+        self.dtype = dt = np.dtype(dtype) if dt is None else dt
+        nbytes = size * dt.itemsize
+        self.mem = _cupy_alloc(nbytes) if nbytes else None
+        self.ptr = self.mem.ptr if nbytes else 0  # read once: launches pass it on every call
         self.nbytes = nbytes
         _Stats.take(nbytes)
-
-    @property
-    def ptr(self):
-        return self.mem.ptr if self.mem is not None else 0
 
     def __del__(self):
         _Stats.give(self.nbytes)

@@ -75,18 +75,10 @@ def _check(result, what):
 def compile_cubin(source, name, options):
     """Compile CUDA C++ ``source`` to a cubin (``options`` must name an ``sm_XX`` arch).
 
-    Returns ``(cubin_bytes, log)``; raises :class:`NvrtcError` with the log on errors.
+    Returns ``(cubin_bytes, ptx_text, log)``: the PTX the cubin was assembled from comes
+    with it, and holds each kernel's parameter list. Raises :class:`NvrtcError` with the
+    log on errors.
     """
-    return _compile(source, name, options, "CUBIN")
-
-
-def compile_ptx(source, name, options):
-    """Like :func:`compile_cubin` but returns PTX text (``options`` naming ``compute_XX``)."""
-    ptx, log = _compile(source, name, options, "PTX")
-    return ptx.rstrip(b"\0").decode(), log
-
-
-def _compile(source, name, options, target):
     lib = library()
     prog = ctypes.c_void_p()
     _check(lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None,
@@ -94,18 +86,19 @@ def _compile(source, name, options, target):
     try:
         opts = [o.encode() for o in options]
         result = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
-        size = ctypes.c_size_t()
-        _check(lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size)), "nvrtcGetProgramLogSize")
-        buf = ctypes.create_string_buffer(size.value)
-        _check(lib.nvrtcGetProgramLog(prog, buf), "nvrtcGetProgramLog")
-        log = buf.value.decode(errors="replace").strip()
+        log = _output(prog, "ProgramLog").rstrip(b"\0").decode(errors="replace").strip()
         if result != 0:
             raise NvrtcError(f"NVRTC could not compile {name} "
                              f"({lib.nvrtcGetErrorString(result).decode()})", log)
-        get_size, get = getattr(lib, f"nvrtcGet{target}Size"), getattr(lib, f"nvrtcGet{target}")
-        _check(get_size(prog, ctypes.byref(size)), f"nvrtcGet{target}Size")
-        out = ctypes.create_string_buffer(size.value)
-        _check(get(prog, out), f"nvrtcGet{target}")
-        return out.raw, log
+        return _output(prog, "CUBIN"), _output(prog, "PTX").rstrip(b"\0").decode(), log
     finally:
         lib.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
+def _output(prog, what):
+    """One output of a compiled program: ``nvrtcGet<what>Size`` then ``nvrtcGet<what>``."""
+    lib, size = library(), ctypes.c_size_t()
+    _check(getattr(lib, f"nvrtcGet{what}Size")(prog, ctypes.byref(size)), f"nvrtcGet{what}Size")
+    out = ctypes.create_string_buffer(size.value)
+    _check(getattr(lib, f"nvrtcGet{what}")(prog, out), f"nvrtcGet{what}")
+    return out.raw

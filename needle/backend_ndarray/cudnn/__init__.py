@@ -1,13 +1,5 @@
-"""The ``cudnn`` device (cuBLASLt matmul, cuDNN conv/attention/norms) is not built yet.
+"""The ``cudnn`` device: the cuda device's buffers and kernels, with matmul on cuBLASLt and
+convolution and attention on cuDNN (see backend.py)."""
+from .backend import CudnnBackend
 
-It exists so that ``needle.cudnn()`` is a device object like the others; it reports itself
-unavailable, and ``needle.cuda()`` runs on the same GPUs with Needle's own kernels.
-"""
-from ..contract import Backend
-
-
-class CudnnBackend(Backend):
-    name = "cudnn"
-
-    def unavailable_reason(self):
-        return "the cudnn backend is not implemented yet; use needle.cuda() on NVIDIA GPUs"
+__all__ = ["CudnnBackend"]

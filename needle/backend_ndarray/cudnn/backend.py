@@ -1,0 +1,210 @@
+"""CudnnBackend: the cuda device's buffers and kernels, with NVIDIA's libraries where they win.
+
+Routed to the libraries:
+
+* every matmul (2-D and batched) and the fused ``linear``/``linear_backward`` ops: cuBLASLt
+  (cublaslt.py), with the bias, ReLU and GELU epilogues and the bias-gradient epilogue;
+* ``conv``/``conv_backward``: cuDNN's convolution graphs (graphs.py);
+* ``attention``/``attention_backward``: cuDNN's flash attention, which reads bf16 only, so
+  it runs when the user chose ``set_matmul_precision("bf16")``.
+
+Everything else (elementwise, reductions, softmax, LayerNorm, optimizers) is the cuda
+device's own kernels: the class derives from CudaBackend and shares its buffers.
+"""
+import math
+
+import numpy as np
+
+from ..cuda.backend import CudaBackend
+from ..cuda.memory import CudaBuffer
+from . import cublaslt, graphs
+
+_LINEAR_EPILOGUE = {"identity": "bias", "relu": "relu", "gelu": "gelu"}
+_ATTENTION_OPS = ("attention", "attention_backward")
+_CONV_OPS = ("conv", "conv_backward")
+
+
+class CudnnBackend(CudaBackend):
+    """NVIDIA GPUs through cuBLASLt (nvmath-python) and cuDNN (nvidia-cudnn-frontend).
+
+    Example:
+        >>> x = needle.Tensor(np.ones((2, 3)), device=needle.cudnn())   # needs a GPU
+        >>> needle.cudnn().backend.set_matmul_precision("bf16")          # opt in to bf16
+    """
+
+    name = "cudnn"
+    #: "highest": exact fp32; "tf32" / "bf16": tensor cores with rounded inputs (fp32 only)
+    matmul_precision = "highest"
+
+    def __init__(self):
+        super().__init__()
+        self._lt = self._graphs = None  # made on first use, after the GPU is known to work
+
+    @property
+    def lt(self):
+        if self._lt is None:
+            self._lt = cublaslt.CublasLt()
+        return self._lt
+
+    @property
+    def graphs(self):
+        if self._graphs is None:
+            self._graphs = graphs.Graphs()
+        return self._graphs
+
+    def unavailable_reason(self):
+        reason = super().unavailable_reason()
+        if reason:
+            return reason
+        for module, package in (("nvmath.bindings.cublasLt", "nvmath-python"),
+                                ("cudnn", "nvidia-cudnn-frontend")):
+            try:
+                __import__(module)
+            except Exception as e:  # noqa: BLE001 - ImportError, or a library that fails to load
+                return f"{package} is missing or cannot load ({e})"
+        return None
+
+    @classmethod
+    def set_matmul_precision(cls, precision):
+        """Choose how fp32 matmuls, convs and attention run on this device.
+
+        Args:
+            precision: ``"highest"`` (default): exact fp32, as NumPy; ``"tf32"``: tensor
+                cores with inputs rounded to TF32 (~1e-3 relative error); ``"bf16"``: tensor
+                cores with inputs rounded to bf16 (~1e-2), and attention through cuDNN's
+                fused flash attention. float64 is always exact.
+        """
+        if precision not in cublaslt.PRECISIONS:
+            raise ValueError(f"matmul precision must be one of {cublaslt.PRECISIONS}, "
+                             f"not {precision!r}")
+        cls.matmul_precision = precision
+
+    def supports(self, op, dtype=None):
+        if not super().supports(op, dtype):
+            return False
+        fp32 = dtype is None or np.dtype(dtype) == np.float32
+        if op in _ATTENTION_OPS:  # cuDNN's attention is bf16 only: the user must opt in
+            return fp32 and self.matmul_precision == "bf16" and int(self.rt.arch) >= 80
+        if op in _CONV_OPS:  # cuDNN has no NHWC float64 convolution: our kernels run those
+            return fp32
+        return True
+
+    # -- matmul through cuBLASLt ---------------------------------------------------------
+    def _gemm(self, pa, pb, pc, batch, m, k, n, dtype):
+        """Row-major (m, k) @ (k, n) = column-major (n, k) @ (k, m): operands swap."""
+        if m * n * batch == 0:
+            return
+        if k == 0:
+            self._fill(pc, 0, batch * m * n, dtype)
+            return
+        self.lt.gemm(pb, pa, pc, n, m, k, n, k, n, dtype.name, self.matmul_precision,
+                     batch=batch, strides=(k * n, m * k, m * n))
+
+    def linear(self, x, w, bias, out, m, k, n, act):
+        # cuBLASLt's GELU epilogue loses float64 precision (4e-9 relative, measured): there
+        # the GELU runs on our kernels
+        late_gelu = act == "gelu" and x.dtype == np.float64
+        epilogue = "bias" if late_gelu else _LINEAR_EPILOGUE[act]
+        try:
+            self.lt.gemm(w.ptr, x.ptr, out.ptr, n, m, k, n, k, n, x.dtype.name,
+                         self.matmul_precision, epilogue=epilogue, bias=bias.ptr)
+        except cublaslt.Unsupported:  # no epilogue for this case: GEMM, then our kernel
+            self._gemm(x.ptr, w.ptr, out.ptr, 1, m, k, n, x.dtype)
+            self.bias_act(out, bias, out, m, n, "relu" if act == "relu" else "identity")
+            late_gelu = act == "gelu"
+        if late_gelu:
+            self._gelu_inplace(out)
+
+    def linear_backward(self, grad, x, w, dx, dw, dbias, m, k, n):
+        dtype, precision = x.dtype.name, self.matmul_precision
+        if dx is not None:  # dx (m, k) = grad @ w.T: column-major (k, m) = op(w) @ grad
+            self.lt.gemm(w.ptr, grad.ptr, dx.ptr, k, m, n, n, n, k, dtype, precision,
+                         trans_a=True)
+        # dw (k, n) = x.T @ grad: column-major (n, k) = grad @ op(x); the BGRADA epilogue
+        # sums grad over the GEMM's k (the batch rows) into dbias on the way
+        args = (grad.ptr, x.ptr, dw.ptr, n, k, m, n, k, n, dtype, precision)
+        try:
+            self.lt.gemm(*args, trans_b=True, epilogue="bgrada", bias=dbias.ptr)
+        except cublaslt.Unsupported:
+            self.lt.gemm(*args, trans_b=True)
+            self._map(("colsum", self._sfx(x.dtype)), n, (grad.ptr, dbias.ptr, m, n))
+
+    def _gelu_inplace(self, y):
+        """GELU (tanh form) of a buffer with our elementwise kernels (the rare fallback)."""
+        t = CudaBuffer(y.size, y.dtype)
+        self.binary("mul", y, y, t)
+        self.binary("mul", t, y, t)
+        self.scalar("mul", t, 0.044715, t)
+        self.binary("add", t, y, t)
+        self.scalar("mul", t, math.sqrt(2 / math.pi), t)
+        self.unary("tanh", t, t)
+        self.scalar("add", t, 1.0, t)
+        self.binary("mul", t, y, t)
+        self.scalar("mul", t, 0.5, y)
+
+    # -- convolution through cuDNN -------------------------------------------------------
+    def _conv_graph(self, kind, dtype, in_shape, kernel, k_out, stride, padding):
+        try:
+            return self.graphs.get(graphs.ConvGraph, kind, dtype.name, self.matmul_precision,
+                                   *in_shape, kernel, k_out, stride, padding)
+        except graphs.Unsupported as e:
+            raise RuntimeError(f"cuDNN has no {kind} convolution for input {in_shape}, kernel "
+                               f"{kernel}, {k_out} outputs, stride {stride}, padding {padding}, "
+                               f"{dtype.name}: {e}") from None
+
+    def _weight_krsc(self, w, kernel, c, k_out):
+        """A KRSC (k_out, kh, kw, c_in) copy of a (kh, kw, c_in, k_out) weight (graphs.py
+        says why)."""
+        out = CudaBuffer(w.size, w.dtype)
+        self._strided("compact", w.ptr, out.ptr, (k_out, kernel, kernel, c),
+                      (1, kernel * c * k_out, c * k_out, k_out), 0, w.dtype)
+        return out
+
+    def conv(self, x, w, out, in_shape, kernel, out_channels, stride, padding):
+        g = self._conv_graph("fprop", x.dtype, in_shape, kernel, out_channels, stride, padding)
+        weight = self._weight_krsc(w, kernel, in_shape[3], out_channels)
+        self.graphs.run(g, {g.x: x.ptr, g.w: weight.ptr, g.y: out.ptr})
+
+    def conv_backward(self, grad, x, w, dx, dw, in_shape, kernel, out_channels, stride, padding):
+        geometry = (in_shape, kernel, out_channels, stride, padding)
+        c = in_shape[3]
+        if dx is not None:
+            g = self._conv_graph("dgrad", x.dtype, *geometry)
+            weight = self._weight_krsc(w, kernel, c, out_channels)
+            self.graphs.run(g, {g.dy: grad.ptr, g.w: weight.ptr, g.dx: dx.ptr})
+        if dw is not None:
+            g = self._conv_graph("wgrad", x.dtype, *geometry)
+            krsc = CudaBuffer(dw.size, dw.dtype)
+            self.graphs.run(g, {g.x: x.ptr, g.dy: grad.ptr, g.dw: krsc.ptr})
+            self._strided("compact", krsc.ptr, dw.ptr, (kernel, kernel, c, out_channels),
+                          (kernel * c, c, 1, kernel * kernel * c), 0, dw.dtype)
+
+    # -- attention through cuDNN (bf16) --------------------------------------------------
+    def _to_bf16(self, a):
+        out = CudaBuffer(a.size, np.uint16)
+        self._map(("cast", "f32", "bf16"), a.size, (a.ptr, out.ptr, a.size))
+        return out
+
+    def _from_bf16(self, a, out):
+        self._map(("cast", "bf16", "f32"), a.size, (a.ptr, out.ptr, a.size))
+
+    def attention(self, q, k, v, out, stats, batch, seq_q, seq_k, dim, scale, causal):
+        g = self.graphs.get(graphs.AttentionGraph, "forward", batch, seq_q, seq_k, dim, scale,
+                            causal)
+        qb, kb, vb = self._to_bf16(q), self._to_bf16(k), self._to_bf16(v)
+        ob = CudaBuffer(out.size, np.uint16)
+        self.graphs.run(g, {g.q: qb.ptr, g.k: kb.ptr, g.v: vb.ptr, g.o: ob.ptr,
+                            g.stats: stats.ptr})
+        self._from_bf16(ob, out)
+
+    def attention_backward(self, q, k, v, out, stats, grad, dq, dk, dv, batch, seq_q, seq_k,
+                           dim, scale, causal):
+        g = self.graphs.get(graphs.AttentionGraph, "backward", batch, seq_q, seq_k, dim, scale,
+                            causal)
+        inputs = {t: self._to_bf16(a) for t, a in ((g.q, q), (g.k, k), (g.v, v), (g.o, out),
+                                                   (g.do, grad))}
+        grads = {t: CudaBuffer(a.size, np.uint16) for t, a in ((g.dq, dq), (g.dk, dk), (g.dv, dv))}
+        self.graphs.run(g, {**{t: b.ptr for t, b in {**inputs, **grads}.items()},
+                            g.stats: stats.ptr})
+        for t, target in ((g.dq, dq), (g.dk, dk), (g.dv, dv)):
+            self._from_bf16(grads[t], target)

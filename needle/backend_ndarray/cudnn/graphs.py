@@ -1,0 +1,159 @@
+"""cuDNN graphs (through ``nvidia-cudnn-frontend``) for convolution and attention.
+
+A graph is built, checked and planned once per shape and then executed with raw device
+addresses. Activations stay in Needle's NHWC layout. Weights are given to cuDNN as KRSC
+(c_out, kh, kw, c_in), its layout for NHWC convolutions: measured on an H100 (cuDNN 9, frontend
+1.32), cuDNN accepted the strides of Needle's (kh, kw, c_in, c_out) weights and then read and
+wrote them as KRSC anyway, so the backend copies weights to and from KRSC.
+"""
+import functools
+
+
+class Unsupported(Exception):
+    """cuDNN has no engine for this graph."""
+
+
+@functools.lru_cache(maxsize=None)
+def _cudnn():
+    import cudnn
+
+    return cudnn
+
+
+def _nhwc(n, c, h, w):
+    """cuDNN dims (always N, C, H, W) and strides of an NHWC tensor."""
+    return [n, c, h, w], [h * w * c, 1, w * c, c]
+
+
+def _krsc(k_out, c, r, s):
+    """cuDNN dims (K, C, R, S) and strides of a KRSC weight."""
+    return [k_out, c, r, s], [r * s * c, 1, s * c, c]
+
+
+class Graphs:
+    """The cuDNN handle, a growing workspace and every graph built so far."""
+
+    def __init__(self):
+        cudnn = _cudnn()
+        self.handle = cudnn.create_handle()
+        self._stream = None
+        self._workspace, self._workspace_bytes = None, 0
+        self.cache = {}
+
+    def run(self, graph, bindings):
+        """Execute ``graph`` on CuPy's current stream with ``{tensor: address}``."""
+        import cupy
+
+        stream = cupy.cuda.get_current_stream().ptr
+        if stream != self._stream:
+            _cudnn().set_stream(self.handle, stream)
+            self._stream = stream
+        need = graph.workspace
+        if need > self._workspace_bytes:
+            self._workspace, self._workspace_bytes = cupy.cuda.alloc(need), need
+        graph.graph.execute(bindings, self._workspace.ptr if need else None, handle=self.handle)
+
+    def get(self, cls, *key):
+        """The cached graph ``cls(self.handle, *key)``, built on first use.
+
+        Raises :class:`Unsupported` (again, without rebuilding) if cuDNN refused it."""
+        full = (cls,) + key
+        graph = self.cache.get(full)
+        if graph is None:
+            try:
+                graph = cls(self.handle, *key)
+            except Unsupported as e:
+                graph = e
+            self.cache[full] = graph
+        if isinstance(graph, Unsupported):
+            raise graph
+        return graph
+
+
+def _finish(graph, handle, forbid_tensor_cores):
+    """Validate, plan and build ``graph``; its workspace size in bytes."""
+    cudnn = _cudnn()
+    try:
+        graph.validate()
+        graph.build_operation_graph()
+        graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
+        if forbid_tensor_cores:  # fp32 stays exact fp32 (no TF32) unless the user asked
+            graph.deselect_numeric_notes([cudnn.numerical_note.TENSOR_CORE])
+        graph.check_support()
+        graph.build_plans()
+    except (cudnn.cudnnGraphNotSupportedError, RuntimeError) as e:
+        raise Unsupported(str(e)) from None
+    return graph.get_workspace_size()
+
+
+class ConvGraph:
+    """One of conv forward (``fprop``), data gradient (``dgrad``) or weight gradient
+    (``wgrad``) for NHWC input ``(n, h, w, c)``, a square ``kernel``, ``k_out`` outputs and
+    a KRSC weight."""
+
+    def __init__(self, handle, kind, dtype, precision, n, h, w, c, kernel, k_out, stride,
+                 padding):
+        cudnn = _cudnn()
+        dt = cudnn.data_type.DOUBLE if dtype == "float64" else cudnn.data_type.FLOAT
+        ho, wo = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
+        g = cudnn.pygraph(io_data_type=dt, intermediate_data_type=dt, compute_data_type=dt,
+                          handle=handle)
+        x_dim, x_stride = _nhwc(n, c, h, w)
+        y_dim, y_stride = _nhwc(n, k_out, ho, wo)
+        w_dim, w_stride = _krsc(k_out, c, kernel, kernel)
+        geometry = dict(padding=[padding, padding], stride=[stride, stride], dilation=[1, 1],
+                        compute_data_type=dt)
+        if kind == "fprop":
+            self.x = g.tensor(name="x", dim=x_dim, stride=x_stride, data_type=dt)
+            self.w = g.tensor(name="w", dim=w_dim, stride=w_stride, data_type=dt)
+            self.y = g.conv_fprop(image=self.x, weight=self.w, **geometry)
+            self.y.set_output(True).set_dim(y_dim).set_stride(y_stride).set_data_type(dt)
+        elif kind == "dgrad":
+            self.dy = g.tensor(name="dy", dim=y_dim, stride=y_stride, data_type=dt)
+            self.w = g.tensor(name="w", dim=w_dim, stride=w_stride, data_type=dt)
+            self.dx = g.conv_dgrad(loss=self.dy, filter=self.w, **geometry)
+            self.dx.set_output(True).set_dim(x_dim).set_stride(x_stride).set_data_type(dt)
+        else:
+            self.x = g.tensor(name="x", dim=x_dim, stride=x_stride, data_type=dt)
+            self.dy = g.tensor(name="dy", dim=y_dim, stride=y_stride, data_type=dt)
+            self.dw = g.conv_wgrad(image=self.x, loss=self.dy, **geometry)
+            self.dw.set_output(True).set_dim(w_dim).set_stride(w_stride).set_data_type(dt)
+        self.graph = g
+        self.workspace = _finish(g, handle, dtype == "float32" and precision == "highest")
+
+
+class AttentionGraph:
+    """cuDNN flash attention, forward (with the softmax stats) or backward, on bf16
+    ``(batch, 1, seq, dim)`` tensors (batch = batch x heads); the stats are float32."""
+
+    def __init__(self, handle, kind, batch, seq_q, seq_k, dim, scale, causal):
+        cudnn = _cudnn()
+        bf16, f32 = cudnn.data_type.BFLOAT16, cudnn.data_type.FLOAT
+        g = cudnn.pygraph(io_data_type=bf16, intermediate_data_type=f32, compute_data_type=f32,
+                          handle=handle)
+
+        def seq_tensor(name, seq):
+            return g.tensor(name=name, dim=[batch, 1, seq, dim],
+                            stride=[seq * dim, seq * dim, dim, 1], data_type=bf16)
+
+        def output(t, seq, last=None, dtype=bf16):
+            last = dim if last is None else last
+            t.set_output(True).set_dim([batch, 1, seq, last]).set_data_type(dtype)
+            t.set_stride([seq * last, seq * last, last, 1])
+            return t
+
+        self.q, self.k, self.v = seq_tensor("q", seq_q), seq_tensor("k", seq_k), seq_tensor("v", seq_k)
+        mask = dict(attn_scale=scale, use_causal_mask=causal)
+        if kind == "forward":
+            o, stats = g.sdpa(name="sdpa", q=self.q, k=self.k, v=self.v, generate_stats=True,
+                              **mask)
+            self.o, self.stats = output(o, seq_q), output(stats, seq_q, 1, f32)
+        else:
+            self.o, self.do = seq_tensor("o", seq_q), seq_tensor("do", seq_q)
+            self.stats = g.tensor(name="stats", dim=[batch, 1, seq_q, 1],
+                                  stride=[seq_q, seq_q, 1, 1], data_type=f32)
+            dq, dk, dv = g.sdpa_backward(name="sdpa_backward", q=self.q, k=self.k, v=self.v,
+                                         o=self.o, dO=self.do, stats=self.stats, **mask)
+            self.dq, self.dk, self.dv = output(dq, seq_q), output(dk, seq_k), output(dv, seq_k)
+        self.graph = g
+        self.workspace = _finish(g, handle, False)

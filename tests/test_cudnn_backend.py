@@ -1,0 +1,234 @@
+"""The `cudnn` backend (cuBLASLt and cuDNN) against the NumPy backend and the `cuda` device.
+
+Every op the backend routes to a library runs on fresh random inputs, forward and backward,
+at the backend level (against NumPy) and through the Tensor API (against needle.cuda() and
+the cpu). These need a GPU with the `cudnn` extra and skip with the reason otherwise; the
+tests at the end run anywhere.
+"""
+import sys
+import types
+
+import numpy as np
+import pytest
+from helpers import fresh_rng, upload
+
+import needle
+import needle.ops as ops
+from needle.backend_ndarray.cuda.backend import CudaBackend
+from needle.backend_ndarray.cudnn import CudnnBackend, cublaslt
+from needle.backend_ndarray.numpy_backend import NumpyBackend
+
+REF = NumpyBackend()
+TOL = {"float32": dict(rtol=2e-5, atol=2e-5), "float64": dict(rtol=1e-11, atol=1e-11)}
+#: bf16 keeps 8 bits of mantissa: errors of a few 1e-3 relative per input, more after sums
+BF16_TOL = dict(rtol=3e-2, atol=3e-2)
+
+
+@pytest.fixture
+def be():
+    device = needle.cudnn()
+    if not device.enabled():
+        pytest.skip(f"needle.cudnn() is not available: {device.unavailable_reason()}")
+    return device.backend
+
+
+@pytest.fixture
+def bf16(be, monkeypatch):
+    """Run the test with the cudnn device in bf16 precision (restored afterwards)."""
+    monkeypatch.setattr(CudnnBackend, "matmul_precision", "bf16")
+    return be
+
+
+@pytest.fixture
+def rng(request):
+    return fresh_rng(request)
+
+
+def call_both(be, op, *args):
+    """Run ``op`` on the cudnn and NumPy backends; (ours, reference) buffer arguments after.
+    Output buffers start as NaN so an unwritten element shows."""
+    ref = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+    dev = [upload(be, a) if isinstance(a, np.ndarray) else a for a in args]
+    getattr(REF, op)(*ref)
+    getattr(be, op)(*dev)
+    ours = [be.to_numpy(d, (d.size,), (1,), 0) for a, d in zip(args, dev)
+            if isinstance(a, np.ndarray)]
+    return ours, [r for r in ref if isinstance(r, np.ndarray)]
+
+
+def nan(n, dtype):
+    return np.full(n, np.nan, dtype=dtype)
+
+
+def assert_close(ours, ref, tol):
+    for got, want in zip(ours, ref):
+        np.testing.assert_allclose(got, want, **tol)
+
+
+# ---- cuBLASLt ------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("batch,m,k,n", [(1, 1, 1, 1), (1, 3, 127, 5), (1, 64, 1025, 33),
+                                         (1, 256, 512, 128), (4, 17, 9, 31), (12, 128, 64, 128)])
+def test_matmul(be, rng, dtype, batch, m, k, n):
+    a, b = rng.standard_normal(batch * m * k), rng.standard_normal(batch * k * n)
+    ours, ref = call_both(be, "matmul", a.astype(dtype), b.astype(dtype),
+                          nan(batch * m * n, dtype), batch, m, k, n)
+    scale = np.sqrt(k)  # error grows with the reduction length
+    assert_close(ours, ref, {t: v * scale for t, v in TOL[dtype].items()})
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("act", ["identity", "relu", "gelu"])
+@pytest.mark.parametrize("m,k,n", [(64, 128, 256), (3, 5, 7), (1, 64, 10)])
+def test_linear(be, rng, dtype, act, m, k, n):
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in (m * k, k * n, n))
+    ours, ref = call_both(be, "linear", x, w, b, nan(m * n, dtype), m, k, n, act)
+    assert_close(ours, ref, {t: v * np.sqrt(k) for t, v in TOL[dtype].items()})
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("with_dx", [True, False])
+@pytest.mark.parametrize("m,k,n", [(64, 128, 256), (3, 5, 7), (1025, 33, 10)])
+def test_linear_backward(be, rng, dtype, with_dx, m, k, n):
+    g, x, w = (rng.standard_normal(s).astype(dtype) for s in (m * n, m * k, k * n))
+    dx = nan(m * k, dtype) if with_dx else None
+    ours, ref = call_both(be, "linear_backward", g, x, w, dx, nan(k * n, dtype), nan(n, dtype),
+                          m, k, n)
+    assert_close(ours, ref, {t: v * np.sqrt(m) for t, v in TOL[dtype].items()})
+
+
+@pytest.mark.parametrize("precision,bound", [("tf32", 5e-3), ("bf16", 3e-2)])
+def test_reduced_precision_matmul(be, rng, monkeypatch, precision, bound):
+    monkeypatch.setattr(CudnnBackend, "matmul_precision", precision)
+    m = k = n = 256
+    a, b = rng.standard_normal(m * k).astype("float32"), rng.standard_normal(k * n).astype("float32")
+    (got, *_), (want, *_) = call_both(be, "matmul", a, b, nan(m * n, "float32"), 1, m, k, n)
+    err = np.linalg.norm(got - want) / np.linalg.norm(want)
+    assert err < bound
+
+
+def test_set_matmul_precision_checks_its_argument(be):
+    with pytest.raises(ValueError, match="bf16"):
+        be.set_matmul_precision("fp8")
+
+
+# ---- cuDNN convolution -----------------------------------------------------------------
+CONVS = [((2, 8, 8, 3), 3, 16, 1, 1), ((4, 9, 7, 16), 3, 8, 2, 1), ((2, 6, 6, 8), 1, 4, 1, 0),
+         ((1, 16, 16, 32), 3, 64, 1, 1), ((3, 10, 10, 4), 5, 6, 3, 2)]
+
+
+@pytest.mark.parametrize("in_shape,kernel,c_out,stride,padding", CONVS)
+def test_conv(be, rng, in_shape, kernel, c_out, stride, padding):
+    n, h, w, c = in_shape
+    ho, wo = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
+    x = rng.standard_normal(n * h * w * c).astype("float32")
+    wt = rng.standard_normal(kernel * kernel * c * c_out).astype("float32")
+    ours, ref = call_both(be, "conv", x, wt, nan(n * ho * wo * c_out, "float32"), in_shape,
+                          kernel, c_out, stride, padding)
+    assert_close(ours, ref, dict(rtol=1e-4, atol=1e-4 * kernel * np.sqrt(c)))
+
+
+@pytest.mark.parametrize("need", ["both", "dx", "dw"])
+@pytest.mark.parametrize("in_shape,kernel,c_out,stride,padding", CONVS)
+def test_conv_backward(be, rng, in_shape, kernel, c_out, stride, padding, need):
+    n, h, w, c = in_shape
+    ho, wo = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
+    g = rng.standard_normal(n * ho * wo * c_out).astype("float32")
+    x = rng.standard_normal(n * h * w * c).astype("float32")
+    wt = rng.standard_normal(kernel * kernel * c * c_out).astype("float32")
+    dx = nan(x.size, "float32") if need != "dw" else None
+    dw = nan(wt.size, "float32") if need != "dx" else None
+    ours, ref = call_both(be, "conv_backward", g, x, wt, dx, dw, in_shape, kernel, c_out,
+                          stride, padding)
+    assert_close(ours, ref, dict(rtol=1e-4, atol=1e-4 * np.sqrt(n * ho * wo * c_out)))
+
+
+def test_float64_conv_runs_on_our_kernels(be):
+    assert be.supports("conv", "float32") and not be.supports("conv", "float64")
+
+
+# ---- cuDNN attention (bf16) --------------------------------------------------------------
+@pytest.mark.parametrize("batch,seq_q,seq_k,dim,causal", [(6, 128, 128, 64, False),
+                                                          (4, 64, 64, 32, True),
+                                                          (2, 17, 40, 64, False)])
+def test_attention_forward_backward(bf16, rng, batch, seq_q, seq_k, dim, causal):
+    be, scale = bf16, dim ** -0.5
+    q = rng.standard_normal(batch * seq_q * dim).astype("float32")
+    k, v = (rng.standard_normal(batch * seq_k * dim).astype("float32") for _ in range(2))
+    (*_, out, stats), (*_, ref_out, ref_stats) = call_both(
+        be, "attention", q, k, v, nan(q.size, "float32"), nan(batch * seq_q, "float32"), batch,
+        seq_q, seq_k, dim, scale, causal)
+    assert_close([out, stats], [ref_out, ref_stats], BF16_TOL)
+    g = rng.standard_normal(q.size).astype("float32")
+    ours, ref = call_both(be, "attention_backward", q, k, v, ref_out, ref_stats, g,
+                          nan(q.size, "float32"), nan(k.size, "float32"), nan(v.size, "float32"),
+                          batch, seq_q, seq_k, dim, scale, causal)
+    for got, want in zip(ours[5:], ref[5:]):  # dq, dk, dv: relative to their own size
+        assert np.linalg.norm(got - want) / np.linalg.norm(want) < 2e-2
+
+
+def test_attention_needs_bf16_opt_in(be, monkeypatch):
+    monkeypatch.setattr(CudnnBackend, "matmul_precision", "highest")
+    assert not be.supports("attention", "float32")
+    monkeypatch.setattr(CudnnBackend, "matmul_precision", "bf16")
+    assert be.supports("attention", "float32") and not be.supports("attention", "float64")
+
+
+# ---- through the Tensor API: cudnn against cuda and the cpu ---------------------------------
+def _run(device, build, inputs, weights):
+    tensors = [needle.Tensor(x, device=device) for x in inputs]
+    out = build(*tensors)
+    out.backward(needle.Tensor(weights, device=device))
+    return [out.numpy()] + [t.grad.numpy() for t in tensors]
+
+
+LAYERS = {
+    "linear": (lambda x, w, b: ops.linear(x, w, b), [(64, 96), (96, 48), (48,)]),
+    "linear_relu": (lambda x, w, b: ops.linear(x, w, b, "relu"), [(64, 96), (96, 48), (48,)]),
+    "linear_gelu": (lambda x, w, b: ops.linear(x, w, b, "gelu"), [(33, 20), (20, 7), (7,)]),
+    "conv": (lambda x, w: ops.conv(x, w, 1, 1), [(4, 12, 12, 8), (3, 3, 8, 16)]),
+    "conv_stride2": (lambda x, w: ops.conv(x, w, 2, 1), [(4, 13, 13, 8), (3, 3, 8, 16)]),
+    "mlp_block": (lambda x, w1, w2: ops.relu(x @ w1) @ w2, [(32, 64), (64, 64), (64, 10)]),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_layer_matches_cuda_and_cpu(be, rng, name):
+    build, shapes = LAYERS[name]
+    inputs = [rng.standard_normal(s) for s in shapes]
+    with needle.no_grad():
+        out_shape = build(*[needle.Tensor(x) for x in inputs]).shape
+    weights = rng.standard_normal(out_shape)
+    ours = _run(needle.cudnn(), build, inputs, weights)
+    for other in (needle.cuda(), needle.cpu()):
+        for got, want in zip(ours, _run(other, build, inputs, weights)):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1, np.abs(want).max()))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_tensor_api_matches_cuda(bf16, rng, causal):
+    def build(q, k, v):
+        return ops.scaled_dot_product_attention(q, k, v, causal)
+    inputs = [rng.standard_normal((2, 4, 32, 64)) for _ in range(3)]
+    weights = rng.standard_normal((2, 4, 32, 64))
+    ours = _run(needle.cudnn(), build, inputs, weights)
+    for got, want in zip(ours, _run(needle.cuda(), build, inputs, weights)):
+        assert np.linalg.norm(got - want) / np.linalg.norm(want) < 2e-2
+
+
+# ---- anywhere ------------------------------------------------------------------------------
+def test_alignment():
+    assert cublaslt._alignment(0, 256, 1024) == 256
+    assert cublaslt._alignment(4096 + 16) == 16
+    assert cublaslt._alignment(4096, 4) == 4
+
+
+@pytest.mark.parametrize("module,package", [("nvmath", "nvmath-python"),
+                                            ("cudnn", "nvidia-cudnn-frontend")])
+def test_unavailable_reason_names_the_package(monkeypatch, module, package):
+    monkeypatch.setattr(CudaBackend, "unavailable_reason", lambda self: None)
+    for name in ("nvmath", "nvmath.bindings", "nvmath.bindings.cublasLt", "cudnn"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))  # importable stand-ins
+    monkeypatch.setitem(sys.modules, module, None)  # except this one: its import fails
+    reason = CudnnBackend().unavailable_reason()
+    assert package in reason
