@@ -51,7 +51,7 @@ def cudnn_layernorm(rows, cols):
     fwd = cudnn.pygraph(io_data_type=f32, intermediate_data_type=f32, compute_data_type=f32,
                         handle=handle)
     x, w, b = mat(fwd, "x"), vec(fwd, "w"), vec(fwd, "b")
-    e = fwd.tensor_scalar(EPS, cudnn.scalar_type.FLOAT)
+    e = fwd.tensor_scalar(EPS, cudnn.scalar_type.RUNTIME_PARAM)
     y, mean, rstd = fwd.layernorm(name="ln", norm_forward_phase=cudnn.norm_forward_phase.TRAINING,
                                   input=x, scale=w, bias=b, epsilon=e)
     y.set_output(True).set_data_type(f32)
