@@ -201,10 +201,14 @@ class CudnnBackend(CudaBackend):
                            dim, scale, causal):
         g = self.graphs.get(graphs.AttentionGraph, "backward", batch, seq_q, seq_k, dim, scale,
                             causal)
-        inputs = {t: self._to_bf16(a) for t, a in ((g.q, q), (g.k, k), (g.v, v), (g.o, out),
-                                                   (g.do, grad))}
-        grads = {t: CudaBuffer(a.size, np.uint16) for t, a in ((g.dq, dq), (g.dk, dk), (g.dv, dv))}
-        self.graphs.run(g, {**{t: b.ptr for t, b in {**inputs, **grads}.items()},
-                            g.stats: stats.ptr})
-        for t, target in ((g.dq, dq), (g.dk, dk), (g.dv, dv)):
-            self._from_bf16(grads[t], target)
+        bindings = {g.stats: stats.ptr}
+        keep = []  # the bf16 buffers must live until the graph has run
+        for t, a in ((g.q, q), (g.k, k), (g.v, v), (g.o, out), (g.do, grad)):
+            keep.append(self._to_bf16(a))
+            bindings[t] = keep[-1].ptr
+        grads = [(t, CudaBuffer(a.size, np.uint16), a)
+                 for t, a in ((g.dq, dq), (g.dk, dk), (g.dv, dv))]
+        bindings.update((t, buf.ptr) for t, buf, _ in grads)
+        self.graphs.run(g, bindings)
+        for _, buf, target in grads:
+            self._from_bf16(buf, target)

@@ -24,6 +24,7 @@ EPILOGUES = {"none": "DEFAULT", "bias": "BIAS", "relu": "RELU_BIAS", "gelu": "GE
 PRECISIONS = ("highest", "tf32", "bf16")
 #: algorithms the heuristic proposes per plan, timed on first use; and timed runs of each
 CANDIDATES, TUNING_RUNS = 8, 3
+_ITEMSIZE = {"float32": 4, "float64": 8}
 
 
 class Unsupported(Exception):
@@ -162,6 +163,7 @@ class CublasLt:
         lt = _bindings()[0]
         self._lt = lt
         self.handle = lt.create()
+        self._current_stream = cupy.cuda.get_current_stream  # looked up once: a hot path
         self.workspace = cupy.cuda.alloc(WORKSPACE_BYTES)
         self.plans = {}
         self.unsupported = set()  # keys cuBLASLt refused once: refuse again without asking
@@ -175,7 +177,7 @@ class CublasLt:
         :data:`EPILOGUES`; ``bias`` the address of its vector (an output for ``bgrada``).
         Raises :class:`Unsupported` when cuBLASLt has no algorithm for the combination.
         """
-        size = np.dtype(dtype).itemsize
+        size = _ITEMSIZE[dtype]
         align = _alignment(a, b, d, *(s * size for s in strides if batch > 1))
         key = (dtype, precision, trans_a, trans_b, m, n, k, lda, ldb, ldd, batch, strides,
                epilogue, align)
@@ -200,10 +202,4 @@ class CublasLt:
         a_desc, b_desc, d_desc = plan.layouts
         self._lt.matmul(self.handle, plan.desc, plan.alpha.ctypes.data, a, a_desc, b, b_desc,
                         plan.beta.ctypes.data, d, d_desc, d, d_desc, algo,
-                        self.workspace.ptr, WORKSPACE_BYTES, _stream())
-
-
-def _stream():
-    import cupy
-
-    return cupy.cuda.get_current_stream().ptr
+                        self.workspace.ptr, WORKSPACE_BYTES, self._current_stream().ptr)

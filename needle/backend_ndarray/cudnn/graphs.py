@@ -34,23 +34,24 @@ class Graphs:
     """The cuDNN handle, a growing workspace and every graph built so far."""
 
     def __init__(self):
+        import cupy
+
         cudnn = _cudnn()
         self.handle = cudnn.create_handle()
+        self._cupy_cuda = cupy.cuda
         self._stream = None
         self._workspace, self._workspace_bytes = None, 0
         self.cache = {}
 
     def run(self, graph, bindings):
         """Execute ``graph`` on CuPy's current stream with ``{tensor: address}``."""
-        import cupy
-
-        stream = cupy.cuda.get_current_stream().ptr
+        stream = self._cupy_cuda.get_current_stream().ptr
         if stream != self._stream:
             _cudnn().set_stream(self.handle, stream)
             self._stream = stream
         need = graph.workspace
         if need > self._workspace_bytes:
-            self._workspace, self._workspace_bytes = cupy.cuda.alloc(need), need
+            self._workspace, self._workspace_bytes = self._cupy_cuda.alloc(need), need
         graph.graph.execute(bindings, self._workspace.ptr if need else None, handle=self.handle)
 
     def get(self, cls, *key):
