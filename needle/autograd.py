@@ -79,10 +79,16 @@ class Value:
 
     @classmethod
     def make_from_op(cls, op, inputs):
-        devices = {x.device for x in inputs if isinstance(x, Tensor)}
-        if len(devices) > 1:
-            raise DeviceMismatchError(f"{type(op).__name__}: inputs are on different devices "
-                                      f"({', '.join(map(str, devices))}); move them with .to()")
+        device = None
+        for x in inputs:  # a plain loop: this runs on every op
+            if isinstance(x, Tensor):
+                d = x.realize_cached_data()._device
+                if device is None:
+                    device = d
+                elif d != device:
+                    raise DeviceMismatchError(
+                        f"{type(op).__name__}: inputs are on different devices ({device} and "
+                        f"{d}); move them with .to()")
         value = cls.__new__(cls)
         value._init(op, inputs)
         value.realize_cached_data()
@@ -187,10 +193,11 @@ class Tensor(Value):
     def detach(self):
         return Tensor.make_const(self.realize_cached_data())
 
-    shape = property(lambda self: self.realize_cached_data().shape)
-    dtype = property(lambda self: self.realize_cached_data().dtype)
-    device = property(lambda self: self.realize_cached_data().device)
-    ndim = property(lambda self: len(self.shape))
+    # read on every op: straight to the NDArray's fields
+    shape = property(lambda self: self.realize_cached_data()._shape)
+    dtype = property(lambda self: self.realize_cached_data()._dtype)
+    device = property(lambda self: self.realize_cached_data()._device)
+    ndim = property(lambda self: len(self.realize_cached_data()._shape))
     size = property(lambda self: self.realize_cached_data().size)
 
     def numpy(self):

@@ -407,6 +407,22 @@ def test_adam_update(be, rng, n, weight_decay, step, dtype):
     assert_same(ours, ref, dtype, scale=5.0)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ("identity", "relu"))
+@pytest.mark.parametrize("x_bias", (False, True))
+@pytest.mark.parametrize("outer,channels,inner", [(64, 5, 1), (2, 16, 81), (3, 1, 1025),
+                                                  (1, 7, 1)])
+def test_batchnorm(be, rng, outer, channels, inner, x_bias, act, dtype):
+    n = outer * channels * inner
+    x = rng.standard_normal(n).astype(dtype)
+    mean, weight, bias = (rng.standard_normal(channels).astype(dtype) for _ in range(3))
+    var = rng.uniform(0.5, 2.0, channels).astype(dtype)
+    xb = rng.standard_normal(channels).astype(dtype) if x_bias else None
+    ours, ref = call_both(be, "batchnorm", x, xb, mean, var, weight, bias, poison(n, dtype),
+                          channels, inner, 1e-5, act)
+    assert_same(ours, ref, dtype)
+
+
 def test_every_fused_op_is_native(be):
     assert all(be.supports(op) for op in FUSED_OPS)
 
@@ -681,6 +697,14 @@ def test_launches_match_kernel_parameters(monkeypatch, driver, ptx_params):
             be.layernorm_backward(x, x, buf(cols), r, r, x, buf(cols), buf(cols), rows, cols)
             be.bias_act(x, buf(cols), x, rows, cols, "relu")
             be.bias_act(x, buf(cols), x, rows, cols, "identity")
+            be.batchnorm(x, buf(cols), buf(cols), buf(cols), buf(cols), buf(cols), x, cols, 1,
+                         1e-5, "relu")
+            be.batchnorm(x, None, buf(rows), buf(rows), buf(rows), buf(rows), x, rows, cols,
+                         1e-5, "identity")
+        for act in ("identity", "relu", "gelu"):
+            be.linear(buf(64 * 32), buf(32 * 16), buf(16), buf(64 * 16), 64, 32, 16, act)
+        be.linear_backward(buf(64 * 16), buf(64 * 32), buf(32 * 16), buf(64 * 32), buf(32 * 16),
+                           buf(16), 64, 32, 16)
         be.sgd_update(a, b, out, 0.1, 0.9, 0.0, True)
         be.sgd_update(a, b, None, 0.1, 0.0, 0.1, False)
         be.adam_update(a, b, out, out, 1e-3, 0.9, 0.999, 1e-8, 0.0, 3)

@@ -32,6 +32,15 @@ def be():
     return device.backend
 
 
+@pytest.fixture(params=["cudnn", "cuda"])
+def linear_be(request):
+    """The backends with the fused linear ops: cuBLASLt (cudnn) and our kernels (cuda)."""
+    device = needle.device(request.param)
+    if not device.enabled():
+        pytest.skip(f"needle.{request.param}() is not available: {device.unavailable_reason()}")
+    return device.backend
+
+
 @pytest.fixture
 def bf16(be, monkeypatch):
     """Run the test with the cudnn device in bf16 precision (restored afterwards)."""
@@ -80,19 +89,19 @@ def test_matmul(be, rng, dtype, batch, m, k, n):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("act", ["identity", "relu", "gelu"])
 @pytest.mark.parametrize("m,k,n", [(64, 128, 256), (3, 5, 7), (1, 64, 10)])
-def test_linear(be, rng, dtype, act, m, k, n):
+def test_linear(linear_be, rng, dtype, act, m, k, n):
     x, w, b = (rng.standard_normal(s).astype(dtype) for s in (m * k, k * n, n))
-    ours, ref = call_both(be, "linear", x, w, b, nan(m * n, dtype), m, k, n, act)
+    ours, ref = call_both(linear_be, "linear", x, w, b, nan(m * n, dtype), m, k, n, act)
     assert_close(ours, ref, {t: v * np.sqrt(k) for t, v in TOL[dtype].items()})
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("with_dx", [True, False])
 @pytest.mark.parametrize("m,k,n", [(64, 128, 256), (3, 5, 7), (1025, 33, 10)])
-def test_linear_backward(be, rng, dtype, with_dx, m, k, n):
+def test_linear_backward(linear_be, rng, dtype, with_dx, m, k, n):
     g, x, w = (rng.standard_normal(s).astype(dtype) for s in (m * n, m * k, k * n))
     dx = nan(m * k, dtype) if with_dx else None
-    ours, ref = call_both(be, "linear_backward", g, x, w, dx, nan(k * n, dtype), nan(n, dtype),
+    ours, ref = call_both(linear_be, "linear_backward", g, x, w, dx, nan(k * n, dtype), nan(n, dtype),
                           m, k, n)
     assert_close(ours, ref, {t: v * np.sqrt(m) for t, v in TOL[dtype].items()})
 
@@ -117,14 +126,15 @@ CONVS = [((2, 8, 8, 3), 3, 16, 1, 1), ((4, 9, 7, 16), 3, 8, 2, 1), ((2, 6, 6, 8)
          ((1, 16, 16, 32), 3, 64, 1, 1), ((3, 10, 10, 4), 5, 6, 3, 2)]
 
 
+@pytest.mark.parametrize("channels_first", [False, True], ids=["nhwc", "nchw"])
 @pytest.mark.parametrize("in_shape,kernel,c_out,stride,padding", CONVS)
-def test_conv(be, rng, in_shape, kernel, c_out, stride, padding):
+def test_conv(be, rng, in_shape, kernel, c_out, stride, padding, channels_first):
     n, h, w, c = in_shape
     ho, wo = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
     x = rng.standard_normal(n * h * w * c).astype("float32")
     wt = rng.standard_normal(kernel * kernel * c * c_out).astype("float32")
     ours, ref = call_both(be, "conv", x, wt, nan(n * ho * wo * c_out, "float32"), in_shape,
-                          kernel, c_out, stride, padding)
+                          kernel, c_out, stride, padding, channels_first)
     assert_close(ours, ref, dict(rtol=1e-4, atol=1e-4 * kernel * np.sqrt(c)))
 
 

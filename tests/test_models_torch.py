@@ -5,6 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import needle
 import needle.nn as nn
 import needle.optim as optim
 from torch_helpers import npy, param, seeded, tensor
@@ -195,6 +196,28 @@ def test_resnet9_input_gradient_matches_torch(device):
     nn.SoftmaxLoss()(n_net(x), tensor(y, device, requires_grad=False)).backward()
     F.cross_entropy(t_net(tx), torch.tensor(y)).backward()
     rel_close(x.grad, tx.grad, 1e-3, "input grad")
+
+
+def test_resnet9_eval_mode_gradients_match_torch(device):
+    """In eval mode Sequential runs conv bias + BatchNorm + ReLU as one op (the running
+    statistics as constants): its output and every gradient still match PyTorch."""
+    rng = seeded(204)
+    n_net, t_net = resnet9_pair(device)
+    pairs = []
+    mirror(n_net, t_net, device, pairs)
+    n_net.eval()
+    t_net.eval()
+    x_np = rng.standard_normal((4, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, size=4)
+    x, tx = tensor(x_np, device), torch.tensor(x_np, requires_grad=True)
+    with needle.no_grad():
+        rel_close(n_net(x), t_net(tx), 1e-4, "eval forward without a graph")
+    nn.SoftmaxLoss()(n_net(x), tensor(y, device, requires_grad=False)).backward()
+    F.cross_entropy(t_net(tx), torch.tensor(y)).backward()
+    rel_close(x.grad, tx.grad, 1e-3, "input grad")
+    for n_mod, attr, t_tensor, layout, name in pairs:
+        if attr not in ("running_mean", "running_var"):
+            rel_close(getattr(n_mod, attr).grad, layout(t_tensor.grad), 1e-3, f"grad of {name}")
 
 
 # ---------------------------------------------------------------- end to end

@@ -107,6 +107,32 @@ def test_flip_and_pad_match_numpy(a, data):
     np.testing.assert_array_equal(NDArray(a).pad(pads).numpy(), np.pad(a, pads))
 
 
+@given(array_and_permutation())
+@settings(max_examples=40, deadline=None)
+def test_memory_order_of_permuted_views(case):
+    a, perm = case
+    view = NDArray(a, device=needle.cpu()).permute(perm)
+    order = view.memory_order()
+    assert order is not None  # and in that order the view walks its buffer straight
+    np.testing.assert_array_equal(view.permute(order).numpy().ravel(), a.ravel())
+    assert NDArray(a, device=needle.cpu()).broadcast_to((2,) + a.shape).memory_order() is None
+    if a.shape[0] > 1:  # a slice does not cover its buffer
+        assert NDArray(a, device=needle.cpu())[1:].memory_order() is None
+
+
+def test_elementwise_on_dense_views_keeps_their_layout(device, rng):
+    """NCHW views of NHWC buffers combine without compacting: the result has their layout."""
+    a, b = rng.standard_normal((2, 4, 5, 3)), rng.standard_normal((2, 4, 5, 3))
+    x = NDArray(a, device=device).permute((0, 3, 1, 2))
+    y = NDArray(b, device=device).permute((0, 3, 1, 2))
+    for out, want in ((x + y, a + b), (x * 2.0, a * 2.0), (x.exp(), np.exp(a))):
+        assert out.strides == x.strides
+        np.testing.assert_allclose(out.numpy(), want.transpose(0, 3, 1, 2), rtol=1e-5, atol=1e-6)
+    mixed = x + NDArray(np.ascontiguousarray(b.transpose(0, 3, 1, 2)), device=device)
+    assert mixed.is_compact()
+    np.testing.assert_allclose(mixed.numpy(), (a + b).transpose(0, 3, 1, 2), rtol=1e-5, atol=1e-6)
+
+
 def test_views_share_the_buffer():
     a = NDArray(np.arange(12, dtype=np.float32).reshape(3, 4))
     view = a[1:, ::2]

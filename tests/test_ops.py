@@ -270,6 +270,53 @@ def test_bias_act(device, rng, act):
     check_op(device, lambda x, b: ops.bias_act(x, b, act), ref, [a, rng.uniform(-0.05, 0.05, 5)])
 
 
+def _batch_norm_ref(x, mean, var, w, b, xb=None, act="identity", axis=1):
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    c = lambda v: v.reshape(shape)  # noqa: E731
+    y = ((x + c(xb) if xb is not None else x) - c(mean)) / np.sqrt(c(var) + 1e-5) * c(w) + c(b)
+    return np.maximum(y, 0) if act == "relu" else y
+
+
+@pytest.mark.parametrize("act", ["identity", "relu"])
+@pytest.mark.parametrize("shape,axis,x_bias", [((5, 4), 1, False), ((2, 3, 4, 5), 1, True),
+                                               ((3, 4, 2), 2, False), ((2, 3, 4, 5), 1, False)])
+def test_batch_norm(device, rng, act, shape, axis, x_bias):
+    c = shape[axis]
+    while True:  # pre-activations away from ReLU's kink (finite differences)
+        inputs = [rng.standard_normal(shape), rng.standard_normal(c) * 0.1, positive(rng, c),
+                  rng.standard_normal(c), rng.standard_normal(c) * 0.1]
+        if x_bias:
+            inputs.append(rng.standard_normal(c) * 0.1)
+        pre = _batch_norm_ref(*inputs[:5], xb=inputs[5] if x_bias else None, axis=axis)
+        if np.abs(pre).min() > 0.02:
+            break
+    check_op(device, lambda *t: ops.batch_norm(*t[:5], act=act, axis=axis,
+                                               x_bias=t[5] if x_bias else None),
+             lambda *a: _batch_norm_ref(*a[:5], xb=a[5] if x_bias else None, act=act, axis=axis),
+             inputs, grad_tol=2e-3)
+
+
+def test_batch_norm_on_a_permuted_view(device, rng):
+    """An NCHW view of NHWC data runs as stored (no copy) and answers in the same layout."""
+    x = rng.standard_normal((2, 4, 5, 3))
+    vectors = [rng.standard_normal(3), positive(rng, 3), rng.standard_normal(3),
+               rng.standard_normal(3)]
+    t = ops.permute(needle.Tensor(x, device=device), (0, 3, 1, 2))
+    out = ops.batch_norm(t, *(needle.Tensor(v, device=device) for v in vectors), act="relu")
+    np.testing.assert_allclose(out.numpy(), _batch_norm_ref(x.transpose(0, 3, 1, 2), *vectors,
+                                                            act="relu"), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k,stride,padding", [(3, 1, 1), (3, 2, 1), (1, 1, 0)])
+def test_conv_channels_first(device, rng, k, stride, padding):
+    """NCHW in and out (nn.Conv's form); on cudnn it runs on the NCHW data as stored."""
+    x, w = rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((k, k, 3, 4)) * 0.3
+    check_op(device, lambda a, b: ops.conv(a, b, stride, padding, channels_first=True),
+             lambda a, b: _np_conv(a.transpose(0, 2, 3, 1), b, stride, padding)
+             .transpose(0, 3, 1, 2), [x, w], grad_tol=2e-3)
+
+
 def test_gradient_accumulates_over_reused_inputs(device, rng):
     a = rng.standard_normal((3, 3))
     check_op(device, lambda x: x * x + x @ x + ops.exp(x), lambda x: x * x + x @ x + np.exp(x), [a])

@@ -320,6 +320,22 @@ def test_bias_act(gpu, rng, rows, cols, act):
     close(out_gpu, out_cpu)
 
 
+@pytest.mark.parametrize("act", ["identity", "relu"])
+@pytest.mark.parametrize("x_bias", [False, True])
+@pytest.mark.parametrize("outer,channels,inner", [(64, 5, 1), (2, 16, 81), (1, 3, 1025)])
+def test_batchnorm(gpu, rng, outer, channels, inner, x_bias, act):
+    n = outer * channels * inner
+    x_cpu, x_gpu = both(rng.standard_normal(n))
+    vectors = [both(rng.standard_normal(channels)) for _ in range(3)]
+    var_cpu, var_gpu = both(rng.uniform(0.5, 2.0, channels))
+    xb_cpu, xb_gpu = both(rng.standard_normal(channels)) if x_bias else (None, None)
+    out_cpu, out_gpu = empty(n)
+    (m_cpu, m_gpu), (w_cpu, w_gpu), (b_cpu, b_gpu) = vectors
+    CPU.batchnorm(x_cpu, xb_cpu, m_cpu, var_cpu, w_cpu, b_cpu, out_cpu, channels, inner, 1e-5, act)
+    gpu.batchnorm(x_gpu, xb_gpu, m_gpu, var_gpu, w_gpu, b_gpu, out_gpu, channels, inner, 1e-5, act)
+    close(out_gpu, out_cpu)
+
+
 @pytest.mark.parametrize("momentum,weight_decay", [(0.0, 0.0), (0.9, 0.0), (0.9, 0.01)])
 @pytest.mark.parametrize("n", [3, 1025])
 def test_sgd_update(gpu, rng, n, momentum, weight_decay):
@@ -403,6 +419,11 @@ def test_tensors_larger_than_one_binding(small_binding, rng):
     red = g.alloc(50, "float32")
     g.reduce("max", gb, red, 100)
     np.testing.assert_array_equal(get(g, red), b.reshape(50, 100).max(axis=1))
+    stats = [put(g, v) for v in (bias, b[:100], a[:100], bias)]  # mean, var > 0, weight, bias
+    g.batchnorm(put(g, a), None, *stats, out, 100, 5, 1e-5, "identity")  # (10, 100, 5)
+    c = lambda v: v[None, :, None]  # noqa: E731
+    want = (a.reshape(10, 100, 5) - c(bias)) / np.sqrt(c(b[:100]) + 1e-5) * c(a[:100]) + c(bias)
+    np.testing.assert_allclose(get(g, out), want.ravel(), rtol=1e-5, atol=1e-5)
     p_ = put(g, a)
     g.sgd_update(p_, gb, None, 0.5, 0.0, 0.0, True)
     np.testing.assert_allclose(get(g, p_), a - 0.5 * b, rtol=1e-6, atol=1e-6)

@@ -1,56 +1,80 @@
-"""Profile one eager Needle step on a device: where the host time goes.
+"""Where one benchmark step spends its time, on the lent GPU: host time to issue a step,
+time with the device synchronised, the Python functions that cost most (cProfile) and the
+kernels that cost most (CUPTI through torch.profiler, which also sees kernels other
+libraries launch in the process).
 
-    python tools/profile_step.py --device cuda --suite mlp --case med-4L-512 [--steps 200]
+    python tools/profile_step.py needle-cudnn:resnet9/b64 torch-cuda:resnet9/b64 ...
 
-Prints the median step time, then cProfile's top functions by own time (Needle, the
-backend's Python, and the library calls under it)."""
-import argparse
+Each argument is BACKEND:CASE with a needle-bench backend and case label.
+"""
 import cProfile
+import io
 import pstats
+import sys
 import time
 
-import numpy as np
-
-import needle
-from needle.bench import backends_needle as bn
 from needle.bench import suites
+from needle.bench.backends import all_backends
+from needle.bench.timing import gc_paused
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--suite", default="mlp", choices=["mlp", "resnet9"])
-    p.add_argument("--case", default="med-4L-512")
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--top", type=int, default=30)
-    args = p.parse_args()
-    device = needle.device(args.device)
-    cases = [c for c in suites.cases(args.suite) if c.name.startswith(args.case)]
-    if not cases:
-        p.error(f"no {args.suite} case starts with {args.case!r}; cases: "
-                f"{', '.join(c.name for c in suites.cases(args.suite))}")
-    case = cases[0]
-    # the same step needle-bench times (built from the same shared weights and inputs)
-    step = getattr(bn, args.suite)(device, case, suites.make_data(case)).step
-    for _ in range(10):
-        step()
-    device.synchronize()
-    times = []
-    for _ in range(args.steps):
-        t = time.perf_counter()
-        step()
-        device.synchronize()
-        times.append(time.perf_counter() - t)
-    print(f"{args.suite} {case.name} on {device}: median {np.median(times) * 1e3:.3f} ms/step "
-          f"(synchronised each step)")
-    prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(args.steps):
-        step()
-    device.synchronize()
-    prof.disable()
-    pstats.Stats(prof).sort_stats("tottime").print_stats(args.top)
+def _find(backend_name, label):
+    backend = next(b for b in all_backends() if b.name == backend_name)
+    suite = label.split("/")[0]
+    case = next(c for c in suites.cases(suite) if c.label == label)
+    return backend, case
+
+
+def _per_step(fn, n):
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - start) / n * 1e3
+
+
+def profile(spec, steps=50):
+    backend_name, label = spec.split(":")
+    backend, case = _find(backend_name, label)
+    reason = backend.unavailable_reason()
+    if reason:
+        print(f"== {spec}: unavailable: {reason}")
+        return
+    with backend.scope():
+        run = backend.build(case, suites.make_data(case))
+        for _ in range(5):
+            run.step()
+        run.sync()
+        with gc_paused():  # as needle-bench times
+            issue = _per_step(run.step, steps)  # host time; the queue may absorb GPU work
+            run.sync()
+            synced = _per_step(lambda: (run.step(), run.sync()), steps)
+        print(f"== {spec}: {issue:.3f} ms/step issued, {synced:.3f} ms/step synchronised")
+
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(steps):
+            run.step()
+        run.sync()
+        prof.disable()
+        text = io.StringIO()
+        pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(22)
+        print("\n".join(line for line in text.getvalue().splitlines()[6:] if line.strip()))
+
+        import torch
+        from torch.profiler import ProfilerActivity
+        with torch.profiler.profile(activities=[ProfilerActivity.CUDA]) as kprof:
+            for _ in range(10):
+                run.step()
+            run.sync()
+        print(kprof.key_averages().table(sort_by="cuda_time_total", row_limit=18,
+                                         max_name_column_width=70))
+        run.cleanup()
 
 
 if __name__ == "__main__":
-    main()
+    for spec in sys.argv[1:]:
+        try:
+            profile(spec)
+        except Exception as e:  # keep profiling the others
+            print(f"== {spec}: failed: {type(e).__name__}: {e}")
+        sys.stdout.flush()

@@ -22,7 +22,8 @@ reduce      ``reduce(op, a, out, reduce_size)`` for ``op`` in :data:`REDUCE_OPS`
 matmul      ``matmul(a, b, out, batch, m, k, n)``
 conv        ``conv2d(a, w, out, in_shape, kernel, out_channels, stride)``
 fused       ``logsumexp``, ``softmax``, ``cross_entropy``, ``layernorm``,
-            ``layernorm_backward``, ``bias_act``, ``sgd_update``, ``adam_update``
+            ``layernorm_backward``, ``bias_act``, ``batchnorm``, ``sgd_update``,
+            ``adam_update``
 layers      ``linear``, ``linear_backward``, ``conv``, ``conv_backward``,
             ``attention``, ``attention_backward``
 =========== ===================================================================
@@ -50,7 +51,7 @@ BINARY_OPS = ("add", "sub", "mul", "div", "pow", "maximum", "minimum",
               "eq", "ne", "lt", "le", "gt", "ge")
 REDUCE_OPS = ("sum", "max")
 FUSED_OPS = ("logsumexp", "softmax", "cross_entropy", "layernorm", "layernorm_backward",
-             "bias_act", "sgd_update", "adam_update")
+             "bias_act", "batchnorm", "sgd_update", "adam_update")
 #: whole layers as optional ops, for backends that hand them to a vendor library (cudnn)
 LAYER_OPS = ("linear", "linear_backward", "conv", "conv_backward", "attention",
              "attention_backward")
@@ -168,6 +169,13 @@ class Backend:
         """``out[r, c] = act(a[r, c] + bias[c])`` with ``act`` in :data:`ACTIVATIONS`."""
         self._missing("bias_act")
 
+    def batchnorm(self, x, x_bias, mean, var, weight, bias, out, channels, inner, eps, act):
+        """Per-channel normalisation (BatchNorm with given statistics), one pass:
+        ``out[i] = act((x[i] + x_bias[c] - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c])``
+        where ``c = (i // inner) % channels`` (NCHW: ``inner = H * W``; rows: ``inner = 1``).
+        ``x_bias`` (a preceding conv's bias) may be None; ``act`` is in :data:`ACTIVATIONS`."""
+        self._missing("batchnorm")
+
     def sgd_update(self, param, grad, buf, lr, momentum, weight_decay, first_step):
         """In place, PyTorch's SGD: ``g = grad + wd * param``; with momentum
         ``buf = g if first_step else momentum * buf + g`` and ``g = buf``; ``param -= lr * g``.
@@ -189,9 +197,12 @@ class Backend:
         (skipped when ``dx`` is None), ``dw = x.T @ grad``, ``dbias = grad.sum(0)``."""
         self._missing("linear_backward")
 
-    def conv(self, x, w, out, in_shape, kernel, out_channels, stride, padding):
+    def conv(self, x, w, out, in_shape, kernel, out_channels, stride, padding,
+             channels_first=False):
         """:meth:`conv2d` with the zero ``padding`` applied by the backend: ``in_shape`` is
-        the *unpadded* NHWC input; ``Ho = (H + 2 * padding - kernel) // stride + 1``."""
+        the *unpadded* NHWC input; ``Ho = (H + 2 * padding - kernel) // stride + 1``.
+        With ``channels_first``, x is stored NCHW and out is written NCHW ``(N, out_channels,
+        Ho, Wo)`` (``in_shape`` stays ``(N, H, W, C)``): an NCHW model then needs no copies."""
         self._missing("conv")
 
     def conv_backward(self, grad, x, w, dx, dw, in_shape, kernel, out_channels, stride, padding):

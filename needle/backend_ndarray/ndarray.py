@@ -88,23 +88,29 @@ class NDArray:
     def _init(self, other):
         self._shape, self._strides, self._offset = other._shape, other._strides, other._offset
         self._device, self._handle, self._dtype = other._device, other._handle, other._dtype
+        self._compact = other._compact
 
     @staticmethod
     def make(shape, strides=None, device=None, handle=None, offset=0, dtype="float32"):
         """A new NDArray over ``handle`` (allocated if ``None``) with the given layout."""
+        return NDArray._make(tuple(int(d) for d in shape),
+                             None if strides is None else tuple(strides),
+                             device or default_device(), handle, offset, canonical_dtype(dtype))
+
+    @staticmethod
+    def _make(shape, strides, device, handle, offset, dtype):
+        """:meth:`make` for arguments already in canonical form (tuples of ints, a Device,
+        a dtype name): every op allocates its output through here."""
         array = NDArray.__new__(NDArray)
-        array._shape = tuple(int(d) for d in shape)
-        array._strides = compact_strides(array._shape) if strides is None else tuple(strides)
-        array._offset = offset
-        array._device = device or default_device()
-        array._dtype = canonical_dtype(dtype)
-        if handle is None:
-            handle = array._device.backend.alloc(prod(array._shape), array._dtype)
-        array._handle = handle
+        array._shape = shape
+        array._strides = compact_strides(shape) if strides is None else strides
+        array._offset, array._device, array._dtype = offset, device, dtype
+        array._compact = None if strides is not None or handle is not None else True
+        array._handle = device.backend.alloc(prod(shape), dtype) if handle is None else handle
         return array
 
     def _copy(self):
-        out = NDArray.make(self._shape, device=self._device, dtype=self._dtype)
+        out = self._new()
         if self.size:
             self._backend.compact(self._handle, out._handle, self._shape, self._strides, self._offset)
         return out
@@ -150,19 +156,39 @@ class NDArray:
     # -- views ----------------------------------------------------------------------------
     def is_compact(self):
         """Row-major, offset 0 and covering its whole buffer: usable as a flat buffer."""
-        return (self._offset == 0 and self._strides == compact_strides(self._shape)
-                and self.size == self._handle.size)
+        if self._compact is None:  # a view's layout never changes: decide once
+            self._compact = (self._offset == 0 and self._strides == compact_strides(self._shape)
+                             and self.size == self._handle.size)
+        return self._compact
+
+    def memory_order(self):
+        """The axis order ``p`` in which this array walks its whole buffer row-major (so
+        ``self.permute(p)`` is compact, up to the strides of size-1 axes), or ``None``. A
+        compact array gives ``(0, 1, ...)``;
+        an NCHW view of a compact NHWC array gives ``(0, 2, 3, 1)``. Such *dense* arrays can
+        be handed to elementwise kernels as flat buffers."""
+        if self.is_compact():
+            return tuple(range(len(self._shape)))
+        if self._offset != 0 or self.size != self._handle.size:
+            return None
+        order = tuple(sorted(range(len(self._shape)), key=lambda a: -self._strides[a]))
+        shape = tuple(self._shape[a] for a in order)
+        strides = tuple(self._strides[a] for a in order)
+        # size-1 axes may carry any stride: only the others must be compact
+        if all(d == 1 or s == c for d, s, c in zip(shape, strides, compact_strides(shape))):
+            return order
+        return None
 
     def compact(self):
         """This array if compact, else a compact copy (one backend ``compact`` call)."""
         return self if self.is_compact() else self._copy()
 
-    def as_strided(self, shape, strides):
+    def as_strided(self, shape, strides, offset=None):
         """A view with an arbitrary layout over the same buffer (no bounds check)."""
         if len(shape) != len(strides):
             raise ShapeError(f"as_strided: shape {shape} and strides {strides} differ in length")
-        return NDArray.make(shape, strides=strides, device=self.device, handle=self._handle,
-                            offset=self._offset, dtype=self._dtype)
+        return NDArray._make(tuple(shape), tuple(strides), self._device, self._handle,
+                             self._offset if offset is None else offset, self._dtype)
 
     def reshape(self, new_shape):
         """A view with ``new_shape`` (one entry may be -1); copies first if not compact."""
@@ -180,12 +206,13 @@ class NDArray:
 
     def permute(self, new_axes):
         """A view with the axes reordered: ``new_axes[i]`` is the old axis placed at ``i``."""
-        new_axes = tuple(new_axes)
-        if sorted(a % max(self.ndim, 1) for a in new_axes) != list(range(self.ndim)):
-            raise ShapeError(f"permute: {new_axes} is not a permutation of {self.ndim} axes")
-        new_axes = tuple(a % self.ndim for a in new_axes)
-        return self.as_strided(tuple(self._shape[a] for a in new_axes),
-                               tuple(self._strides[a] for a in new_axes))
+        ndim = len(self._shape)
+        axes = [a + ndim if a < 0 else a for a in new_axes]  # (lists: this runs on every conv)
+        if sorted(axes) != list(range(ndim)):
+            raise ShapeError(f"permute: {tuple(new_axes)} is not a permutation of {ndim} axes")
+        return NDArray._make(tuple([self._shape[a] for a in axes]),
+                             tuple([self._strides[a] for a in axes]), self._device,
+                             self._handle, self._offset, self._dtype)
 
     def broadcast_to(self, new_shape):
         """A view repeating size-1 axes (and new leading axes) with stride 0."""
@@ -205,9 +232,7 @@ class NDArray:
         for ax in axes:
             offset += (self._shape[ax] - 1) * strides[ax] if self._shape[ax] else 0
             strides[ax] = -strides[ax]
-        view = self.as_strided(self._shape, tuple(strides))
-        view._offset = offset
-        return view
+        return self.as_strided(self._shape, tuple(strides), offset)
 
     def _view_of(self, idxs):
         """The view selected by a NumPy-style basic index (ints, slices, ``...``, None)."""
@@ -244,9 +269,7 @@ class NDArray:
                     raise IndexError(f"index {idx} is out of bounds for axis {axis} with size {dim}")
                 offset += (idx % dim) * stride
             axis += 1
-        view = self.as_strided(tuple(shape), tuple(strides))
-        view._offset = offset
-        return view
+        return self.as_strided(tuple(shape), tuple(strides), offset)
 
     def __getitem__(self, idxs):
         return self._view_of(idxs)
@@ -283,29 +306,42 @@ class NDArray:
             raise DTypeError(f"{op}: operands have different dtypes ({self.dtype} and {other.dtype})")
 
     def _new(self, shape=None):
-        return NDArray.make(self._shape if shape is None else shape, device=self.device,
-                            dtype=self.dtype)
+        """A new compact array of this dtype on this device (``shape`` defaults to ours)."""
+        return NDArray._make(self._shape if shape is None else tuple(shape), None, self._device,
+                             None, 0, self._dtype)
+
+    def _new_like(self, *others):
+        """The output of an elementwise op on self (and ``others``, same shape): it takes
+        self's layout when every operand shares a dense layout, so an op on, say, NCHW views
+        of NHWC buffers runs on the flat buffers without compacting them. Returns the output
+        and the operands to hand to the backend."""
+        if self.is_compact() or self.memory_order() is None or \
+                any(o._strides != self._strides or o.memory_order() is None for o in others):
+            return self._new(), (self.compact(),) + tuple(o.compact() for o in others)
+        handle = self._backend.alloc(self._handle.size, self._dtype)
+        return NDArray._make(self._shape, self._strides, self._device, handle, 0,
+                             self._dtype), (self,) + others
 
     def _binary(self, other, op):
-        out = self._new()
         if isinstance(other, NDArray):
             self._check_compatible(other, op)
             if other.shape != self.shape:
                 raise ShapeError(f"{op}: shapes {self.shape} and {other.shape} differ")
+            out, (a, b) = self._new_like(other)
             if out.size:
-                self._backend.binary(op, self.compact()._handle, other.compact()._handle,
-                                     out._handle)
+                self._backend.binary(op, a._handle, b._handle, out._handle)
         elif isinstance(other, numbers.Number):
+            out, (a,) = self._new_like()
             if out.size:
-                self._backend.scalar(op, self.compact()._handle, float(other), out._handle)
+                self._backend.scalar(op, a._handle, float(other), out._handle)
         else:
             return NotImplemented
         return out
 
     def unary(self, op):
-        out = self._new()
+        out, (a,) = self._new_like()
         if out.size:
-            self._backend.unary(op, self.compact()._handle, out._handle)
+            self._backend.unary(op, a._handle, out._handle)
         return out
 
     __add__ = __radd__ = lambda self, other: self._binary(other, "add")

@@ -143,6 +143,13 @@ class NumpyBackend(Backend):
         y = a.reshape(rows, cols) + bias
         out.reshape(rows, cols)[...] = np.maximum(y, 0) if act == "relu" else y
 
+    def batchnorm(self, x, x_bias, mean, var, weight, bias, out, channels, inner, eps, act):
+        x = x.reshape(-1, channels, inner)
+        if x_bias is not None:
+            x = x + x_bias[:, None]
+        y = (x - mean[:, None]) / np.sqrt(var[:, None] + eps) * weight[:, None] + bias[:, None]
+        out.reshape(x.shape)[...] = np.maximum(y, 0) if act == "relu" else y
+
     def sgd_update(self, param, grad, buf, lr, momentum, weight_decay, first_step):
         g = grad + weight_decay * param if weight_decay else grad
         if buf is not None:
@@ -175,11 +182,18 @@ class NumpyBackend(Backend):
         np.matmul(x.reshape(m, k).T, g, out=dw.reshape(k, n))
         g.sum(axis=0, out=dbias)
 
-    def conv(self, x, w, out, in_shape, kernel, out_channels, stride, padding):
+    def conv(self, x, w, out, in_shape, kernel, out_channels, stride, padding,
+             channels_first=False):
         p = padding
-        padded = np.pad(x.reshape(in_shape), ((0, 0), (p, p), (p, p), (0, 0)))
-        n, h, wd, c = padded.shape
-        self.conv2d(padded.reshape(-1), w, out, (n, h, wd, c), kernel, out_channels, stride)
+        n, h, wd, c = in_shape
+        x = x.reshape(n, c, h, wd).transpose(0, 2, 3, 1) if channels_first else x.reshape(in_shape)
+        padded = np.ascontiguousarray(np.pad(x, ((0, 0), (p, p), (p, p), (0, 0))))
+        target = np.empty(out.size, out.dtype) if channels_first else out
+        self.conv2d(padded.reshape(-1), w, target, padded.shape, kernel, out_channels, stride)
+        if channels_first:
+            ho, wo = (h + 2 * p - kernel) // stride + 1, (wd + 2 * p - kernel) // stride + 1
+            out.reshape(n, out_channels, ho, wo)[...] = \
+                target.reshape(n, ho, wo, out_channels).transpose(0, 3, 1, 2)
 
     def conv_backward(self, grad, x, w, dx, dw, in_shape, kernel, out_channels, stride, padding):
         n, h, wd, c = in_shape

@@ -3,7 +3,8 @@
 from .. import init, ops
 from ..errors import ShapeError
 from .module import Module, Parameter
-from .norm import BatchNorm1d
+from .conv import Conv
+from .norm import BatchNorm1d, BatchNorm2d
 
 
 class Identity(Module):
@@ -71,18 +72,24 @@ class GELU(Module):
 
 class Sequential(Module):
     """Apply modules in order. A Linear or BatchNorm followed by ReLU (or a Linear followed
-    by GELU) runs its last step and the activation as one fused kernel."""
+    by GELU) runs its last step and the activation as one fused kernel; in eval mode a Conv
+    followed by BatchNorm2d (and ReLU) runs the conv, then bias, normalisation and ReLU as
+    one kernel."""
 
     def __init__(self, *modules):
         super().__init__()
         self.modules = list(modules)
 
     def forward(self, x):
-        i = 0
-        while i < len(self.modules):
-            m = self.modules[i]
-            nxt = self.modules[i + 1] if i + 1 < len(self.modules) else None
-            if type(nxt) is ReLU and isinstance(m, _FUSES_RELU):
+        mods, i = self.modules, 0
+        while i < len(mods):
+            m = mods[i]
+            nxt = mods[i + 1] if i + 1 < len(mods) else None
+            if type(m) is Conv and isinstance(nxt, BatchNorm2d) and not nxt.training:
+                relu_next = i + 2 < len(mods) and type(mods[i + 2]) is ReLU
+                x = nxt(m.convolve(x), act="relu" if relu_next else "identity", x_bias=m.bias)
+                i += 3 if relu_next else 2
+            elif type(nxt) is ReLU and isinstance(m, _FUSES_RELU):
                 x, i = m(x, act="relu"), i + 2
             elif type(nxt) is GELU and type(m) is Linear:
                 x, i = m(x, act="gelu"), i + 2

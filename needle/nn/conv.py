@@ -1,4 +1,4 @@
-"""Convolution layer (NCHW at the module boundary, NHWC inside)."""
+"""Convolution layer (NCHW at the module boundary, NHWC for ops.conv)."""
 import math
 
 from .. import init, ops
@@ -35,10 +35,16 @@ class Conv(Module):
                                         dtype=dtype)) if bias else None
 
     def forward(self, x):
+        if self.bias is None:
+            return self.convolve(x)
+        # the bias along the channels: an NHWC view puts them last, for one fused kernel
+        y = ops.bias_act(ops.permute(self.convolve(x), (0, 2, 3, 1)), self.bias)
+        return ops.permute(y, (0, 3, 1, 2))
+
+    def convolve(self, x):
+        """The convolution without the bias, NCHW in and out: ``Sequential`` hands the bias
+        to a following BatchNorm's kernel instead."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ShapeError(f"Conv({self.in_channels}, {self.out_channels}) expects NCHW input "
                              f"with {self.in_channels} channels, got shape {x.shape}")
-        y = ops.conv(ops.permute(x, (0, 2, 3, 1)), self.weight, self.stride, self.kernel_size // 2)
-        if self.bias is not None:  # NHWC: the bias runs along the last axis, one fused kernel
-            y = ops.bias_act(y, self.bias)
-        return ops.permute(y, (0, 3, 1, 2))
+        return ops.conv(x, self.weight, self.stride, self.kernel_size // 2, channels_first=True)

@@ -1,6 +1,6 @@
-"""Fused ops for the training step: softmax, softmax cross-entropy, LayerNorm and
-bias + activation. Each runs as one backend kernel where the backend has it (see
-``Backend.supports``) and otherwise as a composition of simple ops."""
+"""Fused ops for the training step: softmax, softmax cross-entropy, LayerNorm, BatchNorm's
+normalisation and bias + activation. Each runs as one backend kernel where the backend has it
+(see ``Backend.supports``) and otherwise as a composition of simple ops."""
 import numpy as np
 
 from ..autograd import Tensor, TensorOp
@@ -163,3 +163,75 @@ def bias_act(a, bias, act="identity"):
 
 
 
+
+
+class BatchNormAct(TensorOp):
+    """``act((x [+ x_bias] - mean) / sqrt(var + eps) * weight + bias)`` with per-channel
+    vectors along ``axis``; inputs ``(x, mean, var, weight, bias[, x_bias])``."""
+
+    def __init__(self, axis, eps, act):
+        self.axis, self.eps, self.act = axis, eps, act
+
+    def compute(self, x, mean, var, weight, bias, x_bias=None):
+        order = x.memory_order()
+        if order is None:
+            x, order = x.compact(), tuple(range(x.ndim))
+        # the kernel sees the buffer as (outer, channels, inner), whatever the layout
+        inner = prod(x.shape[a] for a in order[order.index(self.axis) + 1:])
+        out, (xa,) = x._new_like()
+        x.device.backend.batchnorm(
+            xa._handle, x_bias.compact()._handle if x_bias is not None else None,
+            mean.compact()._handle, var.compact()._handle, weight.compact()._handle,
+            bias.compact()._handle, out._handle, x.shape[self.axis], inner, self.eps, self.act)
+        return out
+
+    def gradient(self, out_grad, node):
+        return _batch_norm_gradient(out_grad, node, self.axis, self.eps, self.act)
+
+
+def _per_channel(v, like, axis):
+    """A (C,) tensor broadcast along every axis of ``like`` but ``axis``."""
+    shape = tuple(like.shape[axis] if a == axis else 1 for a in range(like.ndim))
+    return broadcast_to(reshape(v, shape), like.shape)
+
+
+def _batch_norm_gradient(out_grad, node, axis, eps, act):
+    x, mean, var, weight = node.inputs[:4]
+    x_bias = node.inputs[5] if len(node.inputs) > 5 else None
+    g = out_grad
+    if act == "relu":
+        g = g * Tensor.make_const(node.realize_cached_data() > 0)
+    others = tuple(a for a in range(x.ndim) if a != axis)
+    inv_std = (var + eps) ** -0.5
+    centered = (x + _per_channel(x_bias, x, axis) if x_bias is not None else x) \
+        - _per_channel(mean, x, axis)
+    dx = g * _per_channel(weight * inv_std, x, axis)
+    dsum, gc = summation(dx, others), summation(g * centered, others)
+    grads = [dx, -dsum, gc * weight * inv_std ** 3 * -0.5, gc * inv_std, summation(g, others)]
+    if x_bias is not None:
+        grads.append(dsum)
+    return tuple(gr if t.requires_grad else None for gr, t in zip(grads, node.inputs))
+
+
+def batch_norm(x, mean, var, weight, bias, eps=1e-5, act="identity", axis=1, x_bias=None):
+    """BatchNorm's normalisation with the given statistics, as one kernel where the backend
+    has it: ``act((x + x_bias - mean) / sqrt(var + eps) * weight + bias)``, every vector of
+    shape ``(x.shape[axis],)`` broadcast along the other axes. ``x_bias`` (optional) is a
+    preceding convolution's bias, so conv bias + BatchNorm + ReLU is one pass. Gradients
+    flow to every input (the batch statistics of training mode included)."""
+    if act not in ACTIVATIONS:
+        raise ValueError(f"batch_norm: unknown activation {act!r}; use one of {ACTIVATIONS}")
+    if not 0 <= axis < x.ndim:
+        raise ShapeError(f"batch_norm: axis {axis} is out of range for input {x.shape}")
+    vectors = [mean, var, weight, bias] + ([x_bias] if x_bias is not None else [])
+    if any(v.shape != (x.shape[axis],) for v in vectors):
+        raise ShapeError(f"batch_norm: statistics and parameters must have shape "
+                         f"({x.shape[axis]},) for input {x.shape} along axis {axis}, got "
+                         f"{[v.shape for v in vectors]}")
+    if x.device.backend.supports("batchnorm") and x.size:
+        return BatchNormAct(axis, eps, act)(x, *vectors)
+    if x_bias is not None:
+        x = x + _per_channel(x_bias, x, axis)
+    y = (x - _per_channel(mean, x, axis)) * _per_channel(weight * (var + eps) ** -0.5, x, axis) \
+        + _per_channel(bias, x, axis)
+    return relu(y) if act == "relu" else y

@@ -2,7 +2,7 @@
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import broadcast_shapes
 from ..errors import ShapeError
-from .movement import broadcast_to, dilate, flip, get_item, pad, reshape, transpose
+from .movement import broadcast_to, dilate, flip, get_item, pad, permute, reshape, transpose
 
 
 class MatMul(TensorOp):
@@ -19,6 +19,9 @@ class MatMul(TensorOp):
 def matmul(a, b):
     """Matrix product with NumPy semantics: 1-D operands are promoted and the batch
     dimensions of N-D operands broadcast against each other."""
+    a_shape, b_shape = a.shape, b.shape
+    if len(a_shape) == len(b_shape) == 2 and a_shape[1] == b_shape[0]:
+        return MatMul()(a, b)  # the common case, without the checks below
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError(f"matmul does not accept 0-d operands (shapes {a.shape}, {b.shape})")
     if a.ndim == 1:
@@ -35,20 +38,32 @@ def matmul(a, b):
 
 
 class Conv(TensorOp):
-    """2-D convolution: input NHWC, weight (k, k, c_in, c_out), zero ``padding``."""
+    """2-D convolution: input NHWC (or NCHW with ``channels_first``, as nn.Conv uses it),
+    weight (k, k, c_in, c_out), zero ``padding``; the output has the input's layout."""
 
-    def __init__(self, stride=1, padding=0):
-        self.stride, self.padding = stride, padding
+    def __init__(self, stride=1, padding=0, channels_first=False):
+        self.stride, self.padding, self.channels_first = stride, padding, channels_first
 
     def compute(self, a, w):
-        if a.ndim != 4:
-            raise ShapeError(f"conv expects a 4-D NHWC input, got shape {a.shape}")
+        if self.channels_first:  # NCHW in and out: work on NHWC views
+            return self._compute_nhwc(a.permute((0, 2, 3, 1)), w).permute((0, 3, 1, 2))
+        return self._compute_nhwc(a, w)
+
+    def _compute_nhwc(self, a, w):
         p = self.padding
         backend = a.device.backend
         if backend.supports("conv", a.dtype):  # the backend pads (cuDNN: no padded copy)
             (n, h, wd, _), (k, _, _, c_out) = a.shape, w.shape
-            out = a._new((n, (h + 2 * p - k) // self.stride + 1, (wd + 2 * p - k) // self.stride + 1,
-                          c_out))
+            ho, wo = (h + 2 * p - k) // self.stride + 1, (wd + 2 * p - k) // self.stride + 1
+            nchw = a.permute((0, 3, 1, 2))
+            if not a.is_compact() and nchw.is_compact():
+                # an NHWC view of NCHW data (an NCHW model's tensor): convolve it as
+                # stored and answer in the same layout, so no copy is made either side
+                out = a._new((n, c_out, ho, wo))
+                backend.conv(nchw._handle, w.compact()._handle, out._handle, a.shape, k, c_out,
+                             self.stride, p, channels_first=True)
+                return out.permute((0, 2, 3, 1))
+            out = a._new((n, ho, wo, c_out))
             backend.conv(a.compact()._handle, w.compact()._handle, out._handle, a.shape, k, c_out,
                          self.stride, p)
             return out
@@ -58,8 +73,16 @@ class Conv(TensorOp):
 
     def gradient(self, out_grad, node):
         x, w = node.inputs
+        if self.channels_first:  # the NHWC gradients of NHWC views
+            dx, dw = self._gradient_nhwc(permute(out_grad, (0, 2, 3, 1)),
+                                         permute(x, (0, 2, 3, 1)), w, x.requires_grad,
+                                         w.requires_grad)
+            return permute(dx, (0, 3, 1, 2)) if dx is not None else None, dw
+        return self._gradient_nhwc(out_grad, x, w, x.requires_grad, w.requires_grad)
+
+    def _gradient_nhwc(self, out_grad, x, w, need_dx, need_dw):
         if x.device.backend.supports("conv_backward", x.dtype):
-            return self._fused_gradient(out_grad, x, w)
+            return self._fused_gradient(out_grad, x, w, need_dx, need_dw)
         k, s, p = w.shape[0], self.stride, self.padding
         _, h, wd, _ = x.shape
         g = dilate(out_grad, (1, 2), s - 1)
@@ -74,11 +97,11 @@ class Conv(TensorOp):
         grad_x = get_item(full_grad, (slice(None), slice(p, p + h), slice(p, p + wd)))
         return grad_x, Tensor.make_const(self._weight_grad(x, out_grad, k))
 
-    def _fused_gradient(self, out_grad, x_in, w_in):
+    def _fused_gradient(self, out_grad, x_in, w_in, need_dx, need_dw):
         """Both gradients from the backend's conv_backward (cuDNN dgrad and wgrad)."""
         x, w = x_in.realize_cached_data().compact(), w_in.realize_cached_data().compact()
-        dx = x._new() if x_in.requires_grad else None
-        dw = w._new() if w_in.requires_grad else None
+        dx = x._new() if need_dx else None
+        dw = w._new() if need_dw else None
         x.device.backend.conv_backward(
             out_grad.realize_cached_data().compact()._handle, x._handle, w._handle,
             dx._handle if dx is not None else None, dw._handle if dw is not None else None,
@@ -101,11 +124,14 @@ class Conv(TensorOp):
         return (cols @ g.compact().reshape((n * ho * wo, c_out))).reshape((k, k, c, c_out))
 
 
-def conv(a, b, stride=1, padding=0):
-    """Convolve NHWC input ``a`` with (k, k, c_in, c_out) weights ``b``."""
+def conv(a, b, stride=1, padding=0, channels_first=False):
+    """Convolve NHWC input ``a`` (NCHW with ``channels_first``) with (k, k, c_in, c_out)
+    weights ``b``; the output has the input's layout."""
+    layout = "NCHW" if channels_first else "NHWC"
     if a.ndim != 4:
-        raise ShapeError(f"conv expects a 4-D NHWC input, got shape {a.shape}")
-    if b.ndim != 4 or b.shape[0] != b.shape[1] or b.shape[2] != a.shape[3]:
-        raise ShapeError(f"conv: weight shape {b.shape} does not fit input {a.shape}; expected "
-                         f"(k, k, {a.shape[3]}, c_out)")
-    return Conv(stride, padding)(a, b)
+        raise ShapeError(f"conv expects a 4-D {layout} input, got shape {a.shape}")
+    c = a.shape[1] if channels_first else a.shape[3]
+    if b.ndim != 4 or b.shape[0] != b.shape[1] or b.shape[2] != c:
+        raise ShapeError(f"conv: weight shape {b.shape} does not fit input {a.shape} "
+                         f"({layout}); expected (k, k, {c}, c_out)")
+    return Conv(stride, padding, channels_first)(a, b)

@@ -1,8 +1,9 @@
 """The fully connected layer as one op: ``act(x @ w + bias)``.
 
-On a backend with the fused ``linear``/``linear_backward`` ops (cuBLASLt on the cudnn
-device) the forward is one GEMM with a bias+activation epilogue and the backward two GEMMs,
-one of which also reduces the bias gradient. Elsewhere it is matmul + bias_act.
+On a backend with the fused ``linear``/``linear_backward`` ops the layer is one op each way:
+on the cudnn device (cuBLASLt) the forward is one GEMM with a bias+activation epilogue and
+the backward two GEMMs, one of which also reduces the bias gradient; on the cuda device the
+same calls run our GEMM, bias and column-sum kernels. Elsewhere it is matmul + bias_act.
 """
 import math
 
@@ -59,7 +60,7 @@ def linear(x, w, bias=None, act="identity"):
     if bias is not None and bias.shape != (n,):
         raise ShapeError(f"linear: bias of shape {bias.shape} does not fit weight {w.shape}")
     backend = x.device.backend
-    fused = (bias is not None and x.size and backend.supports("linear", x.dtype)
+    fused = (bias is not None and x.size and w.size and backend.supports("linear", x.dtype)
              and backend.supports("linear_backward", x.dtype))
     training = grad_enabled() and any(t.requires_grad for t in (x, w, bias))
     if fused and not (act == "gelu" and training):  # the epilogue keeps no GELU input

@@ -286,6 +286,37 @@ class CudaBackend(Backend):
                 self._map(("splitk_sum", self._sfx(dtype)), nb * m * n,
                           (work.ptr, c, nb * m * n, plan.splits))
 
+    def linear(self, x, w, bias, out, m, k, n, act):
+        self._gemm(x.ptr, w.ptr, out.ptr, 1, m, k, n, x.dtype)
+        self.bias_act(out, bias, out, m, n, "relu" if act == "relu" else "identity")
+        if act == "gelu":
+            self._gelu_inplace(out)
+
+    def linear_backward(self, grad, x, w, dx, dw, dbias, m, k, n):
+        # one layer's whole backward in one call: no per-product Tensor ops on the host
+        dtype = x.dtype
+        if dx is not None:  # dx (m, k) = grad (m, n) @ w.T
+            wt = CudaBuffer(k * n, dtype)
+            self._strided("compact", w.ptr, wt.ptr, (n, k), (1, n), 0, dtype)
+            self._gemm(grad.ptr, wt.ptr, dx.ptr, 1, m, n, k, dtype)
+        xt = CudaBuffer(m * k, dtype)  # dw (k, n) = x.T @ grad
+        self._strided("compact", x.ptr, xt.ptr, (k, m), (1, k), 0, dtype)
+        self._gemm(xt.ptr, grad.ptr, dw.ptr, 1, k, m, n, dtype)
+        self._map(("colsum", self._sfx(dtype)), n, (grad.ptr, dbias.ptr, m, n))
+
+    def _gelu_inplace(self, y):
+        """GELU (tanh form) of a buffer with our elementwise kernels."""
+        t = CudaBuffer(y.size, y.dtype)
+        self.binary("mul", y, y, t)
+        self.binary("mul", t, y, t)
+        self.scalar("mul", t, 0.044715, t)
+        self.binary("add", t, y, t)
+        self.scalar("mul", t, math.sqrt(2 / math.pi), t)
+        self.unary("tanh", t, t)
+        self.scalar("add", t, 1.0, t)
+        self.binary("mul", t, y, t)
+        self.scalar("mul", t, 0.5, y)
+
     def conv2d(self, a, w, out, in_shape, kernel, out_channels, stride):
         """im2col with our compact kernel (a 6-D strided view), then our GEMM."""
         n, h, wd, c = in_shape
@@ -350,6 +381,12 @@ class CudaBackend(Backend):
     def bias_act(self, a, bias, out, rows, cols, act):
         n = rows * cols
         self._map(("bias_act", act, self._sfx(a.dtype)), n, (a.ptr, bias.ptr, out.ptr, n, cols))
+
+    def batchnorm(self, x, x_bias, mean, var, weight, bias, out, channels, inner, eps, act):
+        n = out.size
+        self._map(("batchnorm", act, self._sfx(x.dtype)), n,
+                  (x.ptr, x_bias.ptr if x_bias is not None else 0, mean.ptr, var.ptr, weight.ptr,
+                   bias.ptr, out.ptr, n, channels, inner, eps))
 
     def sgd_update(self, param, grad, buf, lr, momentum, weight_decay, first_step):
         flags = (1 if weight_decay else 0) | (2 if buf is not None else 0) | (4 if first_step else 0)

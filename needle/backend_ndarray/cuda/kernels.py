@@ -54,7 +54,8 @@ def _matmul():
 def _fused():
     names = [f"needle_{op}_{s}_t{t}" for op in ROW_OPS for s in _SFX for t in ROW_TPR]
     names += [f"needle_{op}_{s}" for op in ("layernorm_bwd_params", "colsum", "bias_act_identity",
-                                            "bias_act_relu", "sgd", "adam") for s in _SFX]
+                                            "bias_act_relu", "batchnorm_identity",
+                                            "batchnorm_relu", "sgd", "adam") for s in _SFX]
     return names
 
 

@@ -11,7 +11,6 @@ Routed to the libraries:
 Everything else (elementwise, reductions, softmax, LayerNorm, optimizers) is the cuda
 device's own kernels: the class derives from CudaBackend and shares its buffers.
 """
-import math
 
 import numpy as np
 
@@ -101,19 +100,15 @@ class CudnnBackend(CudaBackend):
                      batch=batch, strides=(k * n, m * k, m * n))
 
     def linear(self, x, w, bias, out, m, k, n, act):
-        # cuBLASLt's GELU epilogue loses float64 precision (4e-9 relative, measured): there
-        # the GELU runs on our kernels
-        late_gelu = act == "gelu" and x.dtype == np.float64
-        epilogue = "bias" if late_gelu else _LINEAR_EPILOGUE[act]
+        if act == "gelu" and x.dtype == np.float64:
+            # cuBLASLt's GELU epilogue loses float64 precision (4e-9 relative, measured)
+            super().linear(x, w, bias, out, m, k, n, act)
+            return
         try:
             self.lt.gemm(w.ptr, x.ptr, out.ptr, n, m, k, n, k, n, x.dtype.name,
-                         self.matmul_precision, epilogue=epilogue, bias=bias.ptr)
-        except cublaslt.Unsupported:  # no epilogue for this case: GEMM, then our kernel
-            self._gemm(x.ptr, w.ptr, out.ptr, 1, m, k, n, x.dtype)
-            self.bias_act(out, bias, out, m, n, "relu" if act == "relu" else "identity")
-            late_gelu = act == "gelu"
-        if late_gelu:
-            self._gelu_inplace(out)
+                         self.matmul_precision, epilogue=_LINEAR_EPILOGUE[act], bias=bias.ptr)
+        except cublaslt.Unsupported:  # no epilogue for this case: GEMM, then our kernels
+            super().linear(x, w, bias, out, m, k, n, act)
 
     def linear_backward(self, grad, x, w, dx, dw, dbias, m, k, n):
         dtype, precision = x.dtype.name, self.matmul_precision
@@ -129,40 +124,35 @@ class CudnnBackend(CudaBackend):
             self.lt.gemm(*args, trans_b=True)
             self._map(("colsum", self._sfx(x.dtype)), n, (grad.ptr, dbias.ptr, m, n))
 
-    def _gelu_inplace(self, y):
-        """GELU (tanh form) of a buffer with our elementwise kernels (the rare fallback)."""
-        t = CudaBuffer(y.size, y.dtype)
-        self.binary("mul", y, y, t)
-        self.binary("mul", t, y, t)
-        self.scalar("mul", t, 0.044715, t)
-        self.binary("add", t, y, t)
-        self.scalar("mul", t, math.sqrt(2 / math.pi), t)
-        self.unary("tanh", t, t)
-        self.scalar("add", t, 1.0, t)
-        self.binary("mul", t, y, t)
-        self.scalar("mul", t, 0.5, y)
-
     # -- convolution through cuDNN -------------------------------------------------------
-    def _conv_graph(self, kind, dtype, in_shape, kernel, k_out, stride, padding):
+    def _conv_graph(self, kind, dtype, in_shape, kernel, k_out, stride, padding,
+                    channels_first=False):
         try:
             return self.graphs.get(graphs.ConvGraph, kind, dtype.name, self.matmul_precision,
-                                   *in_shape, kernel, k_out, stride, padding)
+                                   *in_shape, kernel, k_out, stride, padding, channels_first)
         except graphs.Unsupported as e:
-            raise RuntimeError(f"cuDNN has no {kind} convolution for input {in_shape}, kernel "
-                               f"{kernel}, {k_out} outputs, stride {stride}, padding {padding}, "
-                               f"{dtype.name}: {e}") from None
+            layout = "NCHW" if channels_first else "NHWC"
+            raise RuntimeError(f"cuDNN has no {kind} convolution for {layout} input {in_shape}, "
+                               f"kernel {kernel}, {k_out} outputs, stride {stride}, padding "
+                               f"{padding}, {dtype.name}: {e}") from None
 
-    def _weight_krsc(self, w, kernel, c, k_out):
-        """A KRSC (k_out, kh, kw, c_in) copy of a (kh, kw, c_in, k_out) weight (graphs.py
-        says why)."""
+    def _weight_packed(self, w, kernel, c, k_out, channels_first=False):
+        """A KRSC (k_out, kh, kw, c_in) or, with ``channels_first``, KCRS (k_out, c_in, kh, kw)
+        copy of a (kh, kw, c_in, k_out) weight (graphs.py says why)."""
         out = CudaBuffer(w.size, w.dtype)
-        self._strided("compact", w.ptr, out.ptr, (k_out, kernel, kernel, c),
-                      (1, kernel * c * k_out, c * k_out, k_out), 0, w.dtype)
+        k_stride, c_stride, r_stride, s_stride = 1, k_out, kernel * c * k_out, c * k_out
+        if channels_first:
+            shape, strides = (k_out, c, kernel, kernel), (k_stride, c_stride, r_stride, s_stride)
+        else:
+            shape, strides = (k_out, kernel, kernel, c), (k_stride, r_stride, s_stride, c_stride)
+        self._strided("compact", w.ptr, out.ptr, shape, strides, 0, w.dtype)
         return out
 
-    def conv(self, x, w, out, in_shape, kernel, out_channels, stride, padding):
-        g = self._conv_graph("fprop", x.dtype, in_shape, kernel, out_channels, stride, padding)
-        weight = self._weight_krsc(w, kernel, in_shape[3], out_channels)
+    def conv(self, x, w, out, in_shape, kernel, out_channels, stride, padding,
+             channels_first=False):
+        g = self._conv_graph("fprop", x.dtype, in_shape, kernel, out_channels, stride, padding,
+                             channels_first)
+        weight = self._weight_packed(w, kernel, in_shape[3], out_channels, channels_first)
         self.graphs.run(g, {g.x: x.ptr, g.w: weight.ptr, g.y: out.ptr})
 
     def conv_backward(self, grad, x, w, dx, dw, in_shape, kernel, out_channels, stride, padding):
@@ -170,7 +160,7 @@ class CudnnBackend(CudaBackend):
         c = in_shape[3]
         if dx is not None:
             g = self._conv_graph("dgrad", x.dtype, *geometry)
-            weight = self._weight_krsc(w, kernel, c, out_channels)
+            weight = self._weight_packed(w, kernel, c, out_channels)
             self.graphs.run(g, {g.dy: grad.ptr, g.w: weight.ptr, g.dx: dx.ptr})
         if dw is not None:
             g = self._conv_graph("wgrad", x.dtype, *geometry)

@@ -105,6 +105,9 @@ class _Plan:
         self.alpha, self.beta = np.ones(1, dtype=one), np.zeros(1, dtype=one)
         self.bias_attr = int(A.BIAS_POINTER) if epilogue != "none" else None
         self.bias_value = np.zeros(1, dtype=np.uint64)  # the epilogue's vector, set per call
+        # host addresses read on every call (numpy's .ctypes costs a microsecond or so)
+        self.alpha_ptr, self.beta_ptr = self.alpha.ctypes.data, self.beta.ctypes.data
+        self.bias_value_ptr = self.bias_value.ctypes.data
 
     def _make(self, handle, destroy):
         self._owned.append((destroy, handle))
@@ -165,6 +168,7 @@ class CublasLt:
         self.handle = lt.create()
         self._current_stream = cupy.cuda.get_current_stream  # looked up once: a hot path
         self.workspace = cupy.cuda.alloc(WORKSPACE_BYTES)
+        self._workspace_ptr = self.workspace.ptr
         self.plans = {}
         self.unsupported = set()  # keys cuBLASLt refused once: refuse again without asking
 
@@ -197,9 +201,8 @@ class CublasLt:
     def _run(self, plan, a, b, d, bias, algo):
         if plan.bias_attr is not None:
             plan.bias_value[0] = bias
-            self._lt.matmul_desc_set_attribute(plan.desc, plan.bias_attr,
-                                               plan.bias_value.ctypes.data, 8)
+            self._lt.matmul_desc_set_attribute(plan.desc, plan.bias_attr, plan.bias_value_ptr, 8)
         a_desc, b_desc, d_desc = plan.layouts
-        self._lt.matmul(self.handle, plan.desc, plan.alpha.ctypes.data, a, a_desc, b, b_desc,
-                        plan.beta.ctypes.data, d, d_desc, d, d_desc, algo,
-                        self.workspace.ptr, WORKSPACE_BYTES, self._current_stream().ptr)
+        self._lt.matmul(self.handle, plan.desc, plan.alpha_ptr, a, a_desc, b, b_desc,
+                        plan.beta_ptr, d, d_desc, d, d_desc, algo, self._workspace_ptr,
+                        WORKSPACE_BYTES, self._current_stream().ptr)

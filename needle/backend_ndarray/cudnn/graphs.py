@@ -1,10 +1,11 @@
 """cuDNN graphs (through ``nvidia-cudnn-frontend``) for convolution and attention.
 
 A graph is built, checked and planned once per shape and then executed with raw device
-addresses. Activations stay in Needle's NHWC layout. Weights are given to cuDNN as KRSC
-(c_out, kh, kw, c_in), its layout for NHWC convolutions: measured on an H100 (cuDNN 9, frontend
-1.32), cuDNN accepted the strides of Needle's (kh, kw, c_in, c_out) weights and then read and
-wrote them as KRSC anyway, so the backend copies weights to and from KRSC.
+addresses. Activations are NHWC (Needle's conv layout) or NCHW (an NCHW model's tensors, as
+stored). Weights are given to cuDNN packed in the activations' layout, KRSC (c_out, kh, kw,
+c_in) for NHWC and KCRS (c_out, c_in, kh, kw) for NCHW: measured on an H100 (cuDNN 9,
+frontend 1.32), cuDNN accepted the strides of Needle's (kh, kw, c_in, c_out) weights and then
+read and wrote them as KRSC anyway, so the backend copies weights to and from that layout.
 """
 import functools
 
@@ -20,14 +21,12 @@ def _cudnn():
     return cudnn
 
 
-def _nhwc(n, c, h, w):
-    """cuDNN dims (always N, C, H, W) and strides of an NHWC tensor."""
+def _packed(n, c, h, w, channels_first):
+    """cuDNN dims (always N, C, H, W, or K, C, R, S for a weight) and the strides of a packed
+    NHWC (KRSC) or, with ``channels_first``, NCHW (KCRS) tensor."""
+    if channels_first:
+        return [n, c, h, w], [c * h * w, h * w, w, 1]
     return [n, c, h, w], [h * w * c, 1, w * c, c]
-
-
-def _krsc(k_out, c, r, s):
-    """cuDNN dims (K, C, R, S) and strides of a KRSC weight."""
-    return [k_out, c, r, s], [r * s * c, 1, s * c, c]
 
 
 class Graphs:
@@ -43,6 +42,10 @@ class Graphs:
         self._workspace, self._workspace_bytes = None, 0
         self.cache = {}
 
+    #: pass operands as an ordered tuple with their uids (the frontend's cheaper form)
+    #: rather than a {tensor: address} dict; tools/bench_cudnn_execute.py compares them
+    ordered = True
+
     def run(self, graph, bindings):
         """Execute ``graph`` on CuPy's current stream with ``{tensor: address}``."""
         stream = self._cupy_cuda.get_current_stream().ptr
@@ -52,7 +55,12 @@ class Graphs:
         need = graph.workspace
         if need > self._workspace_bytes:
             self._workspace, self._workspace_bytes = self._cupy_cuda.alloc(need), need
-        graph.graph.execute(bindings, self._workspace.ptr if need else None, handle=self.handle)
+        workspace = self._workspace.ptr if need else None
+        if self.ordered:
+            graph.graph.execute(tuple(bindings.values()), workspace, handle=self.handle,
+                                tensor_uids=tuple(t.uid for t in bindings))
+        else:
+            graph.graph.execute(bindings, workspace, handle=self.handle)
 
     def get(self, cls, *key):
         """The cached graph ``cls(self.handle, *key)``, built on first use.
@@ -89,19 +97,19 @@ def _finish(graph, handle, forbid_tensor_cores):
 
 class ConvGraph:
     """One of conv forward (``fprop``), data gradient (``dgrad``) or weight gradient
-    (``wgrad``) for NHWC input ``(n, h, w, c)``, a square ``kernel``, ``k_out`` outputs and
-    a KRSC weight."""
+    (``wgrad``) for input ``(n, h, w, c)``, a square ``kernel``, ``k_out`` outputs; NHWC
+    tensors and a KRSC weight, or NCHW and KCRS with ``channels_first``."""
 
     def __init__(self, handle, kind, dtype, precision, n, h, w, c, kernel, k_out, stride,
-                 padding):
+                 padding, channels_first=False):
         cudnn = _cudnn()
         dt = cudnn.data_type.DOUBLE if dtype == "float64" else cudnn.data_type.FLOAT
         ho, wo = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
         g = cudnn.pygraph(io_data_type=dt, intermediate_data_type=dt, compute_data_type=dt,
                           handle=handle)
-        x_dim, x_stride = _nhwc(n, c, h, w)
-        y_dim, y_stride = _nhwc(n, k_out, ho, wo)
-        w_dim, w_stride = _krsc(k_out, c, kernel, kernel)
+        x_dim, x_stride = _packed(n, c, h, w, channels_first)
+        y_dim, y_stride = _packed(n, k_out, ho, wo, channels_first)
+        w_dim, w_stride = _packed(k_out, c, kernel, kernel, channels_first)
         geometry = dict(padding=[padding, padding], stride=[stride, stride], dilation=[1, 1],
                         compute_data_type=dt)
         if kind == "fprop":

@@ -324,6 +324,18 @@ class WebGPUBackend(Backend):
             self._run("elementwise.wgsl", "bias_act", bindings,
                       _pack("IfII", count, 0.0, cols, start % cols), -(-count // 256), consts)
 
+    def batchnorm(self, x, x_bias, mean, var, weight, bias, out, channels, inner, eps, act):
+        consts = {"OP": "UNARY_RELU" if act == "relu" else "UNARY_IDENTITY",
+                  "HAS_X_BIAS": x_bias is not None}
+        vectors = {b: self._whole(v, "batchnorm") for b, v in
+                   ((2, mean if x_bias is None else x_bias), (3, mean), (4, var), (5, weight),
+                    (6, bias))}
+        for start, count in plans.chunks(out.size, self._max_elems, self._align):
+            bindings = {1: self._span(x, start, count), **vectors, 7: self._span(out, start, count)}
+            self._run("batchnorm.wgsl", "batchnorm", bindings,
+                      _pack("IIIIfIII", count, start, channels, inner, eps, 0, 0, 0),
+                      -(-count // 256), consts)
+
     def sgd_update(self, param, grad, buf, lr, momentum, weight_decay, first_step):
         entry, ins, outs = "sgd", {2: grad}, {1: param}
         if buf is not None:

@@ -176,6 +176,19 @@ __device__ void bias_act(const T* a, const T* bias, T* out, i64 n, i64 cols) {
   }
 }
 
+// BatchNorm with given statistics over (outer, channels, inner) data; x_bias may be null
+template <class T, bool RELU>
+__device__ void batchnorm(const T* x, const T* x_bias, const T* mean, const T* var,
+                          const T* weight, const T* bias, T* out, i64 n, i64 channels,
+                          i64 inner, T eps) {
+  for (i64 i = global_thread(); i < n; i += grid_threads()) {
+    const i64 c = (i64)(((u64)i / (u64)inner) % (u64)channels);
+    const T v = x_bias ? x[i] + x_bias[c] : x[i];
+    const T y = (v - mean[c]) / n_sqrt(var[c] + eps) * weight[c] + bias[c];
+    out[i] = RELU ? Relu()(y) : y;
+  }
+}
+
 enum { SGD_WEIGHT_DECAY = 1, SGD_MOMENTUM = 2, SGD_FIRST_STEP = 4 };
 
 // PyTorch's SGD, in place; each product and sum rounded as NumPy rounds it
@@ -260,6 +273,18 @@ __device__ void adam(T* param, const T* grad, T* m, T* v, T lr, T beta1, T beta2
                                                         needle::i64 n, needle::i64 cols) {     \
     needle::bias_act<T, true>(a, bias, out, n, cols);                                          \
   }                                                                                            \
+  extern "C" __global__ void needle_batchnorm_identity_##sfx(                                  \
+      const T* x, const T* x_bias, const T* mean, const T* var, const T* weight, const T* bias, \
+      T* out, needle::i64 n, needle::i64 channels, needle::i64 inner, T eps) {                  \
+    needle::batchnorm<T, false>(x, x_bias, mean, var, weight, bias, out, n, channels, inner,    \
+                                eps);                                                           \
+  }                                                                                             \
+  extern "C" __global__ void needle_batchnorm_relu_##sfx(                                      \
+      const T* x, const T* x_bias, const T* mean, const T* var, const T* weight, const T* bias, \
+      T* out, needle::i64 n, needle::i64 channels, needle::i64 inner, T eps) {                  \
+    needle::batchnorm<T, true>(x, x_bias, mean, var, weight, bias, out, n, channels, inner,     \
+                               eps);                                                            \
+  }                                                                                             \
   extern "C" __global__ void needle_sgd_##sfx(T* param, const T* grad, T* buf, T lr,           \
                                               T momentum, T weight_decay, int flags,           \
                                               needle::i64 n) {                                 \
