@@ -25,7 +25,7 @@ struct Params {
 @compute @workgroup_size(256)
 fn batchnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    let i = group_index(wid, nwg) * 256u + lid;
+    let i = element(wid, nwg, lid);
     if (i >= p.n) { return; }
     let c = ((p.start + i) / p.inner) % p.channels;
     var v = x[i];

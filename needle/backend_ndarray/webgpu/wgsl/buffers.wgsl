@@ -11,10 +11,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
-fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return group_index(wid, nwg) * 256u + lid;
-}
-
 @compute @workgroup_size(256)
 fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {

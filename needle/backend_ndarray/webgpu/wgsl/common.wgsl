@@ -7,6 +7,11 @@ fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.y * nwg.x + wid.x;
 }
 
+// The linear index of this thread in a one-thread-per-element kernel of 256-thread groups.
+fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return group_index(wid, nwg) * 256u + lid;
+}
+
 // WGSL has no literal for these; a bitcast at run time gives the IEEE values.
 fn needle_nan() -> f32 {
     return bitcast<f32>(0x7fc00000u);

@@ -25,10 +25,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> buf: array<f32>;  // sgd momentum / adam m
 @group(0) @binding(4) var<storage, read_write> buf2: array<f32>; // adam v
 
-fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return group_index(wid, nwg) * 256u + lid;
-}
-
 @compute @workgroup_size(256)
 fn sgd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
        @builtin(local_invocation_index) lid: u32) {

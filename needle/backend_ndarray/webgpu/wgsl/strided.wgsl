@@ -33,10 +33,6 @@ fn view_position(i: u32) -> u32 {
     return u32(pos);
 }
 
-fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return group_index(wid, nwg) * 256u + lid;
-}
-
 @compute @workgroup_size(256)
 fn compact(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
