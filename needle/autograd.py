@@ -16,14 +16,17 @@ from .errors import DeviceMismatchError
 _GRAD_ENABLED = [True]
 
 
-@contextlib.contextmanager
-def no_grad():
-    """Within this block, ops record no graph (inference, optimizer updates, backward)."""
-    _GRAD_ENABLED.append(False)
-    try:
-        yield
-    finally:
+class no_grad(contextlib.ContextDecorator):  # noqa: N801 - named like a function, as in PyTorch
+    """Within this block (or decorated function), ops record no graph: inference, optimizer
+    updates, backward. A class rather than a generator: entering costs ~0.3 us, not ~2."""
+
+    def __enter__(self):
+        _GRAD_ENABLED.append(False)
+        return self
+
+    def __exit__(self, *exc):
         _GRAD_ENABLED.pop()
+        return False
 
 
 def grad_enabled():
@@ -50,7 +53,8 @@ class Op:
 
 
 class Value:
-    """A node of the graph: an op, its inputs and its computed value."""
+    """A node of the graph: an op, its inputs and its computed value. Values are computed
+    eagerly, when made (``make_from_op``), so ``cached_data`` is always set."""
 
     op = None
     inputs = ()
@@ -65,36 +69,38 @@ class Value:
     def is_leaf(self):
         return self.op is None
 
-    def _init(self, op, inputs, cached_data=None, requires_grad=None):
-        if requires_grad is None:
-            requires_grad = any(x.requires_grad for x in inputs)
-        self.op, self.inputs = op, list(inputs)
+    def _init_leaf(self, cached_data, requires_grad):
+        self.op, self.inputs = None, []
         self.cached_data, self.requires_grad = cached_data, requires_grad
 
     @classmethod
     def make_const(cls, data, requires_grad=False):
         value = cls.__new__(cls)
-        value._init(None, [], cached_data=data, requires_grad=requires_grad)
+        value._init_leaf(data, requires_grad)
         return value
 
     @classmethod
     def make_from_op(cls, op, inputs):
-        device = None
-        for x in inputs:  # a plain loop: this runs on every op
+        # runs on every op: plain loops, and no graph bookkeeping when nothing will
+        # differentiate through the result
+        device, data = None, []
+        for x in inputs:
+            d = x.cached_data  # inputs were computed when they were made
+            data.append(d)
             if isinstance(x, Tensor):
-                d = x.realize_cached_data()._device
                 if device is None:
-                    device = d
-                elif d != device:
+                    device = d._device
+                elif d._device is not device and d._device != device:
                     raise DeviceMismatchError(
                         f"{type(op).__name__}: inputs are on different devices ({device} and "
-                        f"{d}); move them with .to()")
+                        f"{d._device}); move them with .to()")
         value = cls.__new__(cls)
-        value._init(op, inputs)
-        value.realize_cached_data()
-        if not (value.requires_grad and grad_enabled()):
-            # nothing will differentiate through this node: drop the graph behind it
-            value.op, value.inputs, value.requires_grad = None, [], False
+        value.cached_data = op.compute(*data)
+        if _GRAD_ENABLED[-1]:
+            for x in inputs:
+                if x.requires_grad:
+                    value.op, value.inputs, value.requires_grad = op, list(inputs), True
+                    break
         return value
 
 
@@ -164,17 +170,13 @@ class Tensor(Value):
                 data = NDArray(array)  # a Tensor never aliases its source's buffer
         else:
             data = NDArray(np.asarray(array), device=device, dtype=dtype or "float32")
-        self._init(None, [], cached_data=data, requires_grad=requires_grad)
+        self._init_leaf(data, requires_grad)
 
     @staticmethod
     def make_const(data, requires_grad=False):
         if isinstance(data, Tensor):
             data = data.realize_cached_data()
         return Value.make_const.__func__(Tensor, data, requires_grad)
-
-    @staticmethod
-    def make_from_op(op, inputs):
-        return Value.make_from_op.__func__(Tensor, op, inputs)
 
     # -- data access ----------------------------------------------------------------------
     @property
@@ -193,12 +195,12 @@ class Tensor(Value):
     def detach(self):
         return Tensor.make_const(self.realize_cached_data())
 
-    # read on every op: straight to the NDArray's fields
-    shape = property(lambda self: self.realize_cached_data()._shape)
-    dtype = property(lambda self: self.realize_cached_data()._dtype)
-    device = property(lambda self: self.realize_cached_data()._device)
-    ndim = property(lambda self: len(self.realize_cached_data()._shape))
-    size = property(lambda self: self.realize_cached_data().size)
+    # read on every op: straight to the NDArray's fields (a value is computed when made)
+    shape = property(lambda self: self.cached_data._shape)
+    dtype = property(lambda self: self.cached_data._dtype)
+    device = property(lambda self: self.cached_data._device)
+    ndim = property(lambda self: len(self.cached_data._shape))
+    size = property(lambda self: self.cached_data.size)
 
     def numpy(self):
         return self.realize_cached_data().numpy()

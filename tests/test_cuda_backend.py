@@ -423,6 +423,19 @@ def test_batchnorm(be, rng, outer, channels, inner, x_bias, act, dtype):
     assert_same(ours, ref, dtype)
 
 
+def test_a_freed_buffer_is_reused_by_the_next_of_its_size(be):
+    from needle.backend_ndarray.cuda.memory import CudaBuffer
+
+    a = CudaBuffer(1000, "float32")
+    ptr = a.ptr
+    del a
+    assert be.memory_stats()["cached_bytes"] >= 4000
+    b = CudaBuffer(1000, "float32")
+    assert b.ptr == ptr
+    c = CudaBuffer(1000, "float32")  # b still holds that block
+    assert c.ptr != ptr
+
+
 def test_every_fused_op_is_native(be):
     assert all(be.supports(op) for op in FUSED_OPS)
 
@@ -629,6 +642,10 @@ class _FakeBuffer:
         self.nbytes = self.size * self.dtype.itemsize
         self.ptr = _FakeBuffer.next_ptr
         _FakeBuffer.next_ptr += (self.nbytes + 511) // 256 * 256
+        self.derived = None
+
+    def wrote(self):
+        self.derived = None
 
 
 class _CheckedKernels:
@@ -732,3 +749,71 @@ def test_launches_match_kernel_parameters(monkeypatch, driver, ptx_params):
     unused = {n for n in ptx_params if n not in used and "_i64" not in n and "sgemm" not in n
               and not n.startswith("needle_cast_")}
     assert not unused, f"kernels never launched by this test: {sorted(unused)}"
+
+
+class _Stream:
+    def __init__(self, ptr):
+        self.ptr = ptr
+
+
+class _OutOfMemory(Exception):
+    pass
+
+
+class _FakeMemory:
+    """A CuPy memory block: counted out while referenced, as CuPy's pool does."""
+
+    def __init__(self, state):
+        self.state, self.ptr = state, (state.out + 1) << 20
+        state.out += 1
+
+    def __del__(self):
+        self.state.out -= 1
+
+
+@pytest.fixture
+def blocks(monkeypatch):
+    """memory._Blocks over a fake CuPy whose ``alloc`` fails once ``limit`` blocks are out;
+    the current stream is ``streams[0]``."""
+    from needle.backend_ndarray.cuda import memory
+
+    state = types.SimpleNamespace(out=0, limit=100, streams=[_Stream(7)])
+
+    def alloc(nbytes):
+        if state.out >= state.limit:
+            raise _OutOfMemory(nbytes)
+        return _FakeMemory(state)
+
+    monkeypatch.setattr(memory._Blocks, "free", {})
+    monkeypatch.setattr(memory._Blocks, "cached_bytes", 0)
+    monkeypatch.setattr(memory._Blocks, "_alloc", alloc)
+    monkeypatch.setattr(memory._Blocks, "_stream", lambda: state.streams[0])
+    monkeypatch.setattr(memory._Blocks, "_out_of_memory", _OutOfMemory)
+    return memory._Blocks, state
+
+
+def test_freed_blocks_are_reused_per_size_and_stream(blocks):
+    pool, state = blocks
+    a, stream = pool.take(512)
+    assert stream == 7
+    pool.give(a, stream, 512)
+    assert pool.cached_bytes == 512
+    assert pool.take(1024)[0] is not a  # another size: a new block
+    assert pool.take(512)[0] is a and pool.cached_bytes == 0  # same size and stream: reused
+    pool.give(a, 7, 512)
+    state.streams[0] = _Stream(9)
+    assert pool.take(512)[0] is not a  # another stream: not reused without a sync
+
+
+def test_out_of_memory_returns_kept_blocks_and_retries(blocks):
+    pool, state = blocks
+    for _ in range(3):
+        mem, stream = pool.take(256)
+        pool.give(mem, stream, 256)  # kept: still out as far as CuPy knows
+    del mem
+    assert state.out == 1  # the three buffers took turns with one block
+    state.limit = 1  # CuPy is full while that kept block is out
+    big, _ = pool.take(4096)  # fails, returns the kept block, then succeeds
+    assert pool.cached_bytes == 0 and not pool.free and state.out == 1
+    with pytest.raises(_OutOfMemory):  # nothing kept to give back: CuPy's error stands
+        pool.take(4096)

@@ -153,6 +153,54 @@ def test_conv_backward(be, rng, in_shape, kernel, c_out, stride, padding, need):
     assert_close(ours, ref, dict(rtol=1e-4, atol=1e-4 * np.sqrt(n * ho * wo * c_out)))
 
 
+def test_graph_raw_execute_matches_the_public_execute(be, rng, monkeypatch):
+    """graphs._RawExecute (the frontend's C++ call under its public execute) runs a graph
+    from its second execution on; it must give the public path's result bit for bit."""
+    in_shape, kernel, c_out = (2, 9, 9, 8), 3, 16
+    x = upload(be, rng.standard_normal(2 * 9 * 9 * 8).astype("float32"))
+    wt = upload(be, rng.standard_normal(3 * 3 * 8 * 16).astype("float32"))
+    g = be._conv_graph("fprop", np.dtype("float32"), in_shape, kernel, c_out, 1, 1, True)
+    results = {}
+    for form in ("ordered", "raw", "ordered", "raw"):
+        monkeypatch.setattr(be.graphs, "form", form)
+        y = upload(be, nan(2 * 9 * 9 * 16, "float32"))
+        be.conv(x, wt, y, in_shape, kernel, c_out, 1, 1, channels_first=True)
+        results.setdefault(form, []).append(be.to_numpy(y, (y.size,), (1,), 0))
+    if g.raw is False:
+        pytest.skip("this nvidia-cudnn-frontend has no raw execute entry: the public one runs")
+    assert g.raw, "the graph never ran"
+    for a, b in zip(results["ordered"], results["raw"]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_packed_conv_weight_follows_in_place_writes(be, rng):
+    """cuDNN gets each conv weight packed once and cached with the weight's buffer; an
+    optimizer step, a setitem and a fill write the weight in place and must drop that copy."""
+    device = needle.cudnn()
+    x_np = rng.standard_normal((2, 4, 7, 7))
+    w = needle.nn.Parameter(rng.standard_normal((3, 3, 4, 5)), device=device)
+    x = needle.Tensor(x_np, device=device)
+
+    def check():
+        want = ops.conv(needle.Tensor(x_np), needle.Tensor(w.numpy()), 1, 1, channels_first=True)
+        got = ops.conv(x, w, 1, 1, channels_first=True)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
+
+    check()
+    check()  # from the cache
+    assert w.realize_cached_data()._handle.derived, "the packed weight was not kept"
+    w.grad = needle.Tensor(rng.standard_normal(w.shape), device=device)
+    needle.optim.SGD([w], lr=0.5).step()
+    check()
+    w.realize_cached_data()[1] = needle.Tensor(rng.standard_normal((3, 4, 5)),
+                                               device=device).realize_cached_data()
+    check()
+    w.realize_cached_data()[2, 0] = 3.0
+    check()
+    w.realize_cached_data().fill(0.25)
+    check()
+
+
 def test_float64_conv_runs_on_our_kernels(be):
     assert be.supports("conv", "float32") and not be.supports("conv", "float64")
 

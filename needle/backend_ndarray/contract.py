@@ -59,6 +59,9 @@ ACTIVATIONS = ("identity", "relu")
 #: activations the fused ``linear`` op applies (a matmul epilogue); GELU is the tanh form
 LINEAR_ACTIVATIONS = ("identity", "relu", "gelu")
 
+#: (backend class, op) -> whether the class implements the op (see Backend.supports)
+_IMPLEMENTS = {}
+
 
 class Backend:
     """Base class of a device backend. Subclasses implement every method below.
@@ -133,8 +136,12 @@ class Backend:
     def supports(self, op, dtype=None):
         """Whether this backend implements fused op ``op`` itself (for ``dtype``, if given:
         a backend may run an op only for some dtypes or settings)."""
-        return ((op in FUSED_OPS or op in LAYER_OPS)
-                and getattr(type(self), op) is not getattr(Backend, op))
+        key = (type(self), op)
+        found = _IMPLEMENTS.get(key)
+        if found is None:  # asked on every op: decided once per backend class
+            found = _IMPLEMENTS[key] = ((op in FUSED_OPS or op in LAYER_OPS)
+                                        and getattr(type(self), op) is not getattr(Backend, op))
+        return found
 
     def logsumexp(self, a, out, rows, cols):
         """``out[r] = log(sum_c exp(a[r, c]))``, computed stably (max subtracted)."""

@@ -75,6 +75,8 @@ class Device:
     @property
     def backend(self):
         """The backend implementing the op table; raises if the device cannot run here."""
+        if self._backend is not None:  # read on every op
+            return self._backend
         self._load()
         if self._backend is None:
             raise DeviceUnavailableError(f"needle.{self.name}() is not available: {self._reason}")

@@ -4,6 +4,7 @@ Views are made here and only here. Every op first makes its operands compact (on
 strided-copy call to the backend, skipped when already compact) and then calls one entry of
 the backend op table on flat buffers.
 """
+import functools
 import math
 import numbers
 
@@ -14,10 +15,10 @@ from .device import canonical_dtype, default_device
 from .device import device as lookup_device
 
 
-def prod(shape):
-    return math.prod(shape)
+prod = math.prod  # of a shape (1 for ()); an alias, not a wrapper: it runs on every op
 
 
+@functools.lru_cache(maxsize=4096)  # every new array asks: most shapes recur
 def compact_strides(shape):
     """Row-major strides, in elements, of a compact array of ``shape``."""
     strides, acc = [], 1
@@ -397,21 +398,23 @@ class NDArray:
     # -- matmul and conv ------------------------------------------------------------------
     def __matmul__(self, other):
         """Matrix product of (..., m, k) and (..., k, n) arrays with equal batch shapes."""
-        self._check_compatible(other, "matmul")
-        if self.ndim < 2 or other.ndim < 2:
+        device, a_shape, b_shape = self._device, self._shape, other._shape
+        if other._device is not device or other._dtype != self._dtype:  # (devices are unique)
+            self._check_compatible(other, "matmul")
+        if len(a_shape) < 2 or len(b_shape) < 2:
             raise ShapeError(f"matmul needs operands of at least 2 dimensions, got shapes "
-                             f"{self.shape} and {other.shape}")
-        (m, k), (k2, n) = self.shape[-2:], other.shape[-2:]
-        if k != k2 or self.shape[:-2] != other.shape[:-2]:
-            raise ShapeError(f"matmul: shapes {self.shape} and {other.shape} are not aligned")
-        batch_shape = self.shape[:-2]
-        out = self._new(batch_shape + (m, n))
-        if out.size:
+                             f"{a_shape} and {b_shape}")
+        (m, k), (k2, n), batch_shape = a_shape[-2:], b_shape[-2:], a_shape[:-2]
+        if k != k2 or batch_shape != b_shape[:-2]:
+            raise ShapeError(f"matmul: shapes {a_shape} and {b_shape} are not aligned")
+        out = NDArray._make(batch_shape + (m, n), None, device, None, 0, self._dtype)
+        batch = prod(batch_shape)
+        if m and n and batch:
             if k == 0:
                 out.fill(0.0)
             else:
-                self._backend.matmul(self.compact()._handle, other.compact()._handle,
-                                     out._handle, prod(batch_shape), m, k, n)
+                device.backend.matmul(self.compact()._handle, other.compact()._handle,
+                                      out._handle, batch, m, k, n)
         return out
 
     def conv2d(self, weight, stride=1):

@@ -25,7 +25,7 @@ class Runnable:
     output: object                      # NumPy result of the first execution
     step: Callable[[], object]          # one more execution (what is timed)
     sync: Callable[[], None] = _nothing  # wait for queued device work
-    timer: str = "host"                 # "host" or "cuda-events" (see timing.py)
+    timer: str = "host"                 # "host", "cuda-events" or "cupy-events" (timing.py)
     cleanup: Callable[[], None] = _nothing
 
 

@@ -10,7 +10,8 @@ Procedure for one row (see ``measure``), after the backend's first (validated) r
      samples, at most ``max_samples``), or exactly ``iters`` steps when given.
 
 Two timers:
-  * ``cuda-events`` (PyTorch on CUDA): a CUDA event pair around every step, no host
+  * ``cuda-events`` (PyTorch on CUDA) and ``cupy-events`` (Needle's CUDA devices, whose
+    work runs on CuPy's current stream): a CUDA event pair around every step, no host
     synchronisation between steps; one sample per step.
   * ``host``: ``sync(); t0 = perf_counter(); k steps; sync(); t1`` -- one sample is the
     mean of ``k`` back-to-back steps, with ``k`` chosen so a sample lasts ~1 ms (so a
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: event timers -> the library whose CUDA events they record
+EVENT_TIMERS = {"cuda-events": "torch", "cupy-events": "cupy"}
 STAT_FIELDS = ("mean_ms", "std_ms", "min_ms", "median_ms", "p95_ms", "p99_ms")
 
 
@@ -130,23 +133,36 @@ def time_host(step, sync, samples, inner):
     return out
 
 
-def time_cuda_events(step, samples):
-    import torch
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(samples)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(samples)]
-    torch.cuda.synchronize()
+def _events(api):
+    """(make an event, synchronize the device, elapsed ms between two events) of ``api``."""
+    if api == "torch":
+        import torch
+        return (lambda: torch.cuda.Event(enable_timing=True), torch.cuda.synchronize,
+                lambda start, end: start.elapsed_time(end))
+    import cupy
+    return (cupy.cuda.Event, lambda: cupy.cuda.get_current_stream().synchronize(),
+            cupy.cuda.get_elapsed_time)
+
+
+def time_cuda_events(step, samples, api="torch"):
+    """Per-step seconds between CUDA events recorded on ``api``'s (torch or cupy) current
+    stream before and after each step."""
+    make, synchronize, elapsed_ms = _events(api)
+    starts = [make() for _ in range(samples)]
+    ends = [make() for _ in range(samples)]
+    synchronize()
     for start, end in zip(starts, ends):
         start.record()
         step()
         end.record()
-    torch.cuda.synchronize()
-    return [s.elapsed_time(e) * 1e-3 for s, e in zip(starts, ends)]
+    synchronize()
+    return [elapsed_ms(s, e) * 1e-3 for s, e in zip(starts, ends)]
 
 
 def measure(runnable, settings):
     """Warm up and time ``runnable.step``; returns (per-step samples in s, info dict).
     Raises TooSlow when the row does not fit its budget."""
-    events = runnable.timer == "cuda-events"
+    events = runnable.timer in EVENT_TIMERS
     step, sync = runnable.step, runnable.sync
     # two synchronised steps estimate the step time (the first after the validation run
     # may still do one-off work, e.g. CUDA-graph recording in torch.compile)
@@ -165,7 +181,7 @@ def measure(runnable, settings):
     samples, inner = sample_plan(est, settings, events)
     with gc_paused():
         if events:
-            times = time_cuda_events(step, samples)
+            times = time_cuda_events(step, samples, EVENT_TIMERS[runnable.timer])
         else:
             times = time_host(step, sync, samples, inner)
     info = {"timer": runnable.timer, "warmup": warmup + 2, "samples": samples,

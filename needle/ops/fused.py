@@ -173,12 +173,15 @@ class BatchNormAct(TensorOp):
         self.axis, self.eps, self.act = axis, eps, act
 
     def compute(self, x, mean, var, weight, bias, x_bias=None):
-        order = x.memory_order()
-        if order is None:
-            x, order = x.compact(), tuple(range(x.ndim))
-        # the kernel sees the buffer as (outer, channels, inner), whatever the layout
-        inner = prod(x.shape[a] for a in order[order.index(self.axis) + 1:])
-        out, (xa,) = x._new_like()
+        # the kernel sees the buffer as (outer, channels, inner), whatever the dense layout
+        if x.is_compact():
+            inner, out, xa = prod(x.shape[self.axis + 1:]), x._new(), x
+        else:
+            order = x.memory_order()
+            if order is None:
+                x, order = x.compact(), tuple(range(x.ndim))
+            inner = prod(x.shape[a] for a in order[order.index(self.axis) + 1:])
+            out, (xa,) = x._new_like()
         x.device.backend.batchnorm(
             xa._handle, x_bias.compact()._handle if x_bias is not None else None,
             mean.compact()._handle, var.compact()._handle, weight.compact()._handle,
@@ -221,13 +224,16 @@ def batch_norm(x, mean, var, weight, bias, eps=1e-5, act="identity", axis=1, x_b
     flow to every input (the batch statistics of training mode included)."""
     if act not in ACTIVATIONS:
         raise ValueError(f"batch_norm: unknown activation {act!r}; use one of {ACTIVATIONS}")
-    if not 0 <= axis < x.ndim:
-        raise ShapeError(f"batch_norm: axis {axis} is out of range for input {x.shape}")
+    shape = x.shape
+    if not 0 <= axis < len(shape):
+        raise ShapeError(f"batch_norm: axis {axis} is out of range for input {shape}")
     vectors = [mean, var, weight, bias] + ([x_bias] if x_bias is not None else [])
-    if any(v.shape != (x.shape[axis],) for v in vectors):
-        raise ShapeError(f"batch_norm: statistics and parameters must have shape "
-                         f"({x.shape[axis]},) for input {x.shape} along axis {axis}, got "
-                         f"{[v.shape for v in vectors]}")
+    channels = (shape[axis],)
+    for v in vectors:
+        if v.shape != channels:
+            raise ShapeError(f"batch_norm: statistics and parameters must have shape "
+                             f"{channels} for input {shape} along axis {axis}, got "
+                             f"{[v.shape for v in vectors]}")
     if x.device.backend.supports("batchnorm") and x.size:
         return BatchNormAct(axis, eps, act)(x, *vectors)
     if x_bias is not None:

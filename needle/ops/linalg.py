@@ -45,28 +45,33 @@ class Conv(TensorOp):
         self.stride, self.padding, self.channels_first = stride, padding, channels_first
 
     def compute(self, a, w):
-        if self.channels_first:  # NCHW in and out: work on NHWC views
-            return self._compute_nhwc(a.permute((0, 2, 3, 1)), w).permute((0, 3, 1, 2))
-        return self._compute_nhwc(a, w)
+        if not a.device.backend.supports("conv", a.dtype):
+            if self.channels_first:
+                return self._compute_reference(a.permute((0, 2, 3, 1)), w).permute((0, 3, 1, 2))
+            return self._compute_reference(a, w)
+        # the backend convolves NCHW or NHWC data as stored (cuDNN: no layout copy, and it
+        # pads without a padded copy); the output has the same layout as the data
+        nhwc, nchw = (a.permute((0, 2, 3, 1)), a) if self.channels_first else \
+            (a, a.permute((0, 3, 1, 2)))
+        if nchw.is_compact() or (self.channels_first and not nhwc.is_compact()):
+            out = self._backend_conv(nchw.compact(), nhwc.shape, w, channels_first=True)
+            return out if self.channels_first else out.permute((0, 2, 3, 1))
+        out = self._backend_conv(nhwc.compact(), nhwc.shape, w, channels_first=False)
+        return out.permute((0, 3, 1, 2)) if self.channels_first else out
 
-    def _compute_nhwc(self, a, w):
+    def _backend_conv(self, x, nhwc_shape, w, channels_first):
+        """The backend's conv of compact ``x`` (NCHW with ``channels_first``, else NHWC)."""
+        p, s = self.padding, self.stride
+        (n, h, wd, _), (k, _, _, c_out) = nhwc_shape, w.shape
+        ho, wo = (h + 2 * p - k) // s + 1, (wd + 2 * p - k) // s + 1
+        out = x._new((n, c_out, ho, wo) if channels_first else (n, ho, wo, c_out))
+        x.device.backend.conv(x._handle, w.compact()._handle, out._handle, nhwc_shape, k, c_out,
+                              s, p, channels_first=channels_first)
+        return out
+
+    def _compute_reference(self, a, w):
+        """NHWC through the contract's basic ``conv2d`` on an explicitly padded copy."""
         p = self.padding
-        backend = a.device.backend
-        if backend.supports("conv", a.dtype):  # the backend pads (cuDNN: no padded copy)
-            (n, h, wd, _), (k, _, _, c_out) = a.shape, w.shape
-            ho, wo = (h + 2 * p - k) // self.stride + 1, (wd + 2 * p - k) // self.stride + 1
-            nchw = a.permute((0, 3, 1, 2))
-            if not a.is_compact() and nchw.is_compact():
-                # an NHWC view of NCHW data (an NCHW model's tensor): convolve it as
-                # stored and answer in the same layout, so no copy is made either side
-                out = a._new((n, c_out, ho, wo))
-                backend.conv(nchw._handle, w.compact()._handle, out._handle, a.shape, k, c_out,
-                             self.stride, p, channels_first=True)
-                return out.permute((0, 2, 3, 1))
-            out = a._new((n, ho, wo, c_out))
-            backend.conv(a.compact()._handle, w.compact()._handle, out._handle, a.shape, k, c_out,
-                         self.stride, p)
-            return out
         if p:
             a = a.pad(((0, 0), (p, p), (p, p), (0, 0)))
         return a.conv2d(w, self.stride)

@@ -142,6 +142,7 @@ class CudaBackend(Backend):
 
     def from_numpy(self, array, out):
         array = np.ascontiguousarray(array, dtype=out.dtype)
+        out.wrote()
         # pageable source: the call returns once the data is staged, so `array` may go
         self._memcpy(out.ptr, array.ctypes.data, out.nbytes, _H2D)
 
@@ -183,6 +184,7 @@ class CudaBackend(Backend):
 
     # -- movement ------------------------------------------------------------------------
     def fill(self, out, value):
+        out.wrote()
         if out.size:
             self._fill(out.ptr, value, out.size, out.dtype)
 
@@ -193,9 +195,11 @@ class CudaBackend(Backend):
         self._strided("compact", a.ptr, out.ptr, shape, strides, offset, a.dtype)
 
     def ewise_setitem(self, a, out, shape, strides, offset):
+        out.wrote()
         self._strided("ewise_setitem", a.ptr, out.ptr, shape, strides, offset, out.dtype)
 
     def scalar_setitem(self, size, value, out, shape, strides, offset):
+        out.wrote()
         self._strided("scalar_setitem", value, out.ptr, shape, strides, offset, out.dtype)
 
     def _strided(self, kind, src, dst, shape, strides, offset, dtype):
@@ -390,11 +394,13 @@ class CudaBackend(Backend):
 
     def sgd_update(self, param, grad, buf, lr, momentum, weight_decay, first_step):
         flags = (1 if weight_decay else 0) | (2 if buf is not None else 0) | (4 if first_step else 0)
+        param.wrote()
         self._map(("sgd", self._sfx(param.dtype)), param.size,
                   (param.ptr, grad.ptr, buf.ptr if buf is not None else 0, lr, momentum,
                    weight_decay, flags, param.size))
 
     def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
+        param.wrote()
         self._map(("adam", self._sfx(param.dtype)), param.size,
                   (param.ptr, grad.ptr, m.ptr, v.ptr, lr, beta1, beta2, 1 - beta1, 1 - beta2,
                    1 - beta1 ** step, 1 - beta2 ** step, eps, weight_decay,

@@ -18,6 +18,8 @@ from ..cuda.backend import CudaBackend
 from ..cuda.memory import CudaBuffer
 from . import cublaslt, graphs
 
+#: numpy dtype -> its name (numpy's ``dtype.name`` is a Python property: ~1 us a call)
+_NAMES = {np.dtype(name): name for name in ("float32", "float64")}
 _LINEAR_EPILOGUE = {"identity": "bias", "relu": "relu", "gelu": "gelu"}
 _ATTENTION_OPS = ("attention", "attention_backward")
 _CONV_OPS = ("conv", "conv_backward")
@@ -81,7 +83,7 @@ class CudnnBackend(CudaBackend):
     def supports(self, op, dtype=None):
         if not super().supports(op, dtype):
             return False
-        fp32 = dtype is None or np.dtype(dtype) == np.float32
+        fp32 = dtype is None or dtype == "float32"  # a name or a numpy dtype
         if op in _ATTENTION_OPS:  # cuDNN's attention is bf16 only: the user must opt in
             return fp32 and self.matmul_precision == "bf16" and int(self.rt.arch) >= 80
         if op in _CONV_OPS:  # cuDNN has no NHWC float64 convolution: our kernels run those
@@ -96,7 +98,7 @@ class CudnnBackend(CudaBackend):
         if k == 0:
             self._fill(pc, 0, batch * m * n, dtype)
             return
-        self.lt.gemm(pb, pa, pc, n, m, k, n, k, n, dtype.name, self.matmul_precision,
+        self.lt.gemm(pb, pa, pc, n, m, k, n, k, n, _NAMES[dtype], self.matmul_precision,
                      batch=batch, strides=(k * n, m * k, m * n))
 
     def linear(self, x, w, bias, out, m, k, n, act):
@@ -105,13 +107,13 @@ class CudnnBackend(CudaBackend):
             super().linear(x, w, bias, out, m, k, n, act)
             return
         try:
-            self.lt.gemm(w.ptr, x.ptr, out.ptr, n, m, k, n, k, n, x.dtype.name,
+            self.lt.gemm(w.ptr, x.ptr, out.ptr, n, m, k, n, k, n, _NAMES[x.dtype],
                          self.matmul_precision, epilogue=_LINEAR_EPILOGUE[act], bias=bias.ptr)
         except cublaslt.Unsupported:  # no epilogue for this case: GEMM, then our kernels
             super().linear(x, w, bias, out, m, k, n, act)
 
     def linear_backward(self, grad, x, w, dx, dw, dbias, m, k, n):
-        dtype, precision = x.dtype.name, self.matmul_precision
+        dtype, precision = _NAMES[x.dtype], self.matmul_precision
         if dx is not None:  # dx (m, k) = grad @ w.T: column-major (k, m) = op(w) @ grad
             self.lt.gemm(w.ptr, grad.ptr, dx.ptr, k, m, n, n, n, k, dtype, precision,
                          trans_a=True)
@@ -128,7 +130,7 @@ class CudnnBackend(CudaBackend):
     def _conv_graph(self, kind, dtype, in_shape, kernel, k_out, stride, padding,
                     channels_first=False):
         try:
-            return self.graphs.get(graphs.ConvGraph, kind, dtype.name, self.matmul_precision,
+            return self.graphs.get(graphs.ConvGraph, kind, _NAMES[dtype], self.matmul_precision,
                                    *in_shape, kernel, k_out, stride, padding, channels_first)
         except graphs.Unsupported as e:
             layout = "NCHW" if channels_first else "NHWC"
@@ -138,8 +140,16 @@ class CudnnBackend(CudaBackend):
 
     def _weight_packed(self, w, kernel, c, k_out, channels_first=False):
         """A KRSC (k_out, kh, kw, c_in) or, with ``channels_first``, KCRS (k_out, c_in, kh, kw)
-        copy of a (kh, kw, c_in, k_out) weight (graphs.py says why)."""
-        out = CudaBuffer(w.size, w.dtype)
+        copy of a (kh, kw, c_in, k_out) weight (graphs.py says why), kept with the weight's
+        buffer until that is written (CudaBuffer.derived): inference packs each weight once."""
+        key = ("packed", kernel, c, k_out, channels_first)
+        cache = w.derived
+        if cache is None:
+            cache = w.derived = {}
+        out = cache.get(key)
+        if out is not None:
+            return out
+        out = cache[key] = CudaBuffer(w.size, w.dtype)
         k_stride, c_stride, r_stride, s_stride = 1, k_out, kernel * c * k_out, c * k_out
         if channels_first:
             shape, strides = (k_out, c, kernel, kernel), (k_stride, c_stride, r_stride, s_stride)
@@ -153,7 +163,7 @@ class CudnnBackend(CudaBackend):
         g = self._conv_graph("fprop", x.dtype, in_shape, kernel, out_channels, stride, padding,
                              channels_first)
         weight = self._weight_packed(w, kernel, in_shape[3], out_channels, channels_first)
-        self.graphs.run(g, {g.x: x.ptr, g.w: weight.ptr, g.y: out.ptr})
+        self.graphs.run(g, (x.ptr, weight.ptr, out.ptr))
 
     def conv_backward(self, grad, x, w, dx, dw, in_shape, kernel, out_channels, stride, padding):
         geometry = (in_shape, kernel, out_channels, stride, padding)
@@ -161,11 +171,11 @@ class CudnnBackend(CudaBackend):
         if dx is not None:
             g = self._conv_graph("dgrad", x.dtype, *geometry)
             weight = self._weight_packed(w, kernel, c, out_channels)
-            self.graphs.run(g, {g.dy: grad.ptr, g.w: weight.ptr, g.dx: dx.ptr})
+            self.graphs.run(g, (grad.ptr, weight.ptr, dx.ptr))
         if dw is not None:
             g = self._conv_graph("wgrad", x.dtype, *geometry)
             krsc = CudaBuffer(dw.size, dw.dtype)
-            self.graphs.run(g, {g.x: x.ptr, g.dy: grad.ptr, g.dw: krsc.ptr})
+            self.graphs.run(g, (x.ptr, grad.ptr, krsc.ptr))
             self._strided("compact", krsc.ptr, dw.ptr, (kernel, kernel, c, out_channels),
                           (kernel * c, c, 1, kernel * kernel * c), 0, dw.dtype)
 
@@ -183,22 +193,15 @@ class CudnnBackend(CudaBackend):
                             causal)
         qb, kb, vb = self._to_bf16(q), self._to_bf16(k), self._to_bf16(v)
         ob = CudaBuffer(out.size, np.uint16)
-        self.graphs.run(g, {g.q: qb.ptr, g.k: kb.ptr, g.v: vb.ptr, g.o: ob.ptr,
-                            g.stats: stats.ptr})
+        self.graphs.run(g, (qb.ptr, kb.ptr, vb.ptr, ob.ptr, stats.ptr))
         self._from_bf16(ob, out)
 
     def attention_backward(self, q, k, v, out, stats, grad, dq, dk, dv, batch, seq_q, seq_k,
                            dim, scale, causal):
         g = self.graphs.get(graphs.AttentionGraph, "backward", batch, seq_q, seq_k, dim, scale,
                             causal)
-        bindings = {g.stats: stats.ptr}
-        keep = []  # the bf16 buffers must live until the graph has run
-        for t, a in ((g.q, q), (g.k, k), (g.v, v), (g.o, out), (g.do, grad)):
-            keep.append(self._to_bf16(a))
-            bindings[t] = keep[-1].ptr
-        grads = [(t, CudaBuffer(a.size, np.uint16), a)
-                 for t, a in ((g.dq, dq), (g.dk, dk), (g.dv, dv))]
-        bindings.update((t, buf.ptr) for t, buf, _ in grads)
-        self.graphs.run(g, bindings)
-        for _, buf, target in grads:
+        inputs = [self._to_bf16(a) for a in (q, k, v, out, grad)]  # alive until the graph ran
+        grads = [CudaBuffer(a.size, np.uint16) for a in (dq, dk, dv)]
+        self.graphs.run(g, [a.ptr for a in inputs] + [stats.ptr] + [a.ptr for a in grads])
+        for buf, target in zip(grads, (dq, dk, dv)):
             self._from_bf16(buf, target)

@@ -7,6 +7,7 @@ c_in) for NHWC and KCRS (c_out, c_in, kh, kw) for NCHW: measured on an H100 (cuD
 frontend 1.32), cuDNN accepted the strides of Needle's (kh, kw, c_in, c_out) weights and then
 read and wrote them as KRSC anyway, so the backend copies weights to and from that layout.
 """
+import ctypes
 import functools
 
 
@@ -32,22 +33,26 @@ def _packed(n, c, h, w, channels_first):
 class Graphs:
     """The cuDNN handle, a growing workspace and every graph built so far."""
 
+    #: how graphs execute: "raw" (the frontend's C++ call under its public ``execute``, see
+    #: :class:`_RawExecute`; falls back to "ordered" where unavailable) or "ordered" (the
+    #: public ``execute`` with a tuple of addresses and their uids);
+    #: tools/bench_cudnn_execute.py times both
+    form = "raw"
+
     def __init__(self):
         import cupy
 
         cudnn = _cudnn()
         self.handle = cudnn.create_handle()
+        self._backend_handle = getattr(self.handle, "backend_handle", None)
         self._cupy_cuda = cupy.cuda
         self._stream = None
         self._workspace, self._workspace_bytes = None, 0
         self.cache = {}
 
-    #: pass operands as an ordered tuple with their uids (the frontend's cheaper form)
-    #: rather than a {tensor: address} dict; tools/bench_cudnn_execute.py compares them
-    ordered = True
-
-    def run(self, graph, bindings):
-        """Execute ``graph`` on CuPy's current stream with ``{tensor: address}``."""
+    def run(self, graph, pointers):
+        """Execute ``graph`` on CuPy's current stream with the device addresses of its
+        operands, in the order of ``graph.uids``."""
         stream = self._cupy_cuda.get_current_stream().ptr
         if stream != self._stream:
             _cudnn().set_stream(self.handle, stream)
@@ -56,11 +61,14 @@ class Graphs:
         if need > self._workspace_bytes:
             self._workspace, self._workspace_bytes = self._cupy_cuda.alloc(need), need
         workspace = self._workspace.ptr if need else None
-        if self.ordered:
-            graph.graph.execute(tuple(bindings.values()), workspace, handle=self.handle,
-                                tensor_uids=tuple(t.uid for t in bindings))
-        else:
-            graph.graph.execute(bindings, workspace, handle=self.handle)
+        raw = graph.raw
+        if raw and self.form == "raw":
+            raw(pointers, workspace or 0, self._backend_handle)
+            return
+        graph.graph.execute(tuple(pointers), workspace, handle=self.handle,
+                            tensor_uids=graph.uids)
+        if raw is None:  # decided after one public execute, which finishes the frontend's setup
+            graph.raw = _RawExecute.make(graph, self._backend_handle) or False
 
     def get(self, cls, *key):
         """The cached graph ``cls(self.handle, *key)``, built on first use.
@@ -79,6 +87,46 @@ class Graphs:
         return graph
 
 
+class _RawExecute:
+    """One graph's execution as a single call into the frontend's C++ layer.
+
+    The public ``execute`` spends ~20 us of Python per call describing each operand, even
+    for bare addresses (measured on an H100 with frontend 1.32; tools/bench_cudnn_execute.py).
+    Below it, the frontend hands cuDNN a ``void*[]`` of the operands in ascending uid order
+    (``_lowered_graph._execute_with_raw_ptrs``); this class fills such an array and makes that
+    call. It is private frontend API, so :meth:`make` returns None (and the public path
+    stays) unless every piece is there and the plan is one of cuDNN's own engines.
+    """
+
+    def __init__(self, execute, slots, size, plan_index):
+        self._execute, self._slots, self._plan_index = execute, slots, plan_index
+        self._array = (ctypes.c_void_p * size)()  # one per graph: Needle runs one thread
+        self._address = ctypes.addressof(self._array)
+
+    @classmethod
+    def make(cls, graph, backend_handle):
+        g = graph.graph
+        try:
+            lowered = g._lowered_graph
+            execute = lowered._execute_with_raw_ptrs
+            if g.selected_engine is not None or backend_handle is None:
+                return None  # a Python engine, or a handle this class cannot pass
+            order = list(g._variant_pack_uids() or ())
+            if sorted(order) != sorted(graph.uids):
+                return None
+            cfg = g._materialize_backend_plan(g._plan_index) if g._plans else None
+        except Exception:  # noqa: BLE001 - any frontend that differs keeps the public path
+            return None
+        index = -1 if cfg is None or cfg.cpp_index is None else cfg.cpp_index
+        return cls(execute, [order.index(uid) for uid in graph.uids], len(order), index)
+
+    def __call__(self, pointers, workspace, handle):
+        array = self._array
+        for slot, address in zip(self._slots, pointers):
+            array[slot] = address
+        self._execute(self._address, len(array), workspace, handle, self._plan_index)
+
+
 def _finish(graph, handle, forbid_tensor_cores):
     """Validate, plan and build ``graph``; its workspace size in bytes."""
     cudnn = _cudnn()
@@ -95,7 +143,19 @@ def _finish(graph, handle, forbid_tensor_cores):
     return graph.get_workspace_size()
 
 
-class ConvGraph:
+class _Graph:
+    """A built cuDNN graph (``graph``), its workspace size, and the ``uids`` of its operands
+    in the order :meth:`Graphs.run` takes their addresses."""
+
+    raw = None  # the graph's _RawExecute, or False where there is none (set by Graphs.run)
+
+    def _built(self, g, handle, forbid_tensor_cores, *operands):
+        self.graph = g
+        self.workspace = _finish(g, handle, forbid_tensor_cores)
+        self.uids = tuple(t.uid for t in operands)  # assigned while the graph is built
+
+
+class ConvGraph(_Graph):
     """One of conv forward (``fprop``), data gradient (``dgrad``) or weight gradient
     (``wgrad``) for input ``(n, h, w, c)``, a square ``kernel``, ``k_out`` outputs; NHWC
     tensors and a KRSC weight, or NCHW and KCRS with ``channels_first``."""
@@ -117,21 +177,23 @@ class ConvGraph:
             self.w = g.tensor(name="w", dim=w_dim, stride=w_stride, data_type=dt)
             self.y = g.conv_fprop(image=self.x, weight=self.w, **geometry)
             self.y.set_output(True).set_dim(y_dim).set_stride(y_stride).set_data_type(dt)
+            operands = (self.x, self.w, self.y)
         elif kind == "dgrad":
             self.dy = g.tensor(name="dy", dim=y_dim, stride=y_stride, data_type=dt)
             self.w = g.tensor(name="w", dim=w_dim, stride=w_stride, data_type=dt)
             self.dx = g.conv_dgrad(loss=self.dy, filter=self.w, **geometry)
             self.dx.set_output(True).set_dim(x_dim).set_stride(x_stride).set_data_type(dt)
+            operands = (self.dy, self.w, self.dx)
         else:
             self.x = g.tensor(name="x", dim=x_dim, stride=x_stride, data_type=dt)
             self.dy = g.tensor(name="dy", dim=y_dim, stride=y_stride, data_type=dt)
             self.dw = g.conv_wgrad(image=self.x, loss=self.dy, **geometry)
             self.dw.set_output(True).set_dim(w_dim).set_stride(w_stride).set_data_type(dt)
-        self.graph = g
-        self.workspace = _finish(g, handle, dtype == "float32" and precision == "highest")
+            operands = (self.x, self.dy, self.dw)
+        self._built(g, handle, dtype == "float32" and precision == "highest", *operands)
 
 
-class AttentionGraph:
+class AttentionGraph(_Graph):
     """cuDNN flash attention, forward (with the softmax stats) or backward, on bf16
     ``(batch, 1, seq, dim)`` tensors (batch = batch x heads); the stats are float32."""
 
@@ -157,6 +219,7 @@ class AttentionGraph:
             o, stats = g.sdpa(name="sdpa", q=self.q, k=self.k, v=self.v, generate_stats=True,
                               **mask)
             self.o, self.stats = output(o, seq_q), output(stats, seq_q, 1, f32)
+            operands = (self.q, self.k, self.v, self.o, self.stats)
         else:
             self.o, self.do = seq_tensor("o", seq_q), seq_tensor("do", seq_q)
             self.stats = g.tensor(name="stats", dim=[batch, 1, seq_q, 1],
@@ -164,5 +227,6 @@ class AttentionGraph:
             dq, dk, dv = g.sdpa_backward(name="sdpa_backward", q=self.q, k=self.k, v=self.v,
                                          o=self.o, dO=self.do, stats=self.stats, **mask)
             self.dq, self.dk, self.dv = output(dq, seq_q), output(dk, seq_k), output(dv, seq_k)
-        self.graph = g
-        self.workspace = _finish(g, handle, False)
+            operands = (self.q, self.k, self.v, self.o, self.do, self.stats, self.dq, self.dk,
+                        self.dv)
+        self._built(g, handle, False, *operands)
