@@ -70,6 +70,15 @@ def test_quick_csv_has_metadata_and_rows(quick_run):
     assert all(r["status"] == "ok" and float(r["median_ms"]) > 0 for r in rows)
 
 
+def test_commit_passed_in_wins_over_the_checkout(monkeypatch):
+    # a tree copied to the GPU machine carries a stale .git: the commit passed in is the truth
+    from needle.bench import metadata
+    monkeypatch.setenv("NEEDLE_BENCH_COMMIT", "abc1234")
+    assert metadata.git_commit() == "abc1234"
+    monkeypatch.delenv("NEEDLE_BENCH_COMMIT")
+    assert metadata.git_commit() != "abc1234"
+
+
 def test_python_m_entry_point_exists():
     import importlib.util
     assert importlib.util.find_spec("needle.bench.__main__") is not None

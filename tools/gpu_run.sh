@@ -14,10 +14,9 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
   .whl/wgpu-*.whl .whl/cffi-*.whl .whl/pycparser-*.whl .whl/rendercanvas-*.whl \
   .whl/nvmath_python-*.whl .whl/nvidia_cudnn_frontend-*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD XDG_RUNTIME_DIR=/tmp PYTHONUNBUFFERED=1
-# the working tree travels without .git: pass the commit in, e.g. NEEDLE_BENCH_COMMIT=$(git rev-parse --short HEAD)
-export NEEDLE_BENCH_COMMIT=${NEEDLE_BENCH_COMMIT:-unknown}
+# the tree copy's .git may be stale: pass the commit in, e.g. NEEDLE_BENCH_COMMIT=$(git rev-parse --short HEAD)
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-{ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; date -u +%F; echo "commit $NEEDLE_BENCH_COMMIT"; } > "$OUT/gpu.txt"
+{ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; date -u +%F; echo "commit ${NEEDLE_BENCH_COMMIT:-unknown}"; } > "$OUT/gpu.txt"
 case $mode in
   test)  timeout ${TEST_S:-420} python3 -m pytest --device ${DEVICES:-cuda,cudnn,webgpu} -q -p no:cacheprovider -o addopts=-ra "$@" 2>&1 \
            | tee "$OUT/pytest.log" | grep -v "^SKIPPED" | tail -30 ;;

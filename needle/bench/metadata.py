@@ -54,9 +54,10 @@ def gpus():
 
 
 def git_commit():
+    """``$NEEDLE_BENCH_COMMIT`` when set (a copied tree may carry a stale .git), else HEAD."""
     here = os.path.dirname(os.path.abspath(__file__))
-    commit = _run(["git", "rev-parse", "HEAD"], cwd=here)
-    return commit or os.environ.get("NEEDLE_BENCH_COMMIT") or None
+    return (os.environ.get("NEEDLE_BENCH_COMMIT")
+            or _run(["git", "rev-parse", "HEAD"], cwd=here) or None)
 
 
 def versions():
