@@ -196,10 +196,10 @@ def test_summarize_matches_numpy():
 
 def test_sample_plan_adapts_to_step_time():
     s = timing.Settings(row_time=0.5, min_iters=10, max_samples=2000, chunk_s=1e-3)
-    assert timing.sample_plan(1e-6, s, events=False) == (500, 1000)  # 1 ms chunks
-    assert timing.sample_plan(1e-6, s, events=True) == (2000, 1)     # capped
-    assert timing.sample_plan(0.2, s, events=False) == (10, 1)       # at least min_iters
-    assert timing.sample_plan(0.2, timing.Settings(iters=7), events=False) == (7, 1)
+    assert timing.sample_plan(1e-6, s) == (500, 1000)   # 1 ms chunks
+    assert timing.sample_plan(1e-5, s) == (500, 100)
+    assert timing.sample_plan(0.2, s) == (10, 1)        # at least min_iters
+    assert timing.sample_plan(0.2, timing.Settings(iters=7)) == (7, 1)
     with pytest.raises(timing.TooSlow):
         timing.check_budget(1.0, timing.Settings(max_row_time=5.0))
 
@@ -210,6 +210,23 @@ def test_measure_counts_steps():
     times, info = timing.measure(r, timing.Settings(iters=5, warmup=2))
     assert len(times) == 5 and info["iters"] == 5
     assert len(calls) == 2 + 2 + 5  # two estimating steps, warm-up, timed
+
+
+def test_event_samples_are_means_of_back_to_back_steps(monkeypatch):
+    # fake CUDA events on a clock that each step advances by 2 ms
+    clock = [0.0]
+
+    class Event:
+        def record(self):
+            self.t = clock[0]
+
+    monkeypatch.setattr(timing, "_events", lambda api: (Event, lambda: None,
+                                                        lambda s, e: e.t - s.t))
+
+    def step():
+        clock[0] += 2.0
+    assert timing.time_cuda_events(step, samples=3, inner=4) == pytest.approx([2e-3] * 3)
+    assert clock[0] == 2.0 * 3 * 4
 
 
 # ---------------------------------------------------------------- cases, backends, report

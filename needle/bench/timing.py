@@ -9,14 +9,17 @@ Procedure for one row (see ``measure``), after the backend's first (validated) r
   3. timed samples until about ``row_time`` seconds are spent (at least ``min_iters``
      samples, at most ``max_samples``), or exactly ``iters`` steps when given.
 
-Two timers:
+Both timers take one sample as the mean of ``k`` back-to-back steps, with ``k`` chosen so
+a sample lasts ~1 ms (``k = 1`` for steps of 1 ms or more, and when ``iters`` is given):
   * ``cuda-events`` (PyTorch on CUDA) and ``cupy-events`` (Needle's CUDA devices, whose
-    work runs on CuPy's current stream): a CUDA event pair around every step, no host
-    synchronisation between steps; one sample per step.
-  * ``host``: ``sync(); t0 = perf_counter(); k steps; sync(); t1`` -- one sample is the
-    mean of ``k`` back-to-back steps, with ``k`` chosen so a sample lasts ~1 ms (so a
-    device's synchronisation latency is amortised as it is with events); ``k = 1`` for
-    steps of 1 ms or more, and when ``iters`` is given.
+    work runs on CuPy's current stream): a CUDA event pair around the ``k`` steps, no host
+    synchronisation between samples.
+  * ``host``: ``sync(); t0 = perf_counter(); k steps; sync(); t1``.
+Why ``k`` steps and not one: a host-bound step (a thin matmul, a small MLP) is as long as a
+few event records, and the two libraries' ``Event.record`` differ in how much of their own
+Python cost lands between the two GPU timestamps. Over ~1 ms of steps that cost, like the
+host clock's synchronisation latency, is amortised, and a sample is the steady-state time
+a loop of steps takes, the figure a user's training loop sees.
 
 The timed samples run with Python's cyclic garbage collector paused (after a collection),
 as ``timeit`` does: one process holds PyTorch, JAX and Needle, and a collection pass over
@@ -97,12 +100,12 @@ def warmup_steps(est, settings):
     return 1 if est * n > 0.25 * settings.max_row_time else n
 
 
-def sample_plan(est, settings, events):
+def sample_plan(est, settings):
     """(samples, steps per sample) for a step of ``est`` seconds."""
     est = max(est, 1e-7)
     if settings.iters is not None:
         return settings.iters, 1
-    inner = 1 if events else max(1, math.ceil(settings.chunk_s / est - 1e-9))
+    inner = max(1, math.ceil(settings.chunk_s / est - 1e-9))
     samples = int(min(settings.max_samples,
                       max(settings.min_iters, round(settings.row_time / (est * inner)))))
     return samples, inner
@@ -144,19 +147,20 @@ def _events(api):
             cupy.cuda.get_elapsed_time)
 
 
-def time_cuda_events(step, samples, api="torch"):
-    """Per-step seconds between CUDA events recorded on ``api``'s (torch or cupy) current
-    stream before and after each step."""
+def time_cuda_events(step, samples, inner, api="torch"):
+    """Per-step seconds, each the mean of ``inner`` back-to-back steps between two CUDA events
+    recorded on ``api``'s (torch or cupy) current stream."""
     make, synchronize, elapsed_ms = _events(api)
     starts = [make() for _ in range(samples)]
     ends = [make() for _ in range(samples)]
     synchronize()
     for start, end in zip(starts, ends):
         start.record()
-        step()
+        for _ in range(inner):
+            step()
         end.record()
     synchronize()
-    return [elapsed_ms(s, e) * 1e-3 for s, e in zip(starts, ends)]
+    return [elapsed_ms(s, e) * 1e-3 / inner for s, e in zip(starts, ends)]
 
 
 def measure(runnable, settings):
@@ -178,10 +182,10 @@ def measure(runnable, settings):
             step()
         sync()
         est = min(est, (time.perf_counter() - t0) / warmup)  # back-to-back steady state
-    samples, inner = sample_plan(est, settings, events)
+    samples, inner = sample_plan(est, settings)
     with gc_paused():
         if events:
-            times = time_cuda_events(step, samples, EVENT_TIMERS[runnable.timer])
+            times = time_cuda_events(step, samples, inner, EVENT_TIMERS[runnable.timer])
         else:
             times = time_host(step, sync, samples, inner)
     info = {"timer": runnable.timer, "warmup": warmup + 2, "samples": samples,
