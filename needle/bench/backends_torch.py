@@ -197,7 +197,9 @@ def _capture(torch, fn, warmup=3):
             fn()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    # thread_local: JAX's runtime threads, still freeing an earlier row's buffers, must not
+    # invalidate this capture (under "global" one did, and broke the CUDA context after it)
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
         out = fn()
     return graph, out
 
