@@ -289,3 +289,27 @@ def test_cli_rejects_unknown_suite_and_backend():
         cli.parse_args(["--suite", "nope"])
     with pytest.raises(SystemExit):
         cli.main(["--backends", "nope", "--quick"])
+
+
+def test_compare_runs_tool_tables_ratios_across_runs(tmp_path):
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).parent.parent / "tools" / "compare_runs.py"
+    spec = importlib.util.spec_from_file_location("compare_runs", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    def run(name, needle_ms, torch_ms, extra=()):
+        rows = [{"suite": "mlp", "case": "a", "backend": "needle-cudnn", "valid": True,
+                 "median_ms": needle_ms},
+                {"suite": "mlp", "case": "a", "backend": "torch-cuda", "valid": True,
+                 "median_ms": torch_ms}, *extra]
+        (tmp_path / name).write_text(json.dumps({"metadata": {}, "rows": rows}))
+        return tool.medians(tmp_path / name)
+
+    invalid = {"suite": "mlp", "case": "b", "backend": "needle-cudnn", "valid": False,
+               "median_ms": None}
+    runs = [run("1.json", 1.0, 2.0, [invalid]), run("2.json", 2.08, 2.0), run("3.json", 3.0, 2.0)]
+    lines = tool.table(runs, "needle-cudnn", "torch-cuda", tolerance=0.05).splitlines()
+    assert len(lines) == 3  # header, rule, one case: the invalid row is left out
+    assert lines[2] == "| mlp | a | 0.50 | 1.04 | 1.50 | 1.04 | 0.50–1.50 | 2/3 |"

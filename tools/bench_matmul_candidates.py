@@ -72,7 +72,9 @@ def main():
         a, b = needle.Tensor(a_np, device=device), needle.Tensor(b_np, device=device)
         pa, pb = a.realize_cached_data()._handle.ptr, b.realize_cached_data()._handle.ptr
         c = CudaBuffer(m * n, "float32")
-        lt.plans.clear()  # a fresh plan, tuned here, so its candidates are listed
+        for old in lt.plans.values():  # a fresh plan, tuned here, so its candidates are listed
+            old.close()
+        lt.plans.clear()
         lt.gemm(pb, pa, c.ptr, n, m, k, n, k, n, "float32", "highest")  # as backend.matmul
         plan = next(iter(lt.plans.values()))
         print(f"== {m}x{k}x{n}: {len(plan.candidates)} candidates, the autotuner chose "
