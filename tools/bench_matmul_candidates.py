@@ -16,6 +16,7 @@ import numpy as np
 
 import needle
 from needle.backend_ndarray.cuda.memory import CudaBuffer
+from needle.bench import timing
 from needle.bench.suites import MATMUL_SHAPES
 
 CALLS = 200
@@ -27,14 +28,7 @@ def _synchronize():
 
 def event_us(fn, calls):
     """Microseconds per call between CuPy events around ``calls`` calls issued back to back."""
-    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-    _synchronize()
-    start.record()
-    for _ in range(calls):
-        fn()
-    stop.record()
-    stop.synchronize()
-    return cupy.cuda.get_elapsed_time(start, stop) / calls * 1e3
+    return timing.time_cuda_events(fn, samples=1, inner=calls, api="cupy")[0] * 1e6
 
 
 def host_us(fn, calls):
