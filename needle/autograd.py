@@ -304,9 +304,16 @@ class Tensor(Value):
         return _ops().transpose(self)
 
 
+_OPS = None
+
+
 def _ops():
-    from . import ops
-    return ops
+    """needle.ops (which imports this module), imported once: every Tensor operator asks."""
+    global _OPS
+    if _OPS is None:
+        from . import ops
+        _OPS = ops
+    return _OPS
 
 
 def find_topo_sort(node_list):

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from helpers import fresh_rng, upload
 
-from needle.backend_ndarray.device import cuda as cuda_device
 from needle.backend_ndarray.contract import BINARY_OPS, FUSED_OPS, REDUCE_OPS, UNARY_OPS
 from needle.backend_ndarray.cuda.kernels import SGEMM_TILES, tile_name
+from needle.backend_ndarray.cuda.memory import CudaBuffer
+from needle.backend_ndarray.device import cuda as cuda_device
 from needle.backend_ndarray.numpy_backend import NumpyBackend
 
 REF = NumpyBackend()
@@ -773,8 +774,8 @@ class _FakeMemory:
 
 @pytest.fixture
 def blocks(monkeypatch):
-    """memory._Blocks over a fake CuPy whose ``alloc`` fails once ``limit`` blocks are out;
-    the current stream is ``streams[0]``."""
+    """CudaBuffers over a fake CuPy whose ``alloc`` fails once ``limit`` blocks are out;
+    the current stream is ``streams[0]``. Yields (memory._Blocks, state)."""
     from needle.backend_ndarray.cuda import memory
 
     state = types.SimpleNamespace(out=0, limit=100, streams=[_Stream(7)])
@@ -786,34 +787,37 @@ def blocks(monkeypatch):
 
     monkeypatch.setattr(memory._Blocks, "free", {})
     monkeypatch.setattr(memory._Blocks, "cached_bytes", 0)
-    monkeypatch.setattr(memory._Blocks, "_alloc", alloc)
-    monkeypatch.setattr(memory._Blocks, "_stream", lambda: state.streams[0])
-    monkeypatch.setattr(memory._Blocks, "_out_of_memory", _OutOfMemory)
-    return memory._Blocks, state
+    monkeypatch.setattr(memory._Blocks, "alloc", staticmethod(alloc))
+    monkeypatch.setattr(memory._Blocks, "stream", staticmethod(lambda: state.streams[0]))
+    monkeypatch.setattr(memory._Blocks, "out_of_memory", _OutOfMemory)
+    in_use = memory._Stats.in_use
+    yield memory._Blocks, state
+    assert memory._Stats.in_use == in_use  # every buffer made here was counted back
 
 
 def test_freed_blocks_are_reused_per_size_and_stream(blocks):
     pool, state = blocks
-    a, stream = pool.take(512)
-    assert stream == 7
-    pool.give(a, stream, 512)
+    a = CudaBuffer(128, "float32")
+    first, stream = a.mem, a.stream
+    assert stream == 7 and a.ptr == first.ptr
+    del a
     assert pool.cached_bytes == 512
-    assert pool.take(1024)[0] is not a  # another size: a new block
-    assert pool.take(512)[0] is a and pool.cached_bytes == 0  # same size and stream: reused
-    pool.give(a, 7, 512)
+    assert CudaBuffer(256, "float32").mem is not first  # another size: a new block (kept)
+    assert pool.cached_bytes == 512 + 1024
+    b = CudaBuffer(64, "float64")  # the same 512 bytes on the same stream: reused
+    assert b.mem is first and pool.cached_bytes == 1024
+    del b
     state.streams[0] = _Stream(9)
-    assert pool.take(512)[0] is not a  # another stream: not reused without a sync
+    assert CudaBuffer(128, "float32").mem is not first  # another stream: no reuse without a sync
 
 
 def test_out_of_memory_returns_kept_blocks_and_retries(blocks):
     pool, state = blocks
     for _ in range(3):
-        mem, stream = pool.take(256)
-        pool.give(mem, stream, 256)  # kept: still out as far as CuPy knows
-    del mem
+        CudaBuffer(64, "float32")  # freed at once, its block kept: still out for CuPy
     assert state.out == 1  # the three buffers took turns with one block
     state.limit = 1  # CuPy is full while that kept block is out
-    big, _ = pool.take(4096)  # fails, returns the kept block, then succeeds
-    assert pool.cached_bytes == 0 and not pool.free and state.out == 1
+    big = CudaBuffer(1024, "float32")  # fails, returns the kept block, then succeeds
+    assert pool.cached_bytes == 0 and not pool.free and state.out == 1 and big.ptr
     with pytest.raises(_OutOfMemory):  # nothing kept to give back: CuPy's error stands
-        pool.take(4096)
+        CudaBuffer(1024, "float32")

@@ -281,6 +281,32 @@ def test_alignment():
     assert cublaslt._alignment(4096, 4) == 4
 
 
+def test_autotuner_keeps_the_candidate_fastest_back_to_back():
+    """Windows of calls sized to ~TUNING_WINDOW_MS from a one-call estimate; the best window
+    of each candidate counts, not its one-call time (here the one-call times mislead)."""
+    one_call = {"split_k": 0.010, "plain": 0.012, "slow": 0.030}  # ms
+    back_to_back = {"split_k": 0.023, "plain": 0.020, "slow": 0.030}
+    ran, windows = [], []
+
+    def per_call_ms(call, calls):
+        before = len(ran)
+        call()
+        algo = ran[before]
+        windows.append((algo, calls))
+        if calls == 1:
+            return one_call[algo]
+        return back_to_back[algo] + 0.001 * sum(a == algo for a, _ in windows)  # noise: the
+        # candidate's first window is its best
+
+    assert cublaslt.fastest(list(one_call), ran.append, per_call_ms) == "plain"
+    expected = {a: min(cublaslt.TUNING_MAX_CALLS, int(cublaslt.TUNING_WINDOW_MS / t))
+                for a, t in one_call.items()}
+    for algo in one_call:
+        timed = [calls for a, calls in windows if a == algo]
+        assert timed == [1] + [expected[algo]] * cublaslt.TUNING_SAMPLES
+        assert ran.count(algo) == 2 + cublaslt.TUNING_SAMPLES  # warm-up, estimate, windows
+
+
 @pytest.mark.parametrize("module,package", [("nvmath", "nvmath-python"),
                                             ("cudnn", "nvidia-cudnn-frontend")])
 def test_unavailable_reason_names_the_package(monkeypatch, module, package):

@@ -60,7 +60,10 @@ def main(m=32, k=64, n=64):
         with needle.no_grad():
             return a @ b
 
+    import cupy
+
     rows = [
+        ("cupy.cuda.get_current_stream().ptr", lambda: cupy.cuda.get_current_stream().ptr),
         ("cublasLtMatmul (nvmath binding)", lambda: lt._run(plan, bh.ptr, ah.ptr, c.ptr, 0,
                                                             plan.algo)),
         ("CublasLt.gemm (plan lookup)", lambda: lt.gemm(*key_args)),

@@ -404,17 +404,20 @@ class NDArray:
         if len(a_shape) < 2 or len(b_shape) < 2:
             raise ShapeError(f"matmul needs operands of at least 2 dimensions, got shapes "
                              f"{a_shape} and {b_shape}")
-        (m, k), (k2, n), batch_shape = a_shape[-2:], b_shape[-2:], a_shape[:-2]
-        if k != k2 or batch_shape != b_shape[:-2]:
+        *batch_shape, m, k = a_shape
+        *b_batch_shape, k2, n = b_shape
+        if k != k2 or batch_shape != b_batch_shape:
             raise ShapeError(f"matmul: shapes {a_shape} and {b_shape} are not aligned")
+        batch_shape = tuple(batch_shape)
         out = NDArray._make(batch_shape + (m, n), None, device, None, 0, self._dtype)
         batch = prod(batch_shape)
         if m and n and batch:
             if k == 0:
                 out.fill(0.0)
-            else:
-                device.backend.matmul(self.compact()._handle, other.compact()._handle,
-                                      out._handle, batch, m, k, n)
+            else:  # (_compact is None for a view not yet asked: compact() decides)
+                a = self if self._compact else self.compact()
+                b = other if other._compact else other.compact()
+                device.backend.matmul(a._handle, b._handle, out._handle, batch, m, k, n)
         return out
 
     def conv2d(self, weight, stride=1):

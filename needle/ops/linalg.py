@@ -16,12 +16,16 @@ class MatMul(TensorOp):
         return out_grad @ transpose(b), transpose(a) @ out_grad
 
 
+_MATMUL = MatMul()  # stateless: one instance serves every product
+
+
 def matmul(a, b):
     """Matrix product with NumPy semantics: 1-D operands are promoted and the batch
     dimensions of N-D operands broadcast against each other."""
     a_shape, b_shape = a.shape, b.shape
     if len(a_shape) == len(b_shape) == 2 and a_shape[1] == b_shape[0]:
-        return MatMul()(a, b)  # the common case, without the checks below
+        # the common case, without the checks below (an eager product is host-bound)
+        return Tensor.make_from_op(_MATMUL, (a, b))
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError(f"matmul does not accept 0-d operands (shapes {a.shape}, {b.shape})")
     if a.ndim == 1:
@@ -34,7 +38,7 @@ def matmul(a, b):
     batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
     a = broadcast_to(a, batch + a.shape[-2:])
     b = broadcast_to(b, batch + b.shape[-2:])
-    return MatMul()(a, b)
+    return _MATMUL(a, b)
 
 
 class Conv(TensorOp):

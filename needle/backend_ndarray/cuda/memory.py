@@ -3,19 +3,10 @@ import numpy as np
 
 
 class _Stats:
-    """Bytes held by live CudaBuffers, and the most ever held at once."""
+    """Bytes held by live CudaBuffers, and the most ever held at once (CudaBuffer counts)."""
 
     in_use = 0
     peak = 0
-
-    @classmethod
-    def take(cls, nbytes):
-        cls.in_use += nbytes
-        cls.peak = max(cls.peak, cls.in_use)
-
-    @classmethod
-    def give(cls, nbytes):
-        cls.in_use -= nbytes
 
 
 # dtype (name or numpy dtype) -> numpy dtype: allocations skip np.dtype's parsing
@@ -31,37 +22,37 @@ class _Blocks:
     lent H100's host). Reuse on the stream the block was allocated on is safe without a
     synchronisation, as in CuPy's pool: work queued earlier on that stream finishes first.
     When CuPy runs out of memory, the kept blocks go back to its pool and it retries.
+    CudaBuffer takes and gives blocks inline: that is the hot path of every op's output.
     """
 
     free = {}  # (stream address, nbytes) -> [cupy MemoryPointer]
     cached_bytes = 0
-    _alloc = _stream = _out_of_memory = None  # CuPy's, bound on first use
+    alloc = out_of_memory = None  # CuPy's, bound with the stream function on first use
+
+    @staticmethod
+    def stream():
+        """The current CuPy stream (this first call binds CuPy's functions in its place)."""
+        _Blocks.bind()
+        return _Blocks.stream()
 
     @classmethod
-    def take(cls, nbytes):
-        """(memory, stream address) for a new buffer of ``nbytes`` on the current stream."""
-        if cls._alloc is None:
-            import cupy  # not at import time: importing this module must not need CuPy
+    def bind(cls):
+        import cupy  # not at import time: importing this module must not need CuPy
 
-            cls._alloc, cls._stream = cupy.cuda.alloc, cupy.cuda.get_current_stream
-            cls._out_of_memory = cupy.cuda.memory.OutOfMemoryError
-        stream = cls._stream().ptr
-        blocks = cls.free.get((stream, nbytes))
-        if blocks:
-            cls.cached_bytes -= nbytes
-            return blocks.pop(), stream
+        cls.stream = staticmethod(cupy.cuda.get_current_stream)
+        cls.alloc = staticmethod(cupy.cuda.alloc)
+        cls.out_of_memory = cupy.cuda.memory.OutOfMemoryError
+
+    @classmethod
+    def allocate(cls, nbytes):
+        """New memory from CuPy's pool (after :meth:`stream`, which binds CuPy)."""
         try:
-            return cls._alloc(nbytes), stream
-        except cls._out_of_memory:
+            return cls.alloc(nbytes)
+        except cls.out_of_memory:
             if not cls.cached_bytes:
                 raise
             cls.release()
-            return cls._alloc(nbytes), stream
-
-    @classmethod
-    def give(cls, mem, stream, nbytes):
-        cls.free.setdefault((stream, nbytes), []).append(mem)
-        cls.cached_bytes += nbytes
+            return cls.alloc(nbytes)
 
     @classmethod
     def release(cls):
@@ -86,25 +77,40 @@ class CudaBuffer:
     __slots__ = ("size", "dtype", "nbytes", "mem", "stream", "ptr", "derived")
 
     def __init__(self, size, dtype):
-        self.nbytes = 0  # counted only once the allocation succeeded (see __del__)
-        self.size = size = int(size)
-        dt = _DTYPES.get(dtype)
-        self.dtype = dt = np.dtype(dtype) if dt is None else dt
-        nbytes = size * dt.itemsize
-        self.mem, self.stream = _Blocks.take(nbytes) if nbytes else (None, None)
-        self.ptr = self.mem.ptr if nbytes else 0  # read once: launches pass it on every call
-        self.nbytes = nbytes
+        self.mem = None  # first: __del__ runs even when the allocation below fails
         self.derived = None
-        _Stats.take(nbytes)
+        self.size = size = int(size)
+        self.dtype = dt = _DTYPES.get(dtype) or np.dtype(dtype)
+        self.nbytes = nbytes = size * dt.itemsize
+        if not nbytes:
+            self.ptr, self.stream = 0, None
+            return
+        self.stream = stream = _Blocks.stream().ptr
+        kept = _Blocks.free.get((stream, nbytes))
+        if kept:
+            _Blocks.cached_bytes -= nbytes
+            self.mem = kept.pop()
+        else:
+            self.mem = _Blocks.allocate(nbytes)
+        self.ptr = self.mem.ptr  # read once: launches pass it on every call
+        in_use = _Stats.in_use = _Stats.in_use + nbytes
+        if in_use > _Stats.peak:
+            _Stats.peak = in_use
 
     def wrote(self):
         """The contents changed in place: whatever was derived from them is stale."""
         self.derived = None
 
     def __del__(self):
-        _Stats.give(self.nbytes)
         if self.mem is not None and _Blocks is not None:  # (None at interpreter exit)
-            _Blocks.give(self.mem, self.stream, self.nbytes)
+            nbytes = self.nbytes
+            _Stats.in_use -= nbytes
+            _Blocks.cached_bytes += nbytes
+            kept = _Blocks.free.get((self.stream, nbytes))
+            if kept is None:
+                _Blocks.free[self.stream, nbytes] = [self.mem]
+            else:
+                kept.append(self.mem)
 
     def __repr__(self):
         return f"CudaBuffer(size={self.size}, dtype={self.dtype.name}, ptr={self.ptr:#x})"

@@ -8,8 +8,9 @@ no transposed copies.
 A *plan* (descriptors, layouts and an algorithm) is built once per shape, dtype, precision,
 epilogue and operand alignment and then reused: running one is a single ``cublasLt.matmul``
 call. The algorithm is autotuned on the plan's first call: cuBLASLt's heuristic proposes up
-to :data:`CANDIDATES` and the fastest on the real operands wins (the heuristic's first
-choice ran 1024^3-4096^3 fp32 at 0.92x cuBLAS on an H100, and thin shapes at 0.5x). That is why this module uses the bindings rather than
+to :data:`CANDIDATES` and the fastest on the real operands, back to back, wins (the
+heuristic's first choice ran 1024^3-4096^3 fp32 at 0.92x cuBLAS on an H100, and thin shapes
+at 0.5x). That is why this module uses the bindings rather than
 ``nvmath.linalg.advanced.Matmul``, whose Python layer costs ~59 µs per call.
 """
 import functools
@@ -22,8 +23,10 @@ WORKSPACE_BYTES = 32 << 20
 EPILOGUES = {"none": "DEFAULT", "bias": "BIAS", "relu": "RELU_BIAS", "gelu": "GELU_BIAS",
              "bgrada": "BGRADA"}
 PRECISIONS = ("highest", "tf32", "bf16")
-#: algorithms the heuristic proposes per plan, timed on first use; and timed runs of each
-CANDIDATES, TUNING_RUNS = 8, 3
+#: algorithms the heuristic proposes per plan (it rarely has more), timed on first use:
+#: best of TUNING_SAMPLES windows of ~TUNING_WINDOW_MS of calls back to back (at most
+#: TUNING_MAX_CALLS), so a 20 us GEMM is tuned in ~5 ms and a 4096^3 one in ~0.1 s
+CANDIDATES, TUNING_SAMPLES, TUNING_WINDOW_MS, TUNING_MAX_CALLS = 8, 3, 0.2, 20
 _ITEMSIZE = {"float32": 4, "float64": 8}
 
 
@@ -105,7 +108,8 @@ class _Plan:
         self.alpha, self.beta = np.ones(1, dtype=one), np.zeros(1, dtype=one)
         self.bias_attr = int(A.BIAS_POINTER) if epilogue != "none" else None
         self.bias_value = np.zeros(1, dtype=np.uint64)  # the epilogue's vector's address
-        self.bias = None  # ... as last set on the descriptor
+        # ... as last set on the descriptor; 0 (the address callers pass) with no epilogue
+        self.bias = None if epilogue != "none" else 0
         # host addresses read on every call (numpy's .ctypes costs a microsecond or so)
         self.alpha_ptr, self.beta_ptr = self.alpha.ctypes.data, self.beta.ctypes.data
         self.bias_value_ptr = self.bias_value.ctypes.data
@@ -128,29 +132,49 @@ class _Plan:
 
     def tune(self, run):
         """Keep the fastest candidate; ``run(algo)`` launches the GEMM with that algorithm."""
-        import cupy
-
-        if len(self.candidates) == 1:
-            return
-        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-        best = None
-        for algo in self.candidates:
-            run(algo)  # warm-up (and the first run of a kernel loads it)
-            times = []
-            for _ in range(TUNING_RUNS):
-                start.record()
-                run(algo)
-                stop.record()
-                stop.synchronize()
-                times.append(cupy.cuda.get_elapsed_time(start, stop))
-            if best is None or min(times) < best[0]:
-                best = (min(times), algo)
-        self.algo = best[1]
+        if len(self.candidates) > 1:
+            self.algo = fastest(self.candidates, run)
 
     def close(self):
         for destroy, handle in reversed(self._owned):
             destroy(handle)
         self._owned.clear()
+
+
+def _per_call_ms(call, calls):
+    """Milliseconds per call of ``calls`` calls issued back to back, between CUDA events."""
+    import cupy
+
+    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+    start.record()
+    for _ in range(calls):
+        call()
+    stop.record()
+    stop.synchronize()
+    return cupy.cuda.get_elapsed_time(start, stop) / calls
+
+
+def fastest(candidates, run, per_call_ms=_per_call_ms):
+    """The candidate whose GEMMs run fastest back to back, as a training loop issues them.
+
+    Timed one call at a time, a thin GEMM's fastest algorithm may launch a split-K reduction
+    kernel or cost more host time, and lose back to back (64x1024x4096 on an H200: 20.4 us
+    per call back to back for the best, 23.3 for the one a single-call timing chose). Each
+    candidate runs once to load its kernel, once to estimate its time, then best of
+    :data:`TUNING_SAMPLES` runs of ~:data:`TUNING_WINDOW_MS` of calls back to back.
+    """
+    best = None
+    for algo in candidates:
+        def call(algo=algo):
+            run(algo)
+
+        call()  # the first run of a kernel loads it
+        estimate = per_call_ms(call, 1)
+        calls = max(1, min(TUNING_MAX_CALLS, int(TUNING_WINDOW_MS / max(estimate, 1e-3))))
+        ms = min(per_call_ms(call, calls) for _ in range(TUNING_SAMPLES))
+        if best is None or ms < best[0]:
+            best = (ms, algo)
+    return best[1]
 
 
 def _set(setter, attr_dtype, obj, attr, value):
@@ -203,8 +227,8 @@ class CublasLt:
         self._run(plan, a, b, d, bias, plan.algo)
 
     def _run(self, plan, a, b, d, bias, algo):
-        if plan.bias_attr is not None and plan.bias != bias:  # a layer's bias stays put from
-            # call to call: the descriptor is only rewritten when it moves
+        if bias != plan.bias:  # a layer's bias stays put from call to call: the descriptor
+            # is only rewritten when it moves (and a plan without an epilogue never has one)
             plan.bias = plan.bias_value[0] = bias
             self._lt.matmul_desc_set_attribute(plan.desc, plan.bias_attr, plan.bias_value_ptr, 8)
         a_desc, b_desc, d_desc = plan.layouts
