@@ -281,11 +281,13 @@ def test_alignment():
     assert cublaslt._alignment(4096, 4) == 4
 
 
-def test_autotuner_keeps_the_candidate_fastest_back_to_back():
-    """Windows of calls sized to ~TUNING_WINDOW_MS from a one-call estimate; the best window
-    of each candidate counts, not its one-call time (here the one-call times mislead)."""
-    one_call = {"split_k": 0.010, "plain": 0.012, "slow": 0.030}  # ms
+def test_autotuner_keeps_the_candidate_fastest_in_an_eager_loop():
+    """Windows of calls sized to ~TUNING_WINDOW_MS from a one-call estimate; a candidate
+    scores its best window's max(GPU time, issue time + EAGER_HOST_MS) per call."""
+    eager = cublaslt.EAGER_HOST_MS
+    one_call = {"split_k": 0.010, "plain": 0.012, "slow": 0.030}  # ms, GPU
     back_to_back = {"split_k": 0.023, "plain": 0.020, "slow": 0.030}
+    issue = {"split_k": 0.009, "plain": 0.009, "slow": 0.008}
     ran, windows = [], []
 
     def per_call_ms(call, calls):
@@ -294,10 +296,11 @@ def test_autotuner_keeps_the_candidate_fastest_back_to_back():
         algo = ran[before]
         windows.append((algo, calls))
         if calls == 1:
-            return one_call[algo]
-        return back_to_back[algo] + 0.001 * sum(a == algo for a, _ in windows)  # noise: the
-        # candidate's first window is its best
+            return one_call[algo], issue[algo]
+        noise = 0.001 * sum(a == algo for a, _ in windows)  # the first window is the best
+        return back_to_back[algo] + noise, issue[algo]
 
+    # GPU-bound: the back-to-back time decides, not the one-call time
     assert cublaslt.fastest(list(one_call), ran.append, per_call_ms) == "plain"
     expected = {a: min(cublaslt.TUNING_MAX_CALLS, int(cublaslt.TUNING_WINDOW_MS / t))
                 for a, t in one_call.items()}
@@ -305,6 +308,12 @@ def test_autotuner_keeps_the_candidate_fastest_back_to_back():
         timed = [calls for a, calls in windows if a == algo]
         assert timed == [1] + [expected[algo]] * cublaslt.TUNING_SAMPLES
         assert ran.count(algo) == 2 + cublaslt.TUNING_SAMPLES  # warm-up, estimate, windows
+    # host-bound: the cheapest call to issue wins although its GEMM is the slowest
+    windows.clear()
+    back_to_back.update(split_k=0.004, plain=0.005, slow=0.006)
+    issue.update(split_k=0.012, plain=0.011, slow=0.008)
+    assert max(back_to_back.values()) + 0.005 < 0.008 + eager  # (host-bound, noise and all)
+    assert cublaslt.fastest(list(one_call), ran.append, per_call_ms) == "slow"
 
 
 @pytest.mark.parametrize("module,package", [("nvmath", "nvmath-python"),

@@ -14,6 +14,7 @@ at 0.5x). That is why this module uses the bindings rather than
 ``nvmath.linalg.advanced.Matmul``, whose Python layer costs ~59 µs per call.
 """
 import functools
+import time
 
 import numpy as np
 
@@ -27,6 +28,9 @@ PRECISIONS = ("highest", "tf32", "bf16")
 #: best of TUNING_SAMPLES windows of ~TUNING_WINDOW_MS of calls back to back (at most
 #: TUNING_MAX_CALLS), so a 20 us GEMM is tuned in ~5 ms and a 4096^3 one in ~0.1 s
 CANDIDATES, TUNING_SAMPLES, TUNING_WINDOW_MS, TUNING_MAX_CALLS = 8, 3, 0.2, 20
+#: host time Needle adds to each eager GEMM around cuBLASLt's call (``Tensor @ Tensor`` on
+#: the lent H200's host: 14.0 us in all, 8.0 of them cublasLtMatmul; bench_matmul_layers.py)
+EAGER_HOST_MS = 0.006
 _ITEMSIZE = {"float32": 4, "float64": 8}
 
 
@@ -142,26 +146,34 @@ class _Plan:
 
 
 def _per_call_ms(call, calls):
-    """Milliseconds per call of ``calls`` calls issued back to back, between CUDA events."""
+    """(GPU, host) milliseconds per call of ``calls`` calls issued back to back: between CUDA
+    events, and the host's time to issue them."""
     import cupy
 
     start, stop = cupy.cuda.Event(), cupy.cuda.Event()
     start.record()
+    began = time.perf_counter()
     for _ in range(calls):
         call()
+    issued = time.perf_counter() - began
     stop.record()
     stop.synchronize()
-    return cupy.cuda.get_elapsed_time(start, stop) / calls
+    return cupy.cuda.get_elapsed_time(start, stop) / calls, issued * 1e3 / calls
 
 
 def fastest(candidates, run, per_call_ms=_per_call_ms):
-    """The candidate whose GEMMs run fastest back to back, as a training loop issues them.
+    """The candidate that runs an eager loop of these GEMMs fastest.
 
-    Timed one call at a time, a thin GEMM's fastest algorithm may launch a split-K reduction
-    kernel or cost more host time, and lose back to back (64x1024x4096 on an H200: 20.4 us
-    per call back to back for the best, 23.3 for the one a single-call timing chose). Each
-    candidate runs once to load its kernel, once to estimate its time, then best of
-    :data:`TUNING_SAMPLES` runs of ~:data:`TUNING_WINDOW_MS` of calls back to back.
+    Such a loop takes, per GEMM, the longer of the GPU's time and the host's: cuBLASLt's
+    call plus :data:`EAGER_HOST_MS` of Needle's own. So each candidate's score is
+    ``max(back-to-back time, issue time + EAGER_HOST_MS)``. Timed one call at a time instead,
+    a thin GEMM's best algorithm loses to one that looks faster alone but launches a split-K
+    reduction (64x1024x4096 on an H200: 20.4 us back to back for the best, 23.3 for the
+    single-call choice). At 32x512x2048 the host sets the pace, and a one-kernel algorithm
+    (7.9 us to issue) beats split-K ones (9.5 us) that are faster on the GPU.
+
+    Each candidate runs once to load its kernel, once to estimate its time, then the best of
+    :data:`TUNING_SAMPLES` windows of ~:data:`TUNING_WINDOW_MS` of calls counts.
     """
     best = None
     for algo in candidates:
@@ -169,11 +181,12 @@ def fastest(candidates, run, per_call_ms=_per_call_ms):
             run(algo)
 
         call()  # the first run of a kernel loads it
-        estimate = per_call_ms(call, 1)
+        estimate = max(per_call_ms(call, 1))
         calls = max(1, min(TUNING_MAX_CALLS, int(TUNING_WINDOW_MS / max(estimate, 1e-3))))
-        ms = min(per_call_ms(call, calls) for _ in range(TUNING_SAMPLES))
-        if best is None or ms < best[0]:
-            best = (ms, algo)
+        score = min(max(gpu, host + EAGER_HOST_MS)
+                    for gpu, host in (per_call_ms(call, calls) for _ in range(TUNING_SAMPLES)))
+        if best is None or score < best[0]:
+            best = (score, algo)
     return best[1]
 
 
