@@ -106,6 +106,79 @@ def test_linear_backward(linear_be, rng, dtype, with_dx, m, k, n):
     assert_close(ours, ref, {t: v * np.sqrt(m) for t, v in TOL[dtype].items()})
 
 
+@pytest.fixture
+def replay(be, monkeypatch):
+    """The cudnn backend with graph replay on for every new cuBLASLt plan (the tuner keeps
+    it only where it measured faster); plans made before stay as they were."""
+    monkeypatch.setattr(cublaslt, "REPLAY_GAIN", float("inf"))
+    saved = dict(be.lt.plans)
+    be.lt.plans.clear()  # new plans for the shapes below, made under the setting
+    yield be
+    for plan in be.lt.plans.values():
+        plan.close()
+    be.lt.plans.clear()
+    be.lt.plans.update(saved)
+
+
+def test_replayed_matmul_reads_the_buffers_at_each_call(replay, rng):
+    """The same addresses with new contents, calls after calls: the graph replays the GEMM
+    on what the buffers hold now, and other addresses get their own graph."""
+    m, k, n = 32, 512, 96
+    a, b, out = (upload(replay, nan(size, "float32")) for size in (m * k, k * n, m * n))
+    other = upload(replay, nan(m * n, "float32"))
+    for step in range(5):
+        a_np, b_np = (rng.standard_normal(s).astype(np.float32) for s in (m * k, k * n))
+        replay.from_numpy(a_np, a)
+        replay.from_numpy(b_np, b)
+        target = out if step % 2 == 0 else other
+        replay.matmul(a, b, target, 1, m, k, n)
+        got = replay.to_numpy(target, (m, n), (n, 1), 0)
+        np.testing.assert_allclose(got, a_np.reshape(m, k) @ b_np.reshape(k, n),
+                                   rtol=1e-4, atol=1e-4 * np.sqrt(k))
+    plan = next(p for key, p in replay.lt.plans.items() if key[4:7] == (n, m, k))
+    assert plan.replays is not None and len(plan.replays.graphs) == 2  # out, then other
+
+
+def test_replayed_linear_follows_its_bias(replay, rng):
+    """The bias is part of what a graph stands for: a moved bias gets its own graph."""
+    m, k, n = 16, 64, 48
+    x_np, w_np = rng.standard_normal(m * k), rng.standard_normal(k * n)
+    x, w = upload(replay, x_np.astype(np.float32)), upload(replay, w_np.astype(np.float32))
+    out = upload(replay, nan(m * n, "float32"))
+    biases = [rng.standard_normal(n).astype(np.float32) for _ in range(2)]
+    buffers = [upload(replay, b) for b in biases]
+    for step in range(6):
+        replay.linear(x, w, buffers[step % 2], out, m, k, n, "relu")
+        want = np.maximum(x_np.reshape(m, k) @ w_np.reshape(k, n) + biases[step % 2], 0)
+        np.testing.assert_allclose(replay.to_numpy(out, (m, n), (n, 1), 0), want,
+                                   rtol=1e-4, atol=1e-4 * np.sqrt(k))
+
+
+def test_replayed_training_matches_cuda(replay, rng):
+    """A few SGD steps of a small MLP, where each step reuses last step's addresses."""
+    results = {}
+    for name in ("cudnn", "cuda"):
+        device = needle.device(name)
+        weights = np.random.default_rng(7)
+        model = needle.nn.Sequential(needle.nn.Linear(20, 32, device=device),
+                                     needle.nn.ReLU(), needle.nn.Linear(32, 5, device=device))
+        for p in model.parameters():
+            p.data = needle.Tensor(weights.standard_normal(p.shape) * 0.2, device=device)
+        opt = needle.optim.SGD(model.parameters(), lr=0.1)
+        x = needle.Tensor(np.random.default_rng(8).standard_normal((16, 20)), device=device)
+        y = np.random.default_rng(9).integers(0, 5, 16)
+        losses = []
+        for _ in range(6):
+            opt.reset_grad()
+            loss = needle.nn.SoftmaxLoss()(model(x), needle.Tensor(y, device=device))
+            loss.backward()
+            opt.step()
+            losses.append(loss.numpy())
+        results[name] = np.array(losses)
+    np.testing.assert_allclose(results["cudnn"], results["cuda"], rtol=1e-4, atol=1e-5)
+    assert results["cudnn"][-1] < results["cudnn"][0]
+
+
 @pytest.mark.parametrize("precision,bound", [("tf32", 5e-3), ("bf16", 3e-2)])
 def test_reduced_precision_matmul(be, rng, monkeypatch, precision, bound):
     monkeypatch.setattr(CudnnBackend, "matmul_precision", precision)
@@ -314,6 +387,45 @@ def test_autotuner_keeps_the_candidate_fastest_in_an_eager_loop():
     issue.update(split_k=0.012, plain=0.011, slow=0.008)
     assert max(back_to_back.values()) + 0.005 < 0.008 + eager  # (host-bound, noise and all)
     assert cublaslt.fastest(list(one_call), ran.append, per_call_ms) == "slow"
+
+
+class _Graph:
+    def __init__(self, log, args):
+        self.log, self.args = log, args
+
+    def launch(self):
+        self.log.append(("replay", self.args))
+
+
+def test_replays_capture_on_second_use_and_fall_back_when_capture_fails(monkeypatch):
+    monkeypatch.setattr(cublaslt, "REPLAY_GRAPHS", 3)
+    log, refuse = [], set()
+
+    def capture(args):
+        if args in refuse:
+            raise RuntimeError("capture refused")
+        log.append(("capture", args))
+        return _Graph(log, args)
+
+    replays = cublaslt._Replays(capture, lambda args: log.append(("direct", args)))
+    for args in ("A", "A", "A", "B"):
+        replays.run(args)
+    assert log == [("direct", "A"), ("capture", "A"), ("replay", "A"), ("replay", "A"),
+                   ("direct", "B")]
+    log.clear()
+    for args in ("C", "D"):  # a fourth tuple seen: the record of seen tuples starts over
+        replays.run(args)
+    replays.run("A")  # its graph stays
+    replays.run("B")  # forgotten: a first use again
+    assert log == [("direct", "C"), ("direct", "D"), ("replay", "A"), ("direct", "B")]
+    refuse.add("B")
+    log.clear()
+    replays.run("B")  # the capture fails: the GEMM runs directly, and captures stop
+    replays.run("D")
+    replays.run("D")
+    replays.run("A")
+    assert log == [("direct", "B"), ("direct", "D"), ("direct", "D"), ("replay", "A")]
+    assert replays.failed
 
 
 @pytest.mark.parametrize("module,package", [("nvmath", "nvmath-python"),

@@ -72,7 +72,8 @@ def main():
         lt.gemm(pb, pa, c.ptr, n, m, k, n, k, n, "float32", "highest")  # as backend.matmul
         plan = next(iter(lt.plans.values()))
         print(f"== {m}x{k}x{n}: {len(plan.candidates)} candidates, the autotuner chose "
-              f"#{plan.candidates.index(plan.algo)}")
+              f"#{plan.candidates.index(plan.algo)}, graph replay "
+              f"{'on' if plan.replays else 'off'}")
         for i, algo in enumerate(plan.candidates):
             row(f"#{i}", *figures(lambda: lt._run(plan, pb, pa, c.ptr, 0, algo)))
         ta, tb = torch.from_numpy(a_np).cuda(), torch.from_numpy(b_np).cuda()

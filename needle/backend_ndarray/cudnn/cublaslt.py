@@ -12,6 +12,13 @@ to :data:`CANDIDATES` and the fastest on the real operands, back to back, wins (
 heuristic's first choice ran 1024^3-4096^3 fp32 at 0.92x cuBLAS on an H100, and thin shapes
 at 0.5x). That is why this module uses the bindings rather than
 ``nvmath.linalg.advanced.Matmul``, whose Python layer costs ~59 µs per call.
+
+Even so, ``cublasLtMatmul`` costs the host 8-14 µs a call on the lent H200, as long as a
+thin GEMM runs on the GPU. An eager loop calls each GEMM on the same addresses step after
+step (weights stay put, and freed buffers are reused per size), so a plan may *replay*:
+the second call on a tuple of addresses captures the call into a CUDA graph, and later
+calls on that tuple launch the graph (2-3 µs). The tuner turns replay on for a plan only
+where it measured faster (:class:`_Replays`).
 """
 import functools
 import time
@@ -31,6 +38,9 @@ CANDIDATES, TUNING_SAMPLES, TUNING_WINDOW_MS, TUNING_MAX_CALLS = 8, 3, 0.2, 20
 #: host time Needle adds to each eager GEMM around cuBLASLt's call (``Tensor @ Tensor`` on
 #: the lent H200's host: 14.0 us in all, 8.0 of them cublasLtMatmul; bench_matmul_layers.py)
 EAGER_HOST_MS = 0.006
+#: a plan replays graphs where that ran an eager loop at most REPLAY_GAIN of the direct
+#: call's time; it keeps at most REPLAY_GRAPHS graphs (then starts over)
+REPLAY_GAIN, REPLAY_GRAPHS = 0.97, 64
 _ITEMSIZE = {"float32": 4, "float64": 8}
 
 
@@ -111,6 +121,7 @@ class _Plan:
         one = np.float64 if dtype == "float64" else np.float32
         self.alpha, self.beta = np.ones(1, dtype=one), np.zeros(1, dtype=one)
         self.bias_attr = int(A.BIAS_POINTER) if epilogue != "none" else None
+        self.replays = None  # _Replays, where the tuner found graph replay faster
         self.bias_value = np.zeros(1, dtype=np.uint64)  # the epilogue's vector's address
         # ... as last set on the descriptor; 0 (the address callers pass) with no epilogue
         self.bias = None if epilogue != "none" else 0
@@ -161,33 +172,80 @@ def _per_call_ms(call, calls):
     return cupy.cuda.get_elapsed_time(start, stop) / calls, issued * 1e3 / calls
 
 
-def fastest(candidates, run, per_call_ms=_per_call_ms):
-    """The candidate that runs an eager loop of these GEMMs fastest.
+def eager_ms(call, per_call_ms=_per_call_ms):
+    """Milliseconds per call that an eager loop of ``call`` takes.
 
-    Such a loop takes, per GEMM, the longer of the GPU's time and the host's: cuBLASLt's
-    call plus :data:`EAGER_HOST_MS` of Needle's own. So each candidate's score is
-    ``max(back-to-back time, issue time + EAGER_HOST_MS)``. Timed one call at a time instead,
-    a thin GEMM's best algorithm loses to one that looks faster alone but launches a split-K
-    reduction (64x1024x4096 on an H200: 20.4 us back to back for the best, 23.3 for the
-    single-call choice). At 32x512x2048 the host sets the pace, and a one-kernel algorithm
-    (7.9 us to issue) beats split-K ones (9.5 us) that are faster on the GPU.
-
-    Each candidate runs once to load its kernel, once to estimate its time, then the best of
-    :data:`TUNING_SAMPLES` windows of ~:data:`TUNING_WINDOW_MS` of calls counts.
+    Such a loop takes, per GEMM, the longer of the GPU's time and the host's: the call
+    plus :data:`EAGER_HOST_MS` of Needle's own. ``call`` runs once to load its kernels, once
+    to estimate its time, then the best of :data:`TUNING_SAMPLES` windows of
+    ~:data:`TUNING_WINDOW_MS` of calls back to back counts.
     """
-    best = None
-    for algo in candidates:
-        def call(algo=algo):
-            run(algo)
+    call()
+    estimate = max(per_call_ms(call, 1))
+    calls = max(1, min(TUNING_MAX_CALLS, int(TUNING_WINDOW_MS / max(estimate, 1e-3))))
+    return min(max(gpu, host + EAGER_HOST_MS)
+               for gpu, host in (per_call_ms(call, calls) for _ in range(TUNING_SAMPLES)))
 
-        call()  # the first run of a kernel loads it
-        estimate = max(per_call_ms(call, 1))
-        calls = max(1, min(TUNING_MAX_CALLS, int(TUNING_WINDOW_MS / max(estimate, 1e-3))))
-        score = min(max(gpu, host + EAGER_HOST_MS)
-                    for gpu, host in (per_call_ms(call, calls) for _ in range(TUNING_SAMPLES)))
-        if best is None or score < best[0]:
-            best = (score, algo)
-    return best[1]
+
+def fastest(candidates, run, per_call_ms=_per_call_ms):
+    """The candidate that runs an eager loop of these GEMMs fastest (:func:`eager_ms`).
+
+    Timed one call at a time instead, a thin GEMM's best algorithm loses to one that looks
+    faster alone but launches a split-K reduction (64x1024x4096 on an H200: 20.4 us back to
+    back for the best, 23.3 for the single-call choice). At 32x512x2048 the host sets the
+    pace, and a one-kernel algorithm (7.9 us to issue) beats split-K ones (9.5 us) that are
+    faster on the GPU.
+    """
+    scores = [(eager_ms(lambda algo=algo: run(algo), per_call_ms), i)
+              for i, algo in enumerate(candidates)]
+    return candidates[min(scores)[1]]
+
+
+class _Replays:
+    """CUDA graphs of one plan's GEMM, per tuple of addresses (a, b, d, bias).
+
+    A tuple's first call runs directly; its second is captured (on a side stream, in
+    thread-local mode so that other threads' CUDA calls are not refused) and every later
+    one launches the graph on the current stream. A graph holds the addresses and the
+    algorithm, not the buffers: it replays exactly the call it stands for. After a capture
+    fails, the plan's new tuples run directly.
+
+    Args:
+        capture: ``capture(args)`` -> a CuPy Graph of the GEMM on ``args``.
+        direct: ``direct(args)`` runs the GEMM on ``args``.
+    """
+
+    def __init__(self, capture, direct):
+        self._capture, self._direct = capture, direct
+        self.graphs, self.seen = {}, set()
+        self.failed = False
+
+    def run(self, args):
+        graph = self.graphs.get(args)
+        if graph is None:
+            graph = self._graph_on_second_use(args)
+            if graph is None:
+                self._direct(args)
+                return
+        graph.launch()
+
+    def _graph_on_second_use(self, args):
+        if args not in self.seen:
+            if len(self.seen) >= REPLAY_GRAPHS:  # addresses that do not recur: start over
+                self.seen.clear()
+            self.seen.add(args)
+            return None
+        if self.failed:
+            return None
+        if len(self.graphs) >= REPLAY_GRAPHS:
+            self.graphs.clear()
+        try:
+            graph = self._capture(args)
+        except Exception:  # noqa: BLE001 - whatever refused the capture, the GEMM still runs
+            self.failed = True
+            return None
+        self.graphs[args] = graph
+        return graph
 
 
 def _set(setter, attr_dtype, obj, attr, value):
@@ -209,6 +267,8 @@ class CublasLt:
         self._workspace_ptr = self.workspace.ptr
         self.plans = {}
         self.unsupported = set()  # keys cuBLASLt refused once: refuse again without asking
+        self._cupy_cuda = cupy.cuda
+        self._capture_stream = None  # made on the first capture
 
     def gemm(self, a, b, d, m, n, k, lda, ldb, ldd, dtype, precision, trans_a=False,
              trans_b=False, batch=1, strides=(0, 0, 0), epilogue="none", bias=0):
@@ -236,10 +296,42 @@ class CublasLt:
                 self.unsupported.add(key)
                 raise
             plan.tune(lambda algo: self._run(plan, a, b, d, bias, algo))
+            plan.replays = self._replays_if_faster(plan, (a, b, d, bias))
             self.plans[key] = plan
-        self._run(plan, a, b, d, bias, plan.algo)
+        if plan.replays is None:
+            self._run(plan, a, b, d, bias, plan.algo)
+        else:
+            plan.replays.run((a, b, d, bias))
 
-    def _run(self, plan, a, b, d, bias, algo):
+    def _capture(self, plan, args):
+        """A CuPy Graph of the plan's GEMM on ``args`` (captured, not run)."""
+        cuda = self._cupy_cuda
+        if self._capture_stream is None:
+            self._capture_stream = cuda.Stream(non_blocking=True)
+        stream = self._capture_stream
+        stream.begin_capture(cuda.runtime.streamCaptureModeThreadLocal)
+        try:
+            self._run(plan, *args, plan.algo, stream=stream.ptr)
+        finally:
+            graph = stream.end_capture()
+        return graph
+
+    def _replays_if_faster(self, plan, args):
+        """:class:`_Replays` for the plan where graph replay runs an eager loop faster."""
+        try:
+            graph = self._capture(plan, args)
+        except Exception:  # noqa: BLE001 - no graphs for this GEMM: it runs directly
+            return None
+        direct = eager_ms(lambda: self._run(plan, *args, plan.algo))
+        if eager_ms(graph.launch) > REPLAY_GAIN * direct:
+            return None
+        replays = _Replays(lambda call_args: self._capture(plan, call_args),
+                           lambda call_args: self._run(plan, *call_args, plan.algo))
+        replays.seen.add(args)
+        replays.graphs[args] = graph
+        return replays
+
+    def _run(self, plan, a, b, d, bias, algo, stream=None):
         if bias != plan.bias:  # a layer's bias stays put from call to call: the descriptor
             # is only rewritten when it moves (and a plan without an epilogue never has one)
             plan.bias = plan.bias_value[0] = bias
@@ -247,4 +339,4 @@ class CublasLt:
         a_desc, b_desc, d_desc = plan.layouts
         self._lt.matmul(self.handle, plan.desc, plan.alpha_ptr, a, a_desc, b, b_desc,
                         plan.beta_ptr, d, d_desc, d, d_desc, algo, self._workspace_ptr,
-                        WORKSPACE_BYTES, self._current_stream().ptr)
+                        WORKSPACE_BYTES, self._current_stream().ptr if stream is None else stream)
