@@ -8,16 +8,16 @@ no transposed copies.
 A *plan* (descriptors, layouts and an algorithm) is built once per shape, dtype, precision,
 epilogue and operand alignment and then reused: running one is a single ``cublasLt.matmul``
 call. The algorithm is autotuned on the plan's first call: cuBLASLt's heuristic proposes up
-to :data:`CANDIDATES` and the fastest on the real operands, back to back, wins (the
-heuristic's first choice ran 1024^3-4096^3 fp32 at 0.92x cuBLAS on an H100, and thin shapes
-at 0.5x). That is why this module uses the bindings rather than
+to :data:`CANDIDATES` and the fastest on the real operands, run as an eager loop runs them,
+wins (the heuristic's first choice ran 1024^3-4096^3 fp32 at 0.92x cuBLAS on an H100, and
+thin shapes at 0.5x). That is why this module uses the bindings rather than
 ``nvmath.linalg.advanced.Matmul``, whose Python layer costs ~59 µs per call.
 
 Even so, ``cublasLtMatmul`` costs the host 8-14 µs a call on the lent H200, as long as a
 thin GEMM runs on the GPU. An eager loop calls each GEMM on the same addresses step after
 step (weights stay put, and freed buffers are reused per size), so a plan may *replay*:
 the second call on a tuple of addresses captures the call into a CUDA graph, and later
-calls on that tuple launch the graph (2-3 µs). The tuner turns replay on for a plan only
+calls on that tuple launch the graph (~3 µs). The tuner turns replay on for a plan only
 where it measured faster (:class:`_Replays`).
 """
 import functools
@@ -35,8 +35,8 @@ PRECISIONS = ("highest", "tf32", "bf16")
 #: best of TUNING_SAMPLES windows of ~TUNING_WINDOW_MS of calls back to back (at most
 #: TUNING_MAX_CALLS), so a 20 us GEMM is tuned in ~5 ms and a 4096^3 one in ~0.1 s
 CANDIDATES, TUNING_SAMPLES, TUNING_WINDOW_MS, TUNING_MAX_CALLS = 8, 3, 0.2, 20
-#: host time Needle adds to each eager GEMM around cuBLASLt's call (``Tensor @ Tensor`` on
-#: the lent H200's host: 14.0 us in all, 8.0 of them cublasLtMatmul; bench_matmul_layers.py)
+#: host time Needle adds to each eager GEMM around cuBLASLt's call (``Tensor @ Tensor`` took
+#: 14.0 us on the lent H200's host, 8.0 of them in cublasLtMatmul; bench_matmul_layers.py)
 EAGER_HOST_MS = 0.006
 #: a plan replays graphs where that ran an eager loop at most REPLAY_GAIN of the direct
 #: call's time; it keeps at most REPLAY_GRAPHS graphs (then starts over)
@@ -237,8 +237,8 @@ class _Replays:
             return None
         if self.failed:
             return None
-        if len(self.graphs) >= REPLAY_GRAPHS:
-            self.graphs.clear()
+        if len(self.graphs) >= REPLAY_GRAPHS:  # (a graph freed while queued is destroyed
+            self.graphs.clear()  # by CUDA once it has run)
         try:
             graph = self._capture(args)
         except Exception:  # noqa: BLE001 - whatever refused the capture, the GEMM still runs
