@@ -428,6 +428,32 @@ def test_replays_capture_on_second_use_and_fall_back_when_capture_fails(monkeypa
     assert replays.failed
 
 
+@pytest.mark.parametrize("graph_ms,capture_fails,kept", [(0.010, False, True),
+                                                          (0.0199, False, False),
+                                                          (0.010, True, False)])
+def test_replay_is_kept_only_where_it_measured_faster(monkeypatch, graph_ms, capture_fails,
+                                                      kept):
+    """A plan replays graphs when the graph's eager loop took at most REPLAY_GAIN of the
+    direct call's (0.020 ms here), and never when its capture failed."""
+    log, graph = [], _Graph([], "args")
+    lt = cublaslt.CublasLt.__new__(cublaslt.CublasLt)  # no GPU: the calls below are stubs
+
+    def capture(plan, args):
+        if capture_fails:
+            raise RuntimeError("capture refused")
+        return graph
+
+    monkeypatch.setattr(lt, "_capture", capture, raising=False)
+    monkeypatch.setattr(lt, "_run", lambda plan, *args: log.append(args), raising=False)
+    monkeypatch.setattr(cublaslt, "eager_ms",
+                        lambda call: graph_ms if call == graph.launch else (call(), 0.020)[1])
+    replays = lt._replays_if_faster(types.SimpleNamespace(algo="algo"), ("a", "b", "d", 0))
+    assert (replays is not None) == kept
+    if kept:
+        assert replays.graphs == {("a", "b", "d", 0): graph}  # the tuning capture is reused
+        assert ("a", "b", "d", 0) in replays.seen
+
+
 @pytest.mark.parametrize("module,package", [("nvmath", "nvmath-python"),
                                             ("cudnn", "nvidia-cudnn-frontend")])
 def test_unavailable_reason_names_the_package(monkeypatch, module, package):
