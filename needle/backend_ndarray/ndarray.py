@@ -404,11 +404,9 @@ class NDArray:
         if len(a_shape) < 2 or len(b_shape) < 2:
             raise ShapeError(f"matmul needs operands of at least 2 dimensions, got shapes "
                              f"{a_shape} and {b_shape}")
-        *batch_shape, m, k = a_shape
-        *b_batch_shape, k2, n = b_shape
-        if k != k2 or batch_shape != b_batch_shape:
+        (m, k), (k2, n), batch_shape = a_shape[-2:], b_shape[-2:], a_shape[:-2]
+        if k != k2 or batch_shape != b_shape[:-2]:
             raise ShapeError(f"matmul: shapes {a_shape} and {b_shape} are not aligned")
-        batch_shape = tuple(batch_shape)
         out = NDArray._make(batch_shape + (m, n), None, device, None, 0, self._dtype)
         batch = prod(batch_shape)
         if m and n and batch:
