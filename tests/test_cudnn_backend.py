@@ -211,9 +211,10 @@ def test_conv(be, rng, in_shape, kernel, c_out, stride, padding, channels_first)
     assert_close(ours, ref, dict(rtol=1e-4, atol=1e-4 * kernel * np.sqrt(c)))
 
 
+@pytest.mark.parametrize("channels_first", [False, True], ids=["nhwc", "nchw"])
 @pytest.mark.parametrize("need", ["both", "dx", "dw"])
 @pytest.mark.parametrize("in_shape,kernel,c_out,stride,padding", CONVS)
-def test_conv_backward(be, rng, in_shape, kernel, c_out, stride, padding, need):
+def test_conv_backward(be, rng, in_shape, kernel, c_out, stride, padding, need, channels_first):
     n, h, w, c = in_shape
     ho, wo = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
     g = rng.standard_normal(n * ho * wo * c_out).astype("float32")
@@ -222,7 +223,7 @@ def test_conv_backward(be, rng, in_shape, kernel, c_out, stride, padding, need):
     dx = nan(x.size, "float32") if need != "dw" else None
     dw = nan(wt.size, "float32") if need != "dx" else None
     ours, ref = call_both(be, "conv_backward", g, x, wt, dx, dw, in_shape, kernel, c_out,
-                          stride, padding)
+                          stride, padding, channels_first)
     assert_close(ours, ref, dict(rtol=1e-4, atol=1e-4 * np.sqrt(n * ho * wo * c_out)))
 
 

@@ -317,6 +317,24 @@ def test_conv_channels_first(device, rng, k, stride, padding):
              .transpose(0, 3, 1, 2), [x, w], grad_tol=2e-3)
 
 
+@pytest.mark.parametrize("channels_first", [False, True], ids=["nhwc_op", "nchw_op"])
+def test_conv_of_a_permuted_view(device, rng, channels_first):
+    """The op's layout is not the data's: forward and backward run on the data as stored
+    (cudnn, cpu) and answer in the op's layout."""
+    # data stored NHWC under an NCHW op, or NCHW under an NHWC op
+    to_op = (0, 3, 1, 2) if channels_first else (0, 2, 3, 1)
+    x = rng.standard_normal((2, 5, 6, 3) if channels_first else (2, 3, 5, 6))
+    w = rng.standard_normal((3, 3, 3, 4)) * 0.3
+
+    def reference(a, b):
+        nhwc = a if channels_first else a.transpose(0, 2, 3, 1)
+        out = _np_conv(nhwc, b, 2, 1)
+        return out.transpose(0, 3, 1, 2) if channels_first else out
+
+    check_op(device, lambda a, b: ops.conv(ops.permute(a, to_op), b, 2, 1, channels_first),
+             lambda a, b: reference(a, b), [x, w], grad_tol=2e-3)
+
+
 def test_gradient_accumulates_over_reused_inputs(device, rng):
     a = rng.standard_normal((3, 3))
     check_op(device, lambda x: x * x + x @ x + ops.exp(x), lambda x: x * x + x @ x + np.exp(x), [a])

@@ -212,9 +212,11 @@ class Backend:
         Ho, Wo)`` (``in_shape`` stays ``(N, H, W, C)``): an NCHW model then needs no copies."""
         self._missing("conv")
 
-    def conv_backward(self, grad, x, w, dx, dw, in_shape, kernel, out_channels, stride, padding):
+    def conv_backward(self, grad, x, w, dx, dw, in_shape, kernel, out_channels, stride, padding,
+                      channels_first=False):
         """Gradients of :meth:`conv` given ``grad`` ``(N, Ho, Wo, out_channels)``: ``dx`` (the
-        unpadded input's shape) and ``dw`` (the weight's); either may be None (not needed)."""
+        unpadded input's shape) and ``dw`` (the weight's); either may be None (not needed).
+        With ``channels_first``, grad, x and dx are stored NCHW, as :meth:`conv` takes them."""
         self._missing("conv_backward")
 
     def attention(self, q, k, v, out, stats, batch, seq_q, seq_k, dim, scale, causal):

@@ -195,10 +195,14 @@ class NumpyBackend(Backend):
             out.reshape(n, out_channels, ho, wo)[...] = \
                 target.reshape(n, ho, wo, out_channels).transpose(0, 3, 1, 2)
 
-    def conv_backward(self, grad, x, w, dx, dw, in_shape, kernel, out_channels, stride, padding):
+    def conv_backward(self, grad, x, w, dx, dw, in_shape, kernel, out_channels, stride, padding,
+                      channels_first=False):
         n, h, wd, c = in_shape
         k, s, p = kernel, stride, padding
         ho, wo = (h + 2 * p - k) // s + 1, (wd + 2 * p - k) // s + 1
+        if channels_first:  # the NHWC computation below, on NHWC copies of grad and x
+            grad = np.ascontiguousarray(grad.reshape(n, out_channels, ho, wo).transpose(0, 2, 3, 1))
+            x = x.reshape(n, c, h, wd).transpose(0, 2, 3, 1)
         g = grad.reshape(n * ho * wo, out_channels)
         w4 = w.reshape(k, k, c, out_channels)
         padded = np.pad(x.reshape(in_shape), ((0, 0), (p, p), (p, p), (0, 0)))
@@ -213,7 +217,11 @@ class NumpyBackend(Backend):
             dpad = np.zeros_like(padded)
             for i, j, window in taps:
                 dpad[window] += (g @ w4[i, j].T).reshape(n, ho, wo, c)
-            dx.reshape(in_shape)[...] = dpad[:, p:p + h, p:p + wd]
+            dx_nhwc = dpad[:, p:p + h, p:p + wd]
+            if channels_first:
+                dx.reshape(n, c, h, wd)[...] = dx_nhwc.transpose(0, 3, 1, 2)
+            else:
+                dx.reshape(in_shape)[...] = dx_nhwc
 
     def attention(self, q, k, v, out, stats, batch, seq_q, seq_k, dim, scale, causal):
         scores = _attention_scores(q, k, batch, seq_q, seq_k, dim, scale, causal)

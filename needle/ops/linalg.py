@@ -82,16 +82,16 @@ class Conv(TensorOp):
 
     def gradient(self, out_grad, node):
         x, w = node.inputs
-        if self.channels_first:  # the NHWC gradients of NHWC views
-            dx, dw = self._gradient_nhwc(permute(out_grad, (0, 2, 3, 1)),
-                                         permute(x, (0, 2, 3, 1)), w, x.requires_grad,
-                                         w.requires_grad)
-            return permute(dx, (0, 3, 1, 2)) if dx is not None else None, dw
-        return self._gradient_nhwc(out_grad, x, w, x.requires_grad, w.requires_grad)
-
-    def _gradient_nhwc(self, out_grad, x, w, need_dx, need_dw):
         if x.device.backend.supports("conv_backward", x.dtype):
-            return self._fused_gradient(out_grad, x, w, need_dx, need_dw)
+            return self._fused_gradient(out_grad, x, w)
+        if self.channels_first:  # the composition's NHWC gradients of NHWC views
+            dx, dw = self._composed_gradient(permute(out_grad, (0, 2, 3, 1)),
+                                             permute(x, (0, 2, 3, 1)), w)
+            return permute(dx, (0, 3, 1, 2)), dw
+        return self._composed_gradient(out_grad, x, w)
+
+    def _composed_gradient(self, out_grad, x, w):
+        """NHWC gradients as Needle ops: a convolution for dx, an im2col matmul for dw."""
         k, s, p = w.shape[0], self.stride, self.padding
         _, h, wd, _ = x.shape
         g = dilate(out_grad, (1, 2), s - 1)
@@ -106,15 +106,28 @@ class Conv(TensorOp):
         grad_x = get_item(full_grad, (slice(None), slice(p, p + h), slice(p, p + wd)))
         return grad_x, Tensor.make_const(self._weight_grad(x, out_grad, k))
 
-    def _fused_gradient(self, out_grad, x_in, w_in, need_dx, need_dw):
-        """Both gradients from the backend's conv_backward (cuDNN dgrad and wgrad)."""
-        x, w = x_in.realize_cached_data().compact(), w_in.realize_cached_data().compact()
-        dx = x._new() if need_dx else None
-        dw = w._new() if need_dw else None
+    def _fused_gradient(self, out_grad, x_in, w_in):
+        """Both gradients from the backend's conv_backward (cuDNN dgrad and wgrad), on the
+        data in the layout the forward convolved it (see compute): no layout copies."""
+        x, g = x_in.realize_cached_data(), out_grad.realize_cached_data()
+        w = w_in.realize_cached_data().compact()
+        if self.channels_first:
+            nchw_x, nchw_g = x, g
+            nhwc_x, nhwc_g = x.permute((0, 2, 3, 1)), g.permute((0, 2, 3, 1))
+        else:
+            nhwc_x, nhwc_g = x, g
+            nchw_x, nchw_g = x.permute((0, 3, 1, 2)), g.permute((0, 3, 1, 2))
+        stored_nchw = nchw_x.is_compact() or (self.channels_first and not nhwc_x.is_compact())
+        data, grad = ((nchw_x, nchw_g) if stored_nchw else (nhwc_x, nhwc_g))
+        data, grad = data.compact(), grad.compact()
+        dx = data._new() if x_in.requires_grad else None
+        dw = w._new() if w_in.requires_grad else None
         x.device.backend.conv_backward(
-            out_grad.realize_cached_data().compact()._handle, x._handle, w._handle,
-            dx._handle if dx is not None else None, dw._handle if dw is not None else None,
-            x.shape, w.shape[0], w.shape[3], self.stride, self.padding)
+            grad._handle, data._handle, w._handle, dx._handle if dx is not None else None,
+            dw._handle if dw is not None else None, nhwc_x.shape, w.shape[0], w.shape[3],
+            self.stride, self.padding, channels_first=stored_nchw)
+        if dx is not None and stored_nchw != self.channels_first:  # back to the op's layout
+            dx = dx.permute((0, 2, 3, 1)) if stored_nchw else dx.permute((0, 3, 1, 2))
         return tuple(Tensor.make_const(d) if d is not None else None for d in (dx, dw))
 
     def _weight_grad(self, x, out_grad, k):

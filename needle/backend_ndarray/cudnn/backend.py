@@ -166,19 +166,21 @@ class CudnnBackend(CudaBackend):
         weight = self._weight_packed(w, kernel, in_shape[3], out_channels, channels_first)
         self.graphs.run(g, (x.ptr, weight.ptr, out.ptr))
 
-    def conv_backward(self, grad, x, w, dx, dw, in_shape, kernel, out_channels, stride, padding):
-        geometry = (in_shape, kernel, out_channels, stride, padding)
-        c = in_shape[3]
+    def conv_backward(self, grad, x, w, dx, dw, in_shape, kernel, out_channels, stride, padding,
+                      channels_first=False):
+        geometry = (in_shape, kernel, out_channels, stride, padding, channels_first)
+        c, k = in_shape[3], kernel
         if dx is not None:
             g = self._conv_graph("dgrad", x.dtype, *geometry)
-            weight = self._weight_packed(w, kernel, c, out_channels)
+            weight = self._weight_packed(w, k, c, out_channels, channels_first)
             self.graphs.run(g, (grad.ptr, weight.ptr, dx.ptr))
-        if dw is not None:
+        if dw is not None:  # cuDNN writes KCRS (NCHW) or KRSC (NHWC); Needle's is (k, k, c, k_out)
             g = self._conv_graph("wgrad", x.dtype, *geometry)
-            krsc = CudaBuffer(dw.size, dw.dtype)
-            self.graphs.run(g, (x.ptr, grad.ptr, krsc.ptr))
-            self._strided("compact", krsc.ptr, dw.ptr, (kernel, kernel, c, out_channels),
-                          (kernel * c, c, 1, kernel * kernel * c), 0, dw.dtype)
+            packed = CudaBuffer(dw.size, dw.dtype)
+            self.graphs.run(g, (x.ptr, grad.ptr, packed.ptr))
+            strides = (k, 1, k * k, k * k * c) if channels_first else (k * c, c, 1, k * k * c)
+            self._strided("compact", packed.ptr, dw.ptr, (k, k, c, out_channels), strides, 0,
+                          dw.dtype)
 
     # -- attention through cuDNN (bf16) --------------------------------------------------
     def _to_bf16(self, a):
