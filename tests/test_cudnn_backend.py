@@ -306,6 +306,112 @@ def test_attention_needs_bf16_opt_in(be, monkeypatch):
     assert be.supports("attention", "float32") and not be.supports("attention", "float64")
 
 
+# ---- LayerNorm: ours or cuDNN's, per shape --------------------------------------------------
+@pytest.fixture
+def choose(be):
+    """Force the cudnn backend's choice for an op and shape; forgotten afterwards."""
+    from needle.backend_ndarray.cudnn import graphs
+    forced = []
+
+    def force(key, choice, *graph_key):
+        be._choices[key] = "ours" if choice == "ours" else be.graphs.get(graphs.LayerNormGraph,
+                                                                          *graph_key)
+        forced.append(key)
+    yield force
+    for key in forced:
+        be._choices.pop(key, None)
+
+
+@pytest.mark.parametrize("choice", ["ours", "cudnn"])
+@pytest.mark.parametrize("rows,cols", [(64, 768), (7, 33), (256, 4096), (1, 5)])
+def test_layernorm_either_way(be, rng, choose, rows, cols, choice):
+    """Both candidates of the per-shape choice give NumPy's results, forward and backward."""
+    eps, n = 1e-5, rows * cols
+    choose(("layernorm", rows, cols, eps), choice, "forward", rows, cols, eps)
+    choose(("layernorm_backward", rows, cols), choice, "backward", rows, cols, 0.0)
+    x = (rng.standard_normal(n) * 3 - 0.5).astype("float32")
+    w, b = (rng.standard_normal(cols).astype("float32") for _ in range(2))
+    ours, ref = call_both(be, "layernorm", x, w, b, nan(n, "float32"), nan(rows, "float32"),
+                          nan(rows, "float32"), rows, cols, eps)
+    assert_close(ours, ref, dict(rtol=1e-5, atol=1e-5))
+    g = rng.standard_normal(n).astype("float32")
+    mean, rstd = ref[4], ref[5]
+    ours, ref = call_both(be, "layernorm_backward", g, x, w, mean, rstd, nan(n, "float32"),
+                          nan(cols, "float32"), nan(cols, "float32"), rows, cols)
+    assert_close(ours, ref, dict(rtol=1e-4, atol=1e-5 * np.sqrt(rows)))
+
+
+def test_layernorm_choice_is_measured_once_per_shape(be, rng, monkeypatch):
+    from needle.backend_ndarray.cudnn import backend as cudnn_backend
+    tuned = []
+    real = cublaslt.fastest
+    monkeypatch.setattr(cudnn_backend.cublaslt, "fastest",
+                        lambda candidates, run: tuned.append(candidates) or real(candidates, run))
+    layer = needle.nn.LayerNorm1d(48, device=needle.cudnn())
+    for _ in range(3):
+        x = needle.Tensor(rng.standard_normal((37, 48)), device=needle.cudnn(), requires_grad=True)
+        layer(x).sum().backward()
+    assert len(tuned) == 2 and all(c[0] == "ours" for c in tuned)  # forward, backward
+    assert be._choices.pop(("layernorm", 37, 48, layer.eps)) in tuned[0]
+    assert be._choices.pop(("layernorm_backward", 37, 48)) in tuned[1]
+
+
+# ---- training-mode BatchNorm through cuDNN -------------------------------------------------
+# (outer, channels, inner). cuDNN 9 has no engine for channel counts like 3, 5 or 6: there
+# the backend declines and the op composes (test_ops and test_nn_torch run such shapes)
+BATCHNORMS = [(64, 16, 1), (8, 32, 64), (4, 8, 25), (2, 64, 16), (3, 128, 7)]
+
+
+@pytest.mark.parametrize("outer,channels,inner", BATCHNORMS)
+def test_batchnorm_train(be, rng, outer, channels, inner):
+    n = outer * channels * inner
+    x = (rng.standard_normal(n) * 2 + 0.5).astype("float32")
+    w, b = (rng.standard_normal(channels).astype("float32") for _ in range(2))
+    ours, ref = call_both(be, "batchnorm_train", x, w, b, nan(n, "float32"),
+                          nan(channels, "float32"), nan(channels, "float32"), channels, inner,
+                          1e-5)
+    assert_close(ours, ref, TOL["float32"])
+
+
+@pytest.mark.parametrize("outer,channels,inner", BATCHNORMS)
+def test_batchnorm_train_backward(be, rng, outer, channels, inner):
+    n = outer * channels * inner
+    g, x = (rng.standard_normal(n).astype("float32") for _ in range(2))
+    w = rng.standard_normal(channels).astype("float32")
+    mean, rstd = np.empty(channels, "float32"), np.empty(channels, "float32")
+    REF.batchnorm_train(x, w, w, np.empty(n, "float32"), mean, rstd, channels, inner, 1e-5)
+    ours, ref = call_both(be, "batchnorm_train_backward", g, x, w, mean, rstd,
+                          nan(n, "float32"), nan(channels, "float32"), nan(channels, "float32"),
+                          channels, inner)
+    # dweight and dbias sum outer * inner terms
+    assert_close(ours, ref, dict(rtol=1e-4, atol=1e-5 * np.sqrt(outer * inner)))
+
+
+def test_float64_batchnorm_is_composed(be):
+    assert be.supports("batchnorm_train", "float32")
+    assert not be.supports("batchnorm_train", "float64")
+
+
+def test_batchnorm_training_steps_match_cuda(be, rng):
+    """Three training steps of BatchNorm2d (and ReLU) on cudnn (cuDNN's graphs) and on cuda
+    (the composition): outputs, gradients and running statistics agree."""
+    x = [rng.standard_normal((4, 6, 5, 5)) * 2 + 0.5 for _ in range(3)]
+    g = [rng.standard_normal((4, 6, 5, 5)) for _ in range(3)]
+
+    def steps(device):
+        bn = needle.nn.BatchNorm2d(6, device=device)
+        results = []
+        for xi, gi in zip(x, g):
+            t = needle.Tensor(xi, device=device, requires_grad=True)
+            bn.weight.grad = bn.bias.grad = None
+            y = bn(t, act="relu")
+            y.backward(needle.Tensor(gi, device=device))
+            results += [y.numpy(), t.grad.numpy(), bn.weight.grad.numpy(), bn.bias.grad.numpy()]
+        return results + [bn.running_mean.numpy(), bn.running_var.numpy()]
+    for got, want in zip(steps(needle.cudnn()), steps(needle.cuda())):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 # ---- through the Tensor API: cudnn against cuda and the cpu ---------------------------------
 def _run(device, build, inputs, weights):
     tensors = [needle.Tensor(x, device=device) for x in inputs]
@@ -321,6 +427,10 @@ LAYERS = {
     "conv": (lambda x, w: ops.conv(x, w, 1, 1), [(4, 12, 12, 8), (3, 3, 8, 16)]),
     "conv_stride2": (lambda x, w: ops.conv(x, w, 2, 1), [(4, 13, 13, 8), (3, 3, 8, 16)]),
     "mlp_block": (lambda x, w1, w2: ops.relu(x @ w1) @ w2, [(32, 64), (64, 64), (64, 10)]),
+    "batchnorm_train": (lambda x, w, b: ops.batch_norm_train(x, w, b, act="relu")[0],
+                        [(8, 16, 6, 6), (16,), (16,)]),
+    "batchnorm1d_train": (lambda x, w, b: ops.batch_norm_train(x, w, b)[0],
+                          [(32, 24), (24,), (24,)]),
 }
 
 

@@ -5,6 +5,7 @@ import pytest
 import needle
 import needle.ops as ops
 from helpers import check_op
+from needle.errors import ShapeError
 
 
 def positive(rng, *shape):
@@ -295,6 +296,59 @@ def test_batch_norm(device, rng, act, shape, axis, x_bias):
                                                x_bias=t[5] if x_bias else None),
              lambda *a: _batch_norm_ref(*a[:5], xb=a[5] if x_bias else None, act=act, axis=axis),
              inputs, grad_tol=2e-3)
+
+
+def _batch_norm_train_ref(x, w, b, act="identity"):
+    axes = tuple(a for a in range(x.ndim) if a != 1)
+    return _batch_norm_ref(x, x.mean(axes), x.var(axes), w, b, act=act)
+
+
+@pytest.mark.parametrize("act", ["identity", "relu"])
+@pytest.mark.parametrize("shape", [(6, 4), (2, 3, 4, 5), (3, 2, 5)])
+def test_batch_norm_train(device, rng, act, shape):
+    """Training BatchNorm (batch statistics) forward, every gradient, and the mean and
+    biased variance it returns for the running statistics."""
+    c = shape[1]
+    while True:  # pre-activations away from ReLU's kink (finite differences)
+        inputs = [rng.standard_normal(shape) * 2 + 0.5, rng.standard_normal(c),
+                  rng.standard_normal(c)]
+        if np.abs(_batch_norm_train_ref(*inputs)).min() > 0.02:
+            break
+    check_op(device, lambda x, w, b: ops.batch_norm_train(x, w, b, act=act)[0],
+             lambda x, w, b: _batch_norm_train_ref(x, w, b, act), inputs, grad_tol=2e-3)
+    x = inputs[0]
+    axes = tuple(a for a in range(x.ndim) if a != 1)
+    _, mean, var = ops.batch_norm_train(*(needle.Tensor(a, device=device) for a in inputs))
+    assert not mean.requires_grad and not var.requires_grad
+    np.testing.assert_allclose(mean.numpy(), x.mean(axes), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(var.numpy(), x.var(axes), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("declined", ["batchnorm_train", "batchnorm_train_backward"])
+def test_batch_norm_train_composes_what_the_backend_declines(rng, monkeypatch, declined):
+    """A backend may decline the fused op for a shape (cuDNN has no engine for some channel
+    counts): the forward then composes it, and a declined backward composes the gradient."""
+    from needle.backend_ndarray import Declined
+    from needle.backend_ndarray.numpy_backend import NumpyBackend
+
+    def decline(*args):
+        raise Declined("not for this shape")
+    monkeypatch.setattr(NumpyBackend, declined, decline)
+    inputs = [rng.standard_normal((3, 4, 2, 5)) + 0.5, rng.standard_normal(4),
+              rng.standard_normal(4)]
+    check_op(needle.cpu(), lambda x, w, b: ops.batch_norm_train(x, w, b)[0],
+             lambda x, w, b: _batch_norm_train_ref(x, w, b), inputs, grad_tol=2e-3)
+
+
+def test_batch_norm_train_checks_its_arguments():
+    t = needle.Tensor(np.ones((4, 3)))
+    with pytest.raises(ShapeError, match=r"must be \(3,\)"):
+        ops.batch_norm_train(t, needle.Tensor(np.ones(2)), needle.Tensor(np.ones(3)))
+    with pytest.raises(ShapeError, match="channel axis"):
+        ops.batch_norm_train(needle.Tensor(np.ones(3)), needle.Tensor(np.ones(3)),
+                             needle.Tensor(np.ones(3)))
+    with pytest.raises(ValueError, match="unknown activation"):
+        ops.batch_norm_train(t, needle.Tensor(np.ones(3)), needle.Tensor(np.ones(3)), act="gelu")
 
 
 def test_batch_norm_on_a_permuted_view(device, rng):

@@ -54,13 +54,18 @@ FUSED_OPS = ("logsumexp", "softmax", "cross_entropy", "layernorm", "layernorm_ba
              "bias_act", "batchnorm", "sgd_update", "adam_update")
 #: whole layers as optional ops, for backends that hand them to a vendor library (cudnn)
 LAYER_OPS = ("linear", "linear_backward", "conv", "conv_backward", "attention",
-             "attention_backward")
+             "attention_backward", "batchnorm_train", "batchnorm_train_backward")
 ACTIVATIONS = ("identity", "relu")
 #: activations the fused ``linear`` op applies (a matmul epilogue); GELU is the tanh form
 LINEAR_ACTIVATIONS = ("identity", "relu", "gelu")
 
 #: (backend class, op) -> whether the class implements the op (see Backend.supports)
 _IMPLEMENTS = {}
+
+
+class Declined(Exception):
+    """A backend has no implementation of a layer op for these arguments (a vendor library
+    without an engine for the shape): the op composes it from simple ops instead."""
 
 
 class Backend:
@@ -231,3 +236,16 @@ class Backend:
                            dim, scale, causal):
         """Gradients of :meth:`attention` for q, k and v given ``grad`` (out's shape)."""
         self._missing("attention_backward")
+
+    def batchnorm_train(self, x, weight, bias, out, mean, rstd, channels, inner, eps):
+        """Training-mode BatchNorm of x seen as ``(outer, channels, inner)`` (NCHW: inner =
+        H * W): per channel, ``mean`` and ``rstd = 1 / sqrt(var + eps)`` of the batch (the
+        biased variance, over outer and inner), and ``out = (x - mean) * rstd * weight + bias``.
+        May raise :class:`Declined` for shapes the backend cannot run."""
+        self._missing("batchnorm_train")
+
+    def batchnorm_train_backward(self, grad, x, weight, mean, rstd, dx, dweight, dbias,
+                                 channels, inner):
+        """Gradients of :meth:`batchnorm_train` for x, weight and bias given ``grad``
+        (x's shape), from the ``mean`` and ``rstd`` it wrote. May raise :class:`Declined`."""
+        self._missing("batchnorm_train_backward")

@@ -150,6 +150,24 @@ class NumpyBackend(Backend):
         y = (x - mean[:, None]) / np.sqrt(var[:, None] + eps) * weight[:, None] + bias[:, None]
         out.reshape(x.shape)[...] = np.maximum(y, 0) if act == "relu" else y
 
+    def batchnorm_train(self, x, weight, bias, out, mean, rstd, channels, inner, eps):
+        x = x.reshape(-1, channels, inner)
+        mu = x.mean(axis=(0, 2))
+        r = 1.0 / np.sqrt(((x - mu[:, None]) ** 2).mean(axis=(0, 2)) + eps)
+        mean[:], rstd[:] = mu, r
+        out.reshape(x.shape)[...] = ((x - mu[:, None]) * (r * weight)[:, None]
+                                     + bias[:, None])
+
+    def batchnorm_train_backward(self, grad, x, weight, mean, rstd, dx, dweight, dbias,
+                                 channels, inner):
+        g, x = grad.reshape(-1, channels, inner), x.reshape(-1, channels, inner)
+        xhat = (x - mean[:, None]) * rstd[:, None]
+        dweight[:] = (g * xhat).sum(axis=(0, 2))
+        dbias[:] = g.sum(axis=(0, 2))
+        count = g.size // channels
+        dx.reshape(g.shape)[...] = (weight * rstd / count)[:, None] * (
+            count * g - dbias[:, None] - xhat * dweight[:, None])
+
     def sgd_update(self, param, grad, buf, lr, momentum, weight_decay, first_step):
         g = grad + weight_decay * param if weight_decay else grad
         if buf is not None:

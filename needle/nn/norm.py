@@ -34,21 +34,17 @@ class BatchNorm1d(Module):
         if x_bias is not None:
             raise ValueError("x_bias is folded in eval mode only: in training it would change "
                              "the batch statistics; add the bias first")
-        axes = tuple(a for a in range(x.ndim) if a != 1)  # every axis but the channels
         n = x.size // self.dim
         if n == 1:
             raise ValueError(f"{type(self).__name__} needs more than one value per channel "
                              f"in training mode (got input of shape {x.shape}); use eval()")
-        mean = ops.summation(x, axes) / n
-        shape = tuple(self.dim if a == 1 else 1 for a in range(x.ndim))
-        centered = x - ops.broadcast_to(ops.reshape(mean, shape), x.shape)
-        var = ops.summation(centered * centered, axes) / n
+        y, mean, var = ops.batch_norm_train(x, self.weight, self.bias, self.eps, act)
         with no_grad():
             m = self.momentum
-            unbiased = var.detach() * (n / max(n - 1, 1))
-            self.running_mean = (self.running_mean * (1 - m) + mean.detach() * m).detach()
+            unbiased = var * (n / (n - 1))
+            self.running_mean = (self.running_mean * (1 - m) + mean * m).detach()
             self.running_var = (self.running_var * (1 - m) + unbiased * m).detach()
-        return ops.batch_norm(x, mean, var, self.weight, self.bias, self.eps, act)
+        return y
 
 
 class BatchNorm2d(BatchNorm1d):

@@ -6,7 +6,8 @@ from .elementwise import (AddScalar, DivScalar, EWiseAdd, EWiseDiv, EWiseMul, EW
                           mul_scalar, multiply, negate, power_scalar, relu, sigmoid, sqrt,
                           subtract, tanh)
 from .attention import Attention, scaled_dot_product_attention
-from .fused import batch_norm, bias_act, layer_norm, softmax, softmax_cross_entropy
+from .fused import (batch_norm, batch_norm_train, bias_act, layer_norm, softmax,
+                    softmax_cross_entropy)
 from .linalg import Conv, MatMul, conv, matmul
 from .linear import Linear, gelu, linear
 from .movement import (BroadcastTo, Concatenate, Dilate, Flip, GetItem, Pad, Permute, Reshape,

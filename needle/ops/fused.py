@@ -1,10 +1,11 @@
 """Fused ops for the training step: softmax, softmax cross-entropy, LayerNorm, BatchNorm's
-normalisation and bias + activation. Each runs as one backend kernel where the backend has it
-(see ``Backend.supports``) and otherwise as a composition of simple ops."""
+normalisation, training-mode BatchNorm and bias + activation. Each runs as one backend kernel
+where the backend has it (see ``Backend.supports``) and otherwise as a composition of simple
+ops."""
 import numpy as np
 
 from ..autograd import Tensor, TensorOp
-from ..backend_ndarray import ACTIVATIONS, NDArray, prod
+from ..backend_ndarray import ACTIVATIONS, Declined, NDArray, prod
 from ..errors import ShapeError
 from ..init import class_indices, one_hot
 from .elementwise import relu
@@ -241,3 +242,78 @@ def batch_norm(x, mean, var, weight, bias, eps=1e-5, act="identity", axis=1, x_b
     y = (x - _per_channel(mean, x, axis)) * _per_channel(weight * (var + eps) ** -0.5, x, axis) \
         + _per_channel(bias, x, axis)
     return relu(y) if act == "relu" else y
+
+
+class BatchNormTrain(TensorOp):
+    """Training-mode BatchNorm of NCHW-like input (channels on axis 1) in one backend call:
+    the batch statistics, then ``(x - mean) * rstd * weight + bias``; inputs
+    ``(x, weight, bias)``. The op keeps ``mean`` and ``rstd`` for its gradient."""
+
+    def __init__(self, eps):
+        self.eps = eps
+
+    def compute(self, x, weight, bias):
+        channels, inner = x.shape[1], prod(x.shape[2:])
+        out = x._new()
+        self.mean, self.rstd = weight._new(), weight._new()
+        x.device.backend.batchnorm_train(
+            x.compact()._handle, weight.compact()._handle, bias.compact()._handle, out._handle,
+            self.mean._handle, self.rstd._handle, channels, inner, self.eps)
+        return out
+
+    def gradient(self, out_grad, node):
+        x, weight, _ = (t.realize_cached_data() for t in node.inputs)
+        dx, dw, db = x._new(), weight._new(), weight._new()
+        try:
+            x.device.backend.batchnorm_train_backward(
+                out_grad.realize_cached_data().compact()._handle, x.compact()._handle,
+                weight.compact()._handle, self.mean._handle, self.rstd._handle, dx._handle,
+                dw._handle, db._handle, x.shape[1], prod(x.shape[2:]))
+        except Declined:
+            return self._composed_gradient(out_grad, node)
+        return Tensor.make_const(dx), Tensor.make_const(dw), Tensor.make_const(db)
+
+    def _composed_gradient(self, out_grad, node):
+        x, weight, _ = node.inputs
+        axes = tuple(a for a in range(x.ndim) if a != 1)
+        count = x.size // x.shape[1]
+        rstd = Tensor.make_const(self.rstd)
+        xhat = (x - _per_channel(Tensor.make_const(self.mean), x, 1)) * _per_channel(rstd, x, 1)
+        dw, db = summation(out_grad * xhat, axes), summation(out_grad, axes)
+        dx = _per_channel(weight * rstd / count, x, 1) * (
+            out_grad * count - _per_channel(db, x, 1) - xhat * _per_channel(dw, x, 1))
+        return dx, dw, db
+
+
+def batch_norm_train(x, weight, bias, eps=1e-5, act="identity"):
+    """Training-mode BatchNorm over every axis but 1 (BatchNorm1d's (N, C), BatchNorm2d's
+    NCHW): ``act((x - mean) / sqrt(var + eps) * weight + bias)`` with the batch's mean and
+    biased variance. Returns ``(y, mean, var)``; gradients flow from y to x, weight and bias,
+    and mean and var are constants (for running statistics). One backend call where the
+    backend has it (cuDNN, for the shapes it has an engine for), else a composition of
+    reductions and :func:`batch_norm`."""
+    if act not in ACTIVATIONS:
+        raise ValueError(f"batch_norm_train: unknown activation {act!r}; use one of "
+                         f"{ACTIVATIONS}")
+    if x.ndim < 2:
+        raise ShapeError(f"batch_norm_train: input must have a channel axis 1, got {x.shape}")
+    channels = (x.shape[1],)
+    if weight.shape != channels or bias.shape != channels:
+        raise ShapeError(f"batch_norm_train: weight {weight.shape} and bias {bias.shape} must "
+                         f"be {channels} for input {x.shape}")
+    if x.device.backend.supports("batchnorm_train", x.dtype) and x.size:
+        op = BatchNormTrain(eps)
+        try:
+            y = op(x, weight, bias)
+        except Declined:
+            pass
+        else:  # var from rstd = 1 / sqrt(var + eps): two small kernels on (C,) vectors
+            var = Tensor.make_const(op.rstd) ** -2 - eps
+            return relu(y) if act == "relu" else y, Tensor.make_const(op.mean), var
+    axes = tuple(a for a in range(x.ndim) if a != 1)
+    n = x.size // channels[0]
+    mean = summation(x, axes) / n
+    centered = x - _per_channel(mean, x, 1)
+    var = summation(centered * centered, axes) / n
+    y = batch_norm(x, mean, var, weight, bias, eps, act)
+    return y, mean.detach(), var.detach()

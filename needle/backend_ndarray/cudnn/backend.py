@@ -6,16 +6,21 @@ Routed to the libraries:
   (cublaslt.py), with the bias, ReLU and GELU epilogues and the bias-gradient epilogue;
 * ``conv``/``conv_backward``: cuDNN's convolution graphs (graphs.py);
 * ``attention``/``attention_backward``: cuDNN's flash attention, which reads bf16 only, so
-  it runs when the user chose ``set_matmul_precision("bf16")``.
+  it runs when the user chose ``set_matmul_precision("bf16")``;
+* ``batchnorm_train``/``batchnorm_train_backward``: cuDNN's batchnorm graphs (float32),
+  4-5x faster per training step of nn.BatchNorm2d than the composition of Needle ops;
+* ``layernorm``/``layernorm_backward``: ours or cuDNN's, whichever measured faster for the
+  shape on first use. Both measured with tools/bench_cudnn_norms.py.
 
-Everything else (elementwise, reductions, softmax, LayerNorm, optimizers) is the cuda
-device's own kernels: the class derives from CudaBackend and shares its buffers.
+Everything else (elementwise, reductions, softmax, eval-mode BatchNorm, optimizers) is the
+cuda device's own kernels: the class derives from CudaBackend and shares its buffers.
 """
 
 import functools
 
 import numpy as np
 
+from ..contract import Declined
 from ..cuda.backend import CudaBackend
 from ..cuda.memory import CudaBuffer
 from . import cublaslt, graphs
@@ -24,7 +29,8 @@ from . import cublaslt, graphs
 _NAMES = {np.dtype(name): name for name in ("float32", "float64")}
 _LINEAR_EPILOGUE = {"identity": "bias", "relu": "relu", "gelu": "gelu"}
 _ATTENTION_OPS = ("attention", "attention_backward")
-_CONV_OPS = ("conv", "conv_backward")
+#: routed to cuDNN for float32 only (it has no float64 NHWC convolution or batchnorm)
+_FP32_OPS = ("conv", "conv_backward", "batchnorm_train", "batchnorm_train_backward")
 
 
 class CudnnBackend(CudaBackend):
@@ -81,7 +87,7 @@ class CudnnBackend(CudaBackend):
         fp32 = dtype is None or dtype == "float32"  # a name or a numpy dtype
         if op in _ATTENTION_OPS:  # cuDNN's attention is bf16 only: the user must opt in
             return fp32 and self.matmul_precision == "bf16" and int(self.rt.arch) >= 80
-        if op in _CONV_OPS:  # cuDNN has no NHWC float64 convolution: our kernels run those
+        if op in _FP32_OPS:  # float64 runs on our kernels
             return fp32
         return True
 
@@ -181,6 +187,73 @@ class CudnnBackend(CudaBackend):
             strides = (k, 1, k * k, k * k * c) if channels_first else (k * c, c, 1, k * k * c)
             self._strided("compact", packed.ptr, dw.ptr, (k, k, c, out_channels), strides, 0,
                           dw.dtype)
+
+    # -- LayerNorm: ours or cuDNN's, whichever measured faster per shape ------------------
+    @functools.cached_property
+    def _choices(self):
+        return {}  # (op, shape...) -> "ours" or the cuDNN graph that measured faster
+
+    def _choose(self, key, graph_of, ours, pointers):
+        """Time our kernels and cuDNN's graph on this call's buffers, as an eager loop runs
+        them (cublaslt.fastest), and keep the faster for ``key``. Neither wins everywhere,
+        and the host's speed moves the line: tools/bench_cudnn_norms.py has the figures."""
+        try:
+            graph = graph_of()
+        except graphs.Unsupported:
+            choice = "ours"
+        else:
+            choice = cublaslt.fastest(("ours", graph), lambda c: ours() if c == "ours"
+                                      else self.graphs.run(c, pointers))
+        self._choices[key] = choice
+        return choice
+
+    def layernorm(self, x, weight, bias, out, mean, rstd, rows, cols, eps):
+        args = (x, weight, bias, out, mean, rstd, rows, cols, eps)
+        choice = "ours"
+        if x.dtype == np.float32:
+            key = ("layernorm", rows, cols, eps)
+            pointers = (x.ptr, weight.ptr, bias.ptr, out.ptr, mean.ptr, rstd.ptr)
+            choice = self._choices.get(key) or self._choose(
+                key, lambda: self.graphs.get(graphs.LayerNormGraph, "forward", rows, cols, eps),
+                lambda: CudaBackend.layernorm(self, *args), pointers)
+        if choice == "ours":
+            super().layernorm(*args)
+        else:
+            self.graphs.run(choice, pointers)
+
+    def layernorm_backward(self, grad, x, weight, mean, rstd, dx, dweight, dbias, rows, cols):
+        args = (grad, x, weight, mean, rstd, dx, dweight, dbias, rows, cols)
+        choice = "ours"
+        if x.dtype == np.float32:
+            key = ("layernorm_backward", rows, cols)
+            pointers = (grad.ptr, x.ptr, weight.ptr, mean.ptr, rstd.ptr, dx.ptr, dweight.ptr,
+                        dbias.ptr)
+            choice = self._choices.get(key) or self._choose(
+                key, lambda: self.graphs.get(graphs.LayerNormGraph, "backward", rows, cols, 0.0),
+                lambda: CudaBackend.layernorm_backward(self, *args), pointers)
+        if choice == "ours":
+            super().layernorm_backward(*args)
+        else:
+            self.graphs.run(choice, pointers)
+
+    # -- training-mode BatchNorm through cuDNN ---------------------------------------------
+    def _batchnorm_graph(self, kind, x, channels, inner, eps=0.0):
+        outer = x.size // (channels * inner)
+        try:
+            return self.graphs.get(graphs.BatchNormGraph, kind, outer, channels, inner, eps)
+        except graphs.Unsupported as e:  # e.g. channel counts its kernels do not tile
+            raise Declined(f"cuDNN has no training BatchNorm {kind} for input ({outer}, "
+                           f"{channels}, {inner}): {e}") from None
+
+    def batchnorm_train(self, x, weight, bias, out, mean, rstd, channels, inner, eps):
+        g = self._batchnorm_graph("forward", x, channels, inner, eps)
+        self.graphs.run(g, (x.ptr, weight.ptr, bias.ptr, out.ptr, mean.ptr, rstd.ptr))
+
+    def batchnorm_train_backward(self, grad, x, weight, mean, rstd, dx, dweight, dbias,
+                                 channels, inner):
+        g = self._batchnorm_graph("backward", x, channels, inner)
+        self.graphs.run(g, (grad.ptr, x.ptr, weight.ptr, mean.ptr, rstd.ptr, dx.ptr,
+                            dweight.ptr, dbias.ptr))
 
     # -- attention through cuDNN (bf16) --------------------------------------------------
     def _to_bf16(self, a):

@@ -1,4 +1,4 @@
-"""cuDNN graphs (through ``nvidia-cudnn-frontend``) for convolution and attention.
+"""cuDNN graphs (through ``nvidia-cudnn-frontend``) for convolution, attention and the norms.
 
 A graph is built, checked and planned once per shape and then executed with raw device
 addresses. Activations are NHWC (Needle's conv layout) or NCHW (an NCHW model's tensors, as
@@ -9,6 +9,10 @@ read and wrote them as KRSC anyway, so the backend copies weights to and from th
 """
 import ctypes
 import functools
+
+import numpy as np
+
+from ..cuda.memory import CudaBuffer
 
 
 class Unsupported(Exception):
@@ -52,7 +56,9 @@ class Graphs:
 
     def run(self, graph, pointers):
         """Execute ``graph`` on CuPy's current stream with the device addresses of its
-        operands, in the order of ``graph.uids``."""
+        operands, in the order of ``graph.uids`` (the graph's own ``fixed`` ones last)."""
+        if graph.fixed:
+            pointers = pointers + graph.fixed
         stream = self._cupy_cuda.get_current_stream().ptr
         if stream != self._stream:
             _cudnn().set_stream(self.handle, stream)
@@ -148,6 +154,7 @@ class _Graph:
     in the order :meth:`Graphs.run` takes their addresses."""
 
     raw = None  # the graph's _RawExecute, or False where there is none (set by Graphs.run)
+    fixed = ()  # addresses after the caller's in every run (host scalars, scratch buffers)
 
     def _built(self, g, handle, forbid_tensor_cores, *operands):
         self.graph = g
@@ -229,4 +236,93 @@ class AttentionGraph(_Graph):
             self.dq, self.dk, self.dv = output(dq, seq_q), output(dk, seq_k), output(dv, seq_k)
             operands = (self.q, self.k, self.v, self.o, self.do, self.stats, self.dq, self.dk,
                         self.dv)
+        self._built(g, handle, False, *operands)
+
+
+class BatchNormGraph(_Graph):
+    """Training-mode BatchNorm (float32), ``forward`` (batch statistics, normalisation) or
+    ``backward``, on x stored as ``(outer, channels, inner)`` (NCHW with H*W = inner, as
+    stored). cuDNN's forward also blends running statistics; Needle keeps its own, so those
+    operands are scratch buffers of the graph (:attr:`scratch`) and are never read."""
+
+    def __init__(self, handle, kind, outer, channels, inner, eps):
+        cudnn = _cudnn()
+        f32 = cudnn.data_type.FLOAT
+        g = cudnn.pygraph(io_data_type=f32, intermediate_data_type=f32, compute_data_type=f32,
+                          handle=handle)
+        dims = [outer, channels, inner, 1]
+        strides = [channels * inner, inner, 1, 1]
+        vec = dict(dim=[1, channels, 1, 1], stride=[channels, 1, channels, channels],
+                   data_type=f32)
+
+        def data(name):
+            return g.tensor(name=name, dim=dims, stride=strides, data_type=f32)
+
+        if kind == "forward":
+            x, w, b = data("x"), g.tensor(name="w", **vec), g.tensor(name="b", **vec)
+            # epsilon and momentum are host scalars, read through these addresses per call
+            self.host = np.array([eps, 0.1], np.float32)
+            scalar = dict(dim=[1, 1, 1, 1], stride=[1, 1, 1, 1], data_type=f32,
+                          is_pass_by_value=True)
+            e, m = g.tensor(name="eps", **scalar), g.tensor(name="momentum", **scalar)
+            rm, rv = g.tensor(name="running_mean", **vec), g.tensor(name="running_var", **vec)
+            y, mean, rstd, rm_next, rv_next = g.batchnorm(
+                name="bn", input=x, scale=w, bias=b, in_running_mean=rm, in_running_var=rv,
+                epsilon=e, momentum=m)
+            y.set_output(True).set_dim(dims).set_stride(strides).set_data_type(f32)
+            for t in (mean, rstd, rm_next, rv_next):
+                t.set_output(True).set_data_type(f32)
+            self.scratch = [CudaBuffer(channels, "float32") for _ in range(2)]
+            address = self.host.ctypes.data
+            self.fixed = (address, address + 4, self.scratch[0].ptr, self.scratch[1].ptr,
+                          self.scratch[0].ptr, self.scratch[1].ptr)
+            operands = (x, w, b, y, mean, rstd, e, m, rm, rv, rm_next, rv_next)
+        else:
+            dy, x = data("dy"), data("x")
+            w, mean, rstd = (g.tensor(name=n, **vec) for n in ("w", "mean", "rstd"))
+            dx, dw, db = g.batchnorm_backward(name="dbn", grad=dy, input=x, scale=w, mean=mean,
+                                              inv_variance=rstd)
+            dx.set_output(True).set_dim(dims).set_stride(strides).set_data_type(f32)
+            for t in (dw, db):
+                t.set_output(True).set_data_type(f32)
+            operands = (dy, x, w, mean, rstd, dx, dw, db)
+        self._built(g, handle, False, *operands)
+
+
+class LayerNormGraph(_Graph):
+    """LayerNorm (float32) over the last axis of ``(rows, cols)`` data: the ``forward`` pass
+    (writing y, and the mean and rstd = 1 / sqrt(var + eps) of each row) or the ``backward``
+    pass from those (dx, dweight, dbias)."""
+
+    def __init__(self, handle, kind, rows, cols, eps):
+        cudnn = _cudnn()
+        f32 = cudnn.data_type.FLOAT
+        g = cudnn.pygraph(io_data_type=f32, intermediate_data_type=f32, compute_data_type=f32,
+                          handle=handle)
+        data = dict(dim=[rows, cols, 1, 1], stride=[cols, 1, cols, cols], data_type=f32)
+        per_col = dict(dim=[1, cols, 1, 1], stride=[cols, 1, cols, cols], data_type=f32)
+        per_row = dict(dim=[rows, 1, 1, 1], stride=[1, 1, 1, 1], data_type=f32)
+
+        def output(t, like):
+            t.set_output(True).set_dim(like["dim"]).set_stride(like["stride"])
+            t.set_data_type(f32)
+
+        x, w = g.tensor(name="x", **data), g.tensor(name="w", **per_col)
+        if kind == "forward":
+            b = g.tensor(name="b", **per_col)
+            self.host = np.full(1, eps, np.float32)  # epsilon, read through its address
+            e = g.tensor(name="eps", dim=[1, 1, 1, 1], stride=[1, 1, 1, 1], data_type=f32,
+                         is_pass_by_value=True)
+            y, mean, rstd = g.layernorm(name="ln", input=x, scale=w, bias=b, epsilon=e,
+                                        norm_forward_phase=cudnn.norm_forward_phase.TRAINING)
+            output(y, data), output(mean, per_row), output(rstd, per_row)
+            self.fixed = (self.host.ctypes.data,)
+            operands = (x, w, b, y, mean, rstd, e)
+        else:
+            dy = g.tensor(name="dy", **data)
+            mean, rstd = g.tensor(name="mean", **per_row), g.tensor(name="rstd", **per_row)
+            dx, dw, db = g.layernorm_backward(name="dln", grad=dy, input=x, scale=w, mean=mean,
+                                              inv_variance=rstd)
+            output(dx, data), output(dw, per_col), output(db, per_col)
+            operands = (dy, x, w, mean, rstd, dx, dw, db)
         self._built(g, handle, False, *operands)
