@@ -395,11 +395,13 @@ def test_float64_batchnorm_is_composed(be):
 def test_batchnorm_training_steps_match_cuda(be, rng):
     """Three training steps of BatchNorm2d (and ReLU) on cudnn (cuDNN's graphs) and on cuda
     (the composition): outputs, gradients and running statistics agree."""
-    x = [rng.standard_normal((4, 6, 5, 5)) * 2 + 0.5 for _ in range(3)]
-    g = [rng.standard_normal((4, 6, 5, 5)) for _ in range(3)]
+    from needle.backend_ndarray.cudnn import graphs
+    shape = (4, 8, 5, 5)
+    x = [rng.standard_normal(shape) * 2 + 0.5 for _ in range(3)]
+    g = [rng.standard_normal(shape) for _ in range(3)]
 
     def steps(device):
-        bn = needle.nn.BatchNorm2d(6, device=device)
+        bn = needle.nn.BatchNorm2d(8, device=device)
         results = []
         for xi, gi in zip(x, g):
             t = needle.Tensor(xi, device=device, requires_grad=True)
@@ -410,6 +412,9 @@ def test_batchnorm_training_steps_match_cuda(be, rng):
         return results + [bn.running_mean.numpy(), bn.running_var.numpy()]
     for got, want in zip(steps(needle.cudnn()), steps(needle.cuda())):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    for kind, eps in (("forward", 1e-5), ("backward", 0.0)):  # cuDNN ran (did not decline)
+        built = be.graphs.cache[graphs.BatchNormGraph, kind, 4, 8, 25, eps]
+        assert isinstance(built, graphs.BatchNormGraph)
 
 
 # ---- through the Tensor API: cudnn against cuda and the cpu ---------------------------------
