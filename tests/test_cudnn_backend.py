@@ -436,6 +436,8 @@ LAYERS = {
                         [(8, 16, 6, 6), (16,), (16,)]),
     "batchnorm1d_train": (lambda x, w, b: ops.batch_norm_train(x, w, b)[0],
                           [(32, 24), (24,), (24,)]),
+    "layernorm": (lambda x, w, b: ops.layer_norm(x, w, b), [(64, 768), (768,), (768,)]),
+    "layernorm_small": (lambda x, w, b: ops.layer_norm(x, w, b), [(6, 10), (10,), (10,)]),
 }
 
 
