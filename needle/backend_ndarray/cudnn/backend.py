@@ -193,48 +193,44 @@ class CudnnBackend(CudaBackend):
     def _choices(self):
         return {}  # (op, shape...) -> "ours" or the cuDNN graph that measured faster
 
-    def _choose(self, key, graph_of, ours, pointers):
-        """Time our kernels and cuDNN's graph on this call's buffers, as an eager loop runs
-        them (cublaslt.fastest), and keep the faster for ``key``. Neither wins everywhere,
+    def _ours_or_cudnn(self, key, graph_args, ours, args, pointers):
+        """Run ``ours(self, *args)`` or cuDNN's ``LayerNormGraph(*graph_args)`` on
+        ``pointers``, whichever measured faster for ``key``. The first call times both on its
+        own buffers, as an eager loop runs them (cublaslt.fastest). Neither wins everywhere,
         and the host's speed moves the line: tools/bench_cudnn_norms.py has the figures."""
-        try:
-            graph = graph_of()
-        except graphs.Unsupported:
-            choice = "ours"
+        choice = self._choices.get(key)
+        if choice is None:
+            try:
+                graph = self.graphs.get(graphs.LayerNormGraph, *graph_args)
+            except graphs.Unsupported:
+                choice = "ours"
+            else:
+                choice = cublaslt.fastest(("ours", graph), lambda c: ours(self, *args)
+                                          if c == "ours" else self.graphs.run(c, pointers))
+            self._choices[key] = choice
+        if choice == "ours":
+            ours(self, *args)
         else:
-            choice = cublaslt.fastest(("ours", graph), lambda c: ours() if c == "ours"
-                                      else self.graphs.run(c, pointers))
-        self._choices[key] = choice
-        return choice
+            self.graphs.run(choice, pointers)
 
     def layernorm(self, x, weight, bias, out, mean, rstd, rows, cols, eps):
         args = (x, weight, bias, out, mean, rstd, rows, cols, eps)
-        choice = "ours"
-        if x.dtype == np.float32:
-            key = ("layernorm", rows, cols, eps)
-            pointers = (x.ptr, weight.ptr, bias.ptr, out.ptr, mean.ptr, rstd.ptr)
-            choice = self._choices.get(key) or self._choose(
-                key, lambda: self.graphs.get(graphs.LayerNormGraph, "forward", rows, cols, eps),
-                lambda: CudaBackend.layernorm(self, *args), pointers)
-        if choice == "ours":
+        if x.dtype != np.float32:
             super().layernorm(*args)
-        else:
-            self.graphs.run(choice, pointers)
+            return
+        self._ours_or_cudnn(("layernorm", rows, cols, eps), ("forward", rows, cols, eps),
+                            CudaBackend.layernorm, args,
+                            (x.ptr, weight.ptr, bias.ptr, out.ptr, mean.ptr, rstd.ptr))
 
     def layernorm_backward(self, grad, x, weight, mean, rstd, dx, dweight, dbias, rows, cols):
         args = (grad, x, weight, mean, rstd, dx, dweight, dbias, rows, cols)
-        choice = "ours"
-        if x.dtype == np.float32:
-            key = ("layernorm_backward", rows, cols)
-            pointers = (grad.ptr, x.ptr, weight.ptr, mean.ptr, rstd.ptr, dx.ptr, dweight.ptr,
-                        dbias.ptr)
-            choice = self._choices.get(key) or self._choose(
-                key, lambda: self.graphs.get(graphs.LayerNormGraph, "backward", rows, cols, 0.0),
-                lambda: CudaBackend.layernorm_backward(self, *args), pointers)
-        if choice == "ours":
+        if x.dtype != np.float32:
             super().layernorm_backward(*args)
-        else:
-            self.graphs.run(choice, pointers)
+            return
+        self._ours_or_cudnn(("layernorm_backward", rows, cols), ("backward", rows, cols, 0.0),
+                            CudaBackend.layernorm_backward, args,
+                            (grad.ptr, x.ptr, weight.ptr, mean.ptr, rstd.ptr, dx.ptr,
+                             dweight.ptr, dbias.ptr))
 
     # -- training-mode BatchNorm through cuDNN ---------------------------------------------
     def _batchnorm_graph(self, kind, x, channels, inner, eps=0.0):
