@@ -4,11 +4,10 @@ sum) on the cudnn device, beside ``torch.nn.Conv2d`` on the same GPU in the same
 
     python tools/bench_conv_step.py      # on a GPU machine with the cudnn extra (+ torch)
 """
-import time
-
 import numpy as np
 
 import needle
+from needle.bench import timing
 
 # (batch, c_in, height, width, c_out, kernel): ResNet9-like layers and a 3-channel stem
 SHAPES = [(32, 64, 32, 32, 128, 3), (64, 128, 16, 16, 256, 3), (64, 256, 8, 8, 512, 3),
@@ -18,15 +17,7 @@ SHAPES = [(32, 64, 32, 32, 128, 3), (64, 128, 16, 16, 256, 3), (64, 256, 8, 8, 5
 def ms_per_step(step, sync, windows=5, steps=20):
     for _ in range(5):
         step()
-    sync()
-    best = float("inf")
-    for _ in range(windows):
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync()
-        best = min(best, (time.perf_counter() - start) / steps * 1e3)
-    return best
+    return min(timing.time_host(step, sync, samples=windows, inner=steps)) * 1e3
 
 
 def needle_step(shape, rng):

@@ -16,11 +16,10 @@ NumPy reference (outputs, saved statistics and every gradient), then timed.
 
     python tools/bench_cudnn_norms.py      # on a GPU machine with the cudnn extra
 """
-import time
-
 import numpy as np
 
 import needle
+from needle.bench import timing
 from needle.backend_ndarray.cuda.backend import CudaBackend
 from needle.backend_ndarray.cudnn import CudnnBackend, graphs
 
@@ -56,12 +55,7 @@ def eager_ms(fn, reps=200):
 
     for _ in range(20):
         fn()
-    deviceSynchronize()
-    start = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    deviceSynchronize()
-    return (time.perf_counter() - start) / reps * 1e3
+    return timing.time_host(fn, deviceSynchronize, samples=1, inner=reps)[0] * 1e3
 
 
 # -- LayerNorm ------------------------------------------------------------------------------
