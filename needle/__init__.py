@@ -12,6 +12,7 @@ from .backend_ndarray import (NDArray, all_devices, cpu, cuda, cudnn, default_de
                               webgpu)
 from .errors import DeviceMismatchError, DeviceUnavailableError, DTypeError, NeedleError, ShapeError
 from .ops import *  # noqa: F401,F403 - classic Needle exposes ops at the top level
+from .dlpack import from_dlpack
 from .serialization import load, save
 
 float32, float64 = "float32", "float64"

@@ -10,8 +10,8 @@ import numbers
 import numpy as np
 
 from . import backend_ndarray as nd
-from .backend_ndarray import NDArray
-from .errors import DeviceMismatchError
+from .backend_ndarray import Device, NDArray
+from .errors import DeviceMismatchError, DTypeError, ShapeError
 
 _GRAD_ENABLED = [True]
 
@@ -60,6 +60,10 @@ class Value:
     inputs = ()
     cached_data = None
     requires_grad = False
+    #: bumped by every in-place write (optimizer updates, ``.data =``, ``__setitem__``);
+    #: ``backward()`` compares it with the version each op saw (``_input_versions``)
+    _version = 0
+    _input_versions = ()
 
     def realize_cached_data(self):
         if self.cached_data is None:
@@ -83,23 +87,27 @@ class Value:
     def make_from_op(cls, op, inputs):
         # runs on every op: plain loops, and no graph bookkeeping when nothing will
         # differentiate through the result
-        device, data = None, []
+        device, dtype, data = None, None, []
         for x in inputs:
             d = x.cached_data  # inputs were computed when they were made
             data.append(d)
             if isinstance(x, Tensor):
                 if device is None:
-                    device = d._device
+                    device, dtype = d._device, d._dtype
                 elif d._device is not device and d._device != device:
                     raise DeviceMismatchError(
                         f"{type(op).__name__}: inputs are on different devices ({device} and "
                         f"{d._device}); move them with .to()")
+                elif d._dtype != dtype:
+                    raise DTypeError(f"{type(op).__name__}: inputs have different dtypes "
+                                     f"({dtype} and {d._dtype}); convert one with .astype()")
         value = cls.__new__(cls)
         value.cached_data = op.compute(*data)
         if _GRAD_ENABLED[-1]:
             for x in inputs:
                 if x.requires_grad:
                     value.op, value.inputs, value.requires_grad = op, list(inputs), True
+                    value._input_versions = [x._version for x in inputs]
                     break
         return value
 
@@ -146,11 +154,14 @@ class Tensor(Value):
     """An n-dimensional array that records the ops applied to it, for ``backward()``.
 
     Args:
-        array: a Tensor, NDArray, numpy array or nested list.
+        array: a Tensor, NDArray, numpy array, Python number or nested list.
         device: a Needle device (default: the array's device, else ``needle.default_device()``).
         dtype: ``"float32"`` or ``"float64"``; by default float32 for host data (lists,
             numpy arrays) and the source's dtype for a Tensor or NDArray.
         requires_grad: whether gradients flow to this tensor.
+
+    Comparisons (``==``, ``<``, ...) are elementwise and give 1.0 / 0.0 masks without a
+    gradient; tensors hash by identity, as in PyTorch, so they can be dict keys.
 
     Example:
         >>> x = needle.Tensor([[1.0, 2.0]], device=needle.cpu())
@@ -160,6 +171,11 @@ class Tensor(Value):
     """
 
     grad = None
+    #: set on the 1.0 / 0.0 results of comparisons: indexing with them selects (bool masks)
+    is_mask = False
+    #: NumPy defers to Tensor's reflected operators (``np.float32(2) * t`` is ``t * 2``)
+    __array_ufunc__ = None
+    __hash__ = Value.__hash__  # by identity, although == is elementwise
 
     def __init__(self, array, *, device=None, dtype=None, requires_grad=True):
         if isinstance(array, Tensor):
@@ -168,8 +184,11 @@ class Tensor(Value):
             data = array.to(device or array.device).astype(dtype or array.dtype)
             if data is array:
                 data = NDArray(array)  # a Tensor never aliases its source's buffer
+        elif array is None:
+            raise TypeError("needle.Tensor(None): expected data (a number, nested list, "
+                            "numpy array, Tensor or NDArray)")
         else:
-            data = NDArray(np.asarray(array), device=device, dtype=dtype or "float32")
+            data = NDArray(array, device=device, dtype=dtype or "float32")
         self._init_leaf(data, requires_grad)
 
     @staticmethod
@@ -181,19 +200,31 @@ class Tensor(Value):
     # -- data access ----------------------------------------------------------------------
     @property
     def data(self):
-        """The value without its history (shares the buffer)."""
+        """The value without its history (shares the buffer; writes through it are not
+        tracked by autograd, as PyTorch's ``.data``)."""
         return self.detach()
 
     @data.setter
     def data(self, value):
         value = value.realize_cached_data() if isinstance(value, Tensor) else value
+        if not isinstance(value, NDArray):
+            raise TypeError(f"assigning {type(value).__name__} to .data: expected a needle "
+                            f"Tensor or NDArray")
         if value.shape != self.shape or value.dtype != self.dtype:
             raise ValueError(f"assigning data of shape {value.shape} / {value.dtype} to a tensor "
                              f"of shape {self.shape} / {self.dtype}")
         self.cached_data = value
+        self._version += 1
 
     def detach(self):
         return Tensor.make_const(self.realize_cached_data())
+
+    def requires_grad_(self, requires_grad=True):
+        """Set ``requires_grad`` in place (leaves only) and return self."""
+        if not self.is_leaf():
+            raise RuntimeError("requires_grad_() changes leaves only; use detach() first")
+        self.requires_grad = requires_grad
+        return self
 
     # read on every op: straight to the NDArray's fields (a value is computed when made)
     shape = property(lambda self: self.cached_data._shape)
@@ -205,18 +236,69 @@ class Tensor(Value):
     def numpy(self):
         return self.realize_cached_data().numpy()
 
-    def to(self, device):
-        """A copy of this tensor's value on ``device`` (no history)."""
-        return Tensor(self.realize_cached_data().to(device), requires_grad=self.requires_grad)
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def to(self, *args, device=None, dtype=None):
+        """A differentiable copy on another device and/or in another dtype, as PyTorch's:
+        ``t.to(needle.cuda())``, ``t.to("float64")``, ``t.to(device, dtype)``. Returns self
+        when nothing changes."""
+        for arg in args:
+            if isinstance(arg, Device) or (isinstance(arg, str) and arg in _DEVICE_NAMES):
+                device = nd.device(arg)
+            else:
+                dtype = arg
+        out = self
+        if dtype is not None:
+            out = out.astype(dtype)
+        if device is not None and nd.device(device) != out.device:
+            out = _ops().to_device(out, nd.device(device))
+        return out
+
+    def astype(self, dtype):
+        """A differentiable copy in ``dtype`` (self if it already has it)."""
+        return _ops().astype(self, dtype)
+
+    def float(self):
+        """float32 (differentiable; PyTorch's ``Tensor.float()``)."""
+        return self.astype("float32")
+
+    def double(self):
+        """float64 (differentiable)."""
+        return self.astype("float64")
 
     def item(self):
+        """The value of a one-element tensor as a Python number."""
+        if self.size != 1:
+            raise ValueError(f"item(): only one-element tensors can be converted to a Python "
+                             f"number, got shape {self.shape}")
         return self.numpy().item()
 
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __bool__(self):
+        if self.size != 1:
+            raise RuntimeError(f"the truth value of a tensor of shape {self.shape} is "
+                               f"ambiguous; use .sum(), .max() or compare elementwise")
+        return bool(self.item())
+
     def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
         return self.shape[0]
 
+    def __iter__(self):
+        if not self.shape:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
+
     def __repr__(self):
-        return f"needle.Tensor({self.numpy()}, device={self.device})"
+        body = np.array2string(self.numpy(), separator=", ", prefix="needle.Tensor(")
+        return f"needle.Tensor({body}, dtype={self.dtype}, device={self.device})"
 
     def __str__(self):
         return str(self.numpy())
@@ -225,15 +307,28 @@ class Tensor(Value):
     def backward(self, out_grad=None):
         """Accumulate d(self)/d(leaf) into ``.grad`` of every leaf that requires grad.
 
-        ``out_grad`` defaults to ones (so a scalar loss needs none). As in PyTorch, leaf
-        gradients accumulate across calls: the optimizer's ``reset_grad()`` clears them.
+        ``out_grad`` defaults to ones, for a scalar loss and, as in classic Needle, for a
+        non-scalar tensor too (PyTorch asks for it there). It must be a Tensor of self's
+        shape, dtype and device. As in PyTorch, leaf gradients accumulate across calls (the
+        optimizer's ``reset_grad()`` clears them), and a tensor the graph used that was
+        changed in place since raises a RuntimeError.
         """
         if out_grad is None:
             out_grad = Tensor(nd.full(self.shape, 1.0, dtype=self.dtype, device=self.device),
                               requires_grad=False)
+        elif not isinstance(out_grad, Tensor):
+            raise TypeError(f"backward: out_grad must be a needle.Tensor, got "
+                            f"{type(out_grad).__name__}; wrap it with needle.Tensor(..., "
+                            f"device={self.device}, dtype={self.dtype!r})")
         elif out_grad.shape != self.shape:
-            raise ValueError(f"backward: out_grad shape {out_grad.shape} differs from the "
+            raise ShapeError(f"backward: out_grad shape {out_grad.shape} differs from the "
                              f"tensor's shape {self.shape}")
+        elif out_grad.device != self.device:
+            raise DeviceMismatchError(f"backward: out_grad is on {out_grad.device}, the tensor "
+                                      f"on {self.device}")
+        elif out_grad.dtype != self.dtype:
+            raise DTypeError(f"backward: out_grad is {out_grad.dtype}, the tensor "
+                             f"{self.dtype}")
         compute_gradient_of_variables(self, out_grad)
 
     # -- operators (implemented in needle.ops; imported lazily to avoid a cycle) ------------
@@ -244,7 +339,7 @@ class Tensor(Value):
         return _ops().subtract(self, other)
 
     def __rsub__(self, other):
-        return _ops().add_scalar(_ops().negate(self), other)
+        return _ops().add_scalar(_ops().negate(self), _number(other, "-"))
 
     def __mul__(self, other):
         return _ops().multiply(self, other)
@@ -253,15 +348,21 @@ class Tensor(Value):
         return _ops().divide(self, other)
 
     def __rtruediv__(self, other):
-        return _ops().mul_scalar(_ops().power_scalar(self, -1.0), other)
+        return _ops().mul_scalar(_ops().power_scalar(self, -1.0), _number(other, "/"))
 
     def __pow__(self, other):
-        if not isinstance(other, numbers.Number):
-            raise TypeError("Tensor ** needs a Python number exponent (power_scalar)")
-        return _ops().power_scalar(self, other)
+        return _ops().power(self, other)
+
+    def __rpow__(self, other):
+        base = Tensor.make_const(nd.full(self.shape, _number(other, "**"), self.dtype,
+                                         self.device))
+        return _ops().power(base, self)
 
     def __neg__(self):
         return _ops().negate(self)
+
+    def __abs__(self):
+        return _ops().abs(self)
 
     def __matmul__(self, other):
         return _ops().matmul(self, other)
@@ -269,27 +370,100 @@ class Tensor(Value):
     def __getitem__(self, index):
         return _ops().get_item(self, index)
 
+    def __setitem__(self, index, value):
+        """``t[index] = value`` in place (value: a Tensor or number, broadcast to the
+        selection; any index ``__getitem__`` takes). On a tensor with history, or with a
+        value that requires grad, the write is recorded: gradients flow to the value and to
+        the unwritten elements. A leaf that requires grad cannot be written (as PyTorch):
+        write its ``.data`` or under ``needle.no_grad()``."""
+        _ops().set_item_(self, index, value)
+
     __radd__ = __add__
     __rmul__ = __mul__
 
-    def sum(self, axes=None, keepdims=False):
-        return _ops().summation(self, axes, keepdims)
+    # comparisons: elementwise 1.0 / 0.0 masks, no gradient
+    def __eq__(self, other):
+        return _ops().compare(self, other, "eq")
 
-    def max(self, axes=None, keepdims=False):
-        return _ops().max(self, axes, keepdims)
+    def __ne__(self, other):
+        return _ops().compare(self, other, "ne")
 
+    def __lt__(self, other):
+        return _ops().compare(self, other, "lt")
+
+    def __le__(self, other):
+        return _ops().compare(self, other, "le")
+
+    def __gt__(self, other):
+        return _ops().compare(self, other, "gt")
+
+    def __ge__(self, other):
+        return _ops().compare(self, other, "ge")
+
+    # logical ops on 1.0 / 0.0 masks
+    def __and__(self, other):
+        return _ops().logical_and(self, other)
+
+    def __or__(self, other):
+        return _ops().logical_or(self, other)
+
+    def __invert__(self):
+        return _ops().logical_not(self)
+
+    # -- reductions -----------------------------------------------------------------------
+    def sum(self, axes=None, keepdims=False, *, axis=None, dim=None):
+        """Sum over ``axes`` (``axis=`` and PyTorch's ``dim=`` are accepted too)."""
+        return _ops().summation(self, _axes(axes, axis, dim), keepdims)
+
+    def max(self, axes=None, keepdims=False, *, axis=None, dim=None):
+        return _ops().max(self, _axes(axes, axis, dim), keepdims)
+
+    def min(self, axes=None, keepdims=False, *, axis=None, dim=None):
+        return _ops().min(self, _axes(axes, axis, dim), keepdims)
+
+    def mean(self, axes=None, keepdims=False, *, axis=None, dim=None):
+        return _ops().mean(self, _axes(axes, axis, dim), keepdims)
+
+    def argmax(self, axis=None, keepdims=False, *, dim=None):
+        """Index of the first maximum (of the flattened tensor when ``axis`` is None), as a
+        tensor of this dtype holding integers (Needle has no integer tensors yet)."""
+        return _ops().argmax(self, dim if axis is None else axis, keepdims)
+
+    def argmin(self, axis=None, keepdims=False, *, dim=None):
+        return _ops().argmin(self, dim if axis is None else axis, keepdims)
+
+    # -- shape ----------------------------------------------------------------------------
     def reshape(self, *shape):
-        return _ops().reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+        return _ops().reshape(self, _shape_arg(shape))
+
+    def view(self, *shape):
+        """``reshape`` (Needle views and copies as it needs; there is no stride contract)."""
+        return _ops().reshape(self, _shape_arg(shape))
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        return _ops().flatten(self, start_dim, end_dim)
+
+    def unsqueeze(self, dim):
+        return _ops().unsqueeze(self, dim)
+
+    def squeeze(self, dim=None):
+        return _ops().squeeze(self, dim)
 
     def transpose(self, axes=None):
+        """Swap two axes (classic Needle): ``axes=(i, j)``, the last two by default."""
         return _ops().transpose(self, axes)
 
     def permute(self, *axes):
-        return _ops().permute(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes)
+        return _ops().permute(self, _shape_arg(axes))
 
     def broadcast_to(self, shape):
         return _ops().broadcast_to(self, shape)
 
+    @property
+    def T(self):
+        return _ops().transpose(self)
+
+    # -- elementwise math -----------------------------------------------------------------
     def relu(self):
         return _ops().relu(self)
 
@@ -299,9 +473,48 @@ class Tensor(Value):
     def log(self):
         return _ops().log(self)
 
-    @property
-    def T(self):
-        return _ops().transpose(self)
+    def tanh(self):
+        return _ops().tanh(self)
+
+    def sigmoid(self):
+        return _ops().sigmoid(self)
+
+    def sqrt(self):
+        return _ops().sqrt(self)
+
+    def abs(self):
+        return _ops().abs(self)
+
+    # -- interop --------------------------------------------------------------------------
+    def __dlpack__(self, **kwargs):
+        """Share this tensor's memory through DLPack (cpu and cuda devices, zero-copy)."""
+        from .dlpack import tensor_dlpack
+        return tensor_dlpack(self, **kwargs)
+
+    def __dlpack_device__(self):
+        from .dlpack import tensor_dlpack_device
+        return tensor_dlpack_device(self)
+
+
+_DEVICE_NAMES = ("cpu", "cuda", "cudnn", "webgpu")
+
+
+def _number(value, op):
+    if isinstance(value, numbers.Number) and not isinstance(value, bool):
+        return value
+    raise TypeError(f"unsupported operand for {op}: {type(value).__name__} and needle.Tensor")
+
+
+def _shape_arg(shape):
+    """``f(2, 3)`` and ``f((2, 3))`` alike."""
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+
+
+def _axes(axes, axis, dim):
+    given = [a for a in (axes, axis, dim) if a is not None]
+    if len(given) > 1:
+        raise TypeError("give the reduction axes once (axes, axis or dim)")
+    return given[0] if given else None
 
 
 _OPS = None
@@ -348,9 +561,24 @@ def compute_gradient_of_variables(output_tensor, out_grad):
                     node.grad = grad if node.grad is None else (node.grad + grad).detach()
                     node.grad = node.grad.detach()
                 continue
+            _check_versions(node)
             for inp, g in zip(node.inputs, node.op.gradient_as_tuple(grad, node)):
                 if inp.requires_grad and g is not None:
                     grads.setdefault(id(inp), []).append(g)
+
+
+def _check_versions(node):
+    """Raise if an input of ``node`` was written in place after ``node`` was computed: its
+    gradient would read the new values (PyTorch raises the same way). Stricter than
+    PyTorch, every input counts, whether or not the op's gradient reads its value."""
+    for i, (x, seen) in enumerate(zip(node.inputs, node._input_versions)):
+        if x._version != seen:
+            raise RuntimeError(
+                f"one of the tensors needed for gradient computation has been modified by an "
+                f"in-place operation: input {i} of {type(node.op).__name__}, a tensor of shape "
+                f"{x.shape}, is at version {x._version}; expected version {seen} (an "
+                f"optimizer step, a .data assignment or t[...] = ... between the forward pass "
+                f"and backward())")
 
 
 class SparseTupleGrad:

@@ -25,8 +25,24 @@ def _selected(config):
     return names
 
 
+def pytest_configure(config):
+    """A device asked for by name that cannot run here stops the run with its reason (and
+    the install command) in one line; with the default ``all`` it is skipped instead."""
+    if config.getoption("--device") == "all":
+        return
+    for name in _selected(config):
+        dev = needle.device(name)
+        if not dev.enabled():
+            raise pytest.UsageError(f"--device {name}: {dev} is unavailable: "
+                                    f"{dev.unavailable_reason()}")
+
+
 def pytest_generate_tests(metafunc):
-    if "device" in metafunc.fixturenames:
+    # tests written as course code parametrize ``device`` with device objects themselves
+    explicit = any("device" in (m.args[0] if isinstance(m.args[0], (list, tuple))
+                                else m.args[0].replace(" ", "").split(","))
+                   for m in metafunc.definition.iter_markers("parametrize"))
+    if "device" in metafunc.fixturenames and not explicit:
         metafunc.parametrize("device", _selected(metafunc.config), indirect=True)
 
 

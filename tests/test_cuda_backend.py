@@ -424,6 +424,21 @@ def test_batchnorm(be, rng, outer, channels, inner, x_bias, act, dtype):
     assert_same(ours, ref, dtype)
 
 
+def test_take_and_scatter_add_past_2_31_elements(be):
+    """A buffer of more than 2**31 elements (8 GiB of float32) is indexed with int64."""
+    n = 2**31 + 16
+    big = CudaBuffer(n, "float32")
+    be.fill(big, 1.0)
+    be.scalar_setitem(1, 5.0, big, (1,), (1,), n - 3)
+    out = upload(be, poison(3, "float32"))
+    be.take(big, np.array([n - 3, 0, n - 1]), out)
+    np.testing.assert_array_equal(download(be, out), [5.0, 1.0, 1.0])
+    be.scatter_add(upload(be, np.array([2.0, 3.0, 4.0], np.float32)), np.array([n - 1, 7, n - 1]),
+                   big)
+    np.testing.assert_array_equal(be.to_numpy(big, (3,), (1,), n - 3), [5.0, 1.0, 7.0])
+    np.testing.assert_array_equal(be.to_numpy(big, (3,), (1,), 6), [1.0, 4.0, 1.0])
+
+
 def test_a_freed_buffer_is_reused_by_the_next_of_its_size(be):
     from needle.backend_ndarray.cuda.memory import CudaBuffer
 
@@ -723,6 +738,12 @@ def test_launches_match_kernel_parameters(monkeypatch, driver, ptx_params):
             be.linear(buf(64 * 32), buf(32 * 16), buf(16), buf(64 * 16), 64, 32, 16, act)
         be.linear_backward(buf(64 * 16), buf(64 * 32), buf(32 * 16), buf(64 * 32), buf(32 * 16),
                            buf(16), 64, 32, 16)
+        index = np.arange(4096) % 100
+        be.take(a, index, out)
+        be.scatter_add(a, index, out)
+        big = buf(2**31 + 8)  # more than 2**31 elements: the int64-index kernels
+        be.take(big, np.array([0, 2**31 + 7]), buf(2))
+        be.scatter_add(buf(2), np.array([5, 2**31 + 7]), big)
         be.sgd_update(a, b, out, 0.1, 0.9, 0.0, True)
         be.sgd_update(a, b, None, 0.1, 0.0, 0.1, False)
         be.adam_update(a, b, out, out, 1e-3, 0.9, 0.999, 1e-8, 0.0, 3)

@@ -5,8 +5,10 @@ import pickle
 import numpy as np
 import pytest
 
-from needle.data import (CIFAR10Dataset, DataLoader, MNISTDataset, NDArrayDataset, RandomCrop,
-                         RandomFlipHorizontal, digits_split, load_digits)
+import needle
+from needle.data import (CIFAR10Dataset, Corpus, DataLoader, Dataset, Dictionary, MNISTDataset,
+                         NDArrayDataset, RandomCrop, RandomFlipHorizontal, batchify,
+                         collate_ndarray, digits_split, get_batch, load_digits)
 
 
 # ---------------------------------------------------------------- file-format helpers
@@ -206,6 +208,136 @@ def test_loader_shuffle_reproducible_with_seed():
     np.testing.assert_array_equal(epoch_order(loader), a)
 
 
+class ListDataset(Dataset):
+    """Items are whatever the list holds (dicts, tuples, bare arrays)."""
+
+    def __init__(self, items):
+        super().__init__()
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+
+def test_loader_dict_items(rng):
+    n = 7
+    images = rng.standard_normal((n, 2, 3)).astype(np.float32)
+    labels = rng.integers(0, 10, size=n)
+    weights = rng.random(n)
+    ds = ListDataset([{"image": images[i], "label": labels[i], "weight": weights[i]}
+                      for i in range(n)])
+    batches = list(DataLoader(ds, batch_size=3))
+    assert [b["image"].shape for b in batches] == [(3, 2, 3), (3, 2, 3), (1, 2, 3)]
+    for b in batches:
+        assert isinstance(b, dict) and list(b) == ["image", "label", "weight"]
+        assert all(isinstance(v, needle.Tensor) and v.dtype == "float32" for v in b.values())
+    np.testing.assert_array_equal(np.concatenate([b["image"].numpy() for b in batches]), images)
+    np.testing.assert_array_equal(np.concatenate([b["label"].numpy() for b in batches]), labels)
+    np.testing.assert_allclose(np.concatenate([b["weight"].numpy() for b in batches]),
+                               weights.astype(np.float32))
+
+
+def test_loader_dict_items_shuffled_stay_aligned(rng):
+    np.random.seed(int(rng.integers(2**31)))
+    ds = ListDataset([{"x": np.full(2, i, np.float32), "i": i} for i in range(20)])
+    seen = []
+    for b in DataLoader(ds, batch_size=6, shuffle=True):
+        np.testing.assert_array_equal(b["x"].numpy()[:, 0], b["i"].numpy())
+        seen += b["i"].numpy().astype(int).tolist()
+    assert sorted(seen) == list(range(20)) and seen != list(range(20))
+
+
+@pytest.mark.parametrize("nfields", [1, 2, 3, 5])
+def test_loader_tuple_items_of_any_length(rng, nfields):
+    n = 9
+    arrays = [rng.standard_normal((n,) + (2,) * k) for k in range(nfields)]
+    batches = list(DataLoader(NDArrayDataset(*arrays), batch_size=4))
+    assert len(batches) == 3
+    for b in batches:
+        assert isinstance(b, tuple) and len(b) == nfields
+    for k, a in enumerate(arrays):
+        got = np.concatenate([b[k].numpy() for b in batches])
+        np.testing.assert_allclose(got, a.astype(np.float32), err_msg=f"field {k}")
+
+
+def test_loader_single_array_items(rng):
+    arrays = rng.standard_normal((5, 3))
+    batches = list(DataLoader(ListDataset(list(arrays)), batch_size=2))
+    assert all(isinstance(b, tuple) and len(b) == 1 for b in batches)
+    assert [b[0].shape for b in batches] == [(2, 3), (2, 3), (1, 3)]
+    np.testing.assert_allclose(np.concatenate([b[0].numpy() for b in batches]),
+                               arrays.astype(np.float32))
+
+
+def test_loader_python_scalars_and_int_labels_become_float32(rng):
+    labels = rng.integers(0, 100, size=6).tolist()
+    ds = ListDataset([(float(i) * 0.5, lab) for i, lab in enumerate(labels)])
+    x, y = next(iter(DataLoader(ds, batch_size=6)))
+    assert x.shape == y.shape == (6,)
+    assert y.dtype == "float32" and y.numpy().dtype == np.float32  # classic Needle: float labels
+    np.testing.assert_array_equal(y.numpy(), labels)
+
+
+@pytest.mark.parametrize("n,bs,sizes", [(10, 3, [3, 3, 3]), (12, 4, [4, 4, 4]), (2, 5, []),
+                                        (5, 5, [5]), (6, 1, [1] * 6)])
+def test_loader_drop_last_sizes_and_len(n, bs, sizes):
+    keep = DataLoader(index_dataset(n), batch_size=bs, drop_last=False)
+    drop = DataLoader(index_dataset(n), batch_size=bs, drop_last=True)
+    assert len(drop) == len(sizes) == n // bs
+    assert [y.shape[0] for _, y in drop] == sizes
+    assert len(keep) == -(-n // bs) == len(list(keep))
+    # the dropped samples are exactly the tail
+    kept = epoch_order(drop) if sizes else np.array([], int)
+    np.testing.assert_array_equal(kept, np.arange(len(sizes) * bs))
+
+
+def test_loader_drop_last_with_shuffle(rng):
+    np.random.seed(int(rng.integers(2**31)))
+    loader = DataLoader(index_dataset(23), batch_size=5, shuffle=True, drop_last=True)
+    assert len(loader) == 4
+    epochs = [epoch_order(loader) for _ in range(3)]
+    for order in epochs:
+        assert len(order) == 20 and len(set(order.tolist())) == 20  # 3 random samples dropped
+        assert set(order.tolist()) <= set(range(23))
+    assert len({tuple(o) for o in epochs}) == 3
+
+
+def test_loader_drop_last_dict_items(rng):
+    ds = ListDataset([{"a": rng.standard_normal(2)} for _ in range(7)])
+    batches = list(DataLoader(ds, batch_size=3, drop_last=True))
+    assert len(batches) == len(DataLoader(ds, batch_size=3, drop_last=True)) == 2
+    assert all(b["a"].shape == (3, 2) for b in batches)
+
+
+def test_collate_ndarray(rng, device):
+    xs = rng.standard_normal((3, 4))
+    ys = rng.integers(0, 5, size=3)
+    x, y = collate_ndarray([(xs[i], ys[i]) for i in range(3)], device, "float32")
+    assert isinstance(x, needle.Tensor) and x.device == device and not x.requires_grad
+    np.testing.assert_allclose(x.numpy(), xs.astype(np.float32))
+    np.testing.assert_array_equal(y.numpy(), ys)
+    if "float64" in device.backend.dtypes:
+        (single,) = collate_ndarray(list(xs), device=device, dtype="float64")
+        np.testing.assert_array_equal(single.numpy(), xs)
+    d = collate_ndarray([{"x": xs[i], "y": ys[i]} for i in range(3)], device=device)
+    assert set(d) == {"x", "y"} and d["x"].shape == (3, 4)
+
+
+@pytest.mark.parametrize("samples,match", [
+    ([(np.ones(2), 1), (np.ones(2),)], "tuples of 2 fields"),
+    ([{"a": 1, "b": 2}, {"a": 1}], "dicts with keys"),
+    ([(np.ones(2), 1), (np.ones(3), 1)], r"field 0 has different shapes.*\(2,\).*\(3,\)"),
+    ([{"a": np.ones(2)}, {"a": np.ones((2, 1))}], "field 'a' has different shapes"),
+    ([], "empty batch"),
+])
+def test_collate_mismatched_samples(samples, match):
+    with pytest.raises(ValueError, match=match):
+        collate_ndarray(samples)
+
+
 # ---------------------------------------------------------------- transforms
 
 @pytest.fixture
@@ -277,3 +409,137 @@ def test_digits_split():
 def test_digits_split_bad_fraction(frac):
     with pytest.raises(ValueError):
         digits_split(test_fraction=frac)
+
+
+# ---------------------------------------------------------------- Penn Treebank-style corpus
+
+VOCAB = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "fast", "<unk>", "N", "'s"]
+
+
+def write_text(path, rng, n_lines, blank_every=0):
+    lines = []
+    for i in range(n_lines):
+        words = [] if blank_every and i % blank_every == 0 else \
+            list(rng.choice(VOCAB, size=int(rng.integers(1, 9))))
+        lines.append(words)
+    # PTB lines start with a space and words are separated by single spaces
+    path.write_text("".join(" " + " ".join(w) + " \n" for w in lines), encoding="utf-8")
+    return lines
+
+
+def expected_ids(lines, word2idx):
+    out = []
+    for words in lines:
+        for w in words + ["<eos>"]:
+            out.append(word2idx.setdefault(w, len(word2idx)))
+    return out
+
+
+def test_dictionary():
+    d = Dictionary()
+    assert len(d) == 0
+    ids = [d.add_word(w) for w in ["b", "a", "b", "c", "a"]]
+    assert ids == [0, 1, 0, 2, 1]
+    assert d.idx2word == ["b", "a", "c"] and d.word2idx == {"b": 0, "a": 1, "c": 2}
+    assert len(d) == 3
+
+
+def test_corpus_tokenizes_with_eos_and_shared_dictionary(tmp_path, rng):
+    train = write_text(tmp_path / "train.txt", rng, 40, blank_every=7)
+    test = write_text(tmp_path / "test.txt", rng, 15)
+    corpus = Corpus(str(tmp_path))
+    word2idx = {}
+    assert corpus.train == expected_ids(train, word2idx)
+    assert corpus.test == expected_ids(test, word2idx)  # test words reuse train ids
+    assert corpus.dictionary.word2idx == word2idx
+    assert len(corpus.dictionary) == len(word2idx) <= len(VOCAB) + 1
+    eos = corpus.dictionary.word2idx["<eos>"]
+    assert corpus.train.count(eos) == 40 and corpus.test.count(eos) == 15
+    words = [corpus.dictionary.idx2word[i] for i in corpus.train]
+    assert words[:len(train[1]) + len(train[0]) + 2] == \
+        train[0] + ["<eos>"] + train[1] + ["<eos>"]
+
+
+def test_corpus_max_lines(tmp_path, rng):
+    train = write_text(tmp_path / "train.txt", rng, 30)
+    test = write_text(tmp_path / "test.txt", rng, 30)
+    corpus = Corpus(tmp_path, max_lines=4)
+    word2idx = {}
+    assert corpus.train == expected_ids(train[:4], word2idx)
+    assert corpus.test == expected_ids(test[:4], word2idx)
+    assert Corpus(tmp_path, max_lines=0).train == []
+
+
+def test_corpus_missing_file(tmp_path, rng):
+    write_text(tmp_path / "train.txt", rng, 3)
+    with pytest.raises(FileNotFoundError, match="test.txt"):
+        Corpus(tmp_path)
+
+
+def test_batchify_alphabet_layout():
+    letters = np.arange(26)  # a..z; 26 // 4 = 6 rows, 'y' and 'z' trimmed
+    out = batchify(list(letters), 4, device=None, dtype="float32")
+    assert isinstance(out, np.ndarray) and out.shape == (6, 4) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:, 0], np.arange(0, 6))     # a b c d e f
+    np.testing.assert_array_equal(out[0], [0, 6, 12, 18])         # a g m s
+    np.testing.assert_array_equal(out[-1], [5, 11, 17, 23])       # f l r x
+
+
+def test_batchify_random_ids(rng):
+    ids = rng.integers(0, 1000, size=103).tolist()
+    out = batchify(ids, 7, device=needle.cpu(), dtype=None)
+    nbatch = 103 // 7
+    assert out.shape == (nbatch, 7)
+    np.testing.assert_array_equal(out, np.array(ids[:nbatch * 7]).reshape(7, nbatch).T)
+    for j in range(7):  # column j is the j-th contiguous stretch of the sequence
+        np.testing.assert_array_equal(out[:, j], ids[j * nbatch:(j + 1) * nbatch])
+
+
+def test_get_batch_windows(rng, device):
+    ids = rng.integers(0, 50, size=10 * 3).tolist()
+    batches = batchify(ids, 3, device, "float32")  # (10, 3)
+    data, target = get_batch(batches, 2, bptt=4, device=device)
+    assert isinstance(data, needle.Tensor) and isinstance(target, needle.Tensor)
+    assert data.shape == (4, 3) and target.shape == (12,)
+    assert data.device == device and data.dtype == "float32"
+    np.testing.assert_array_equal(data.numpy(), batches[2:6])
+    np.testing.assert_array_equal(target.numpy(), batches[3:7].reshape(-1))
+    # near the end the window shrinks: seq_len = min(bptt, len - 1 - i)
+    data, target = get_batch(batches, 7, bptt=4, device=device)
+    assert data.shape == (2, 3) and target.shape == (6,)
+    np.testing.assert_array_equal(target.numpy(), batches[8:10].reshape(-1))
+    data, target = get_batch(batches, 8, bptt=4)
+    assert data.shape == (1, 3)
+
+
+def test_get_batch_walks_the_whole_sequence(rng):
+    ids = rng.integers(0, 50, size=41 * 2).tolist()
+    batches = batchify(ids, 2, None, None)
+    datas, targets = [], []
+    for i in range(0, len(batches) - 1, 5):
+        d, t = get_batch(batches, i, 5)
+        datas.append(d.numpy())
+        targets.append(t.numpy().reshape(-1, 2))
+    np.testing.assert_array_equal(np.concatenate(datas), batches[:-1])
+    np.testing.assert_array_equal(np.concatenate(targets), batches[1:])
+
+
+@pytest.mark.parametrize("i", [-1, 9, 10])
+def test_get_batch_index_out_of_range(i):
+    batches = batchify(list(range(20)), 2, None, None)  # 10 rows
+    with pytest.raises(IndexError, match=rf"i={i}"):
+        get_batch(batches, i, 3)
+
+
+def test_ptb_corpus_to_batches(tmp_path, rng):
+    write_text(tmp_path / "train.txt", rng, 60)
+    write_text(tmp_path / "test.txt", rng, 10)
+    corpus = Corpus(tmp_path)
+    train = batchify(corpus.train, 4, needle.cpu(), "float32")
+    x, y = get_batch(train, 0, 6, device=needle.cpu(), dtype="float32")
+    assert x.shape == (6, 4) and y.shape == (24,) and x.dtype == y.dtype == "float32"
+    ids = np.concatenate([x.numpy().ravel(), y.numpy()])
+    assert np.array_equal(ids, ids.round())
+    assert 0 <= ids.min() and ids.max() < len(corpus.dictionary)
+    words = [corpus.dictionary.idx2word[int(i)] for i in x.numpy()[:, 0]]
+    assert words == [corpus.dictionary.idx2word[i] for i in corpus.train[:6]]

@@ -69,3 +69,81 @@ def test_float64_models_stay_float64():
     assert loss.dtype == "float64" and all(p.grad.dtype == "float64" for p in model.parameters())
     assert needle.Tensor(x.realize_cached_data()).dtype == "float64"   # an NDArray keeps its dtype
     assert needle.Tensor(np.arange(3)).dtype == "float32"              # host data defaults to float32
+
+
+# -- the random stream: chunked draws give the values of one NumPy call ---------------------
+_SIZES = [1, 1000, 2**20 + 12345]  # the last crosses the 2**20-element draw chunk
+
+
+@pytest.mark.parametrize("n", _SIZES)
+def test_rand_and_randn_match_numpy_global_stream(device, n):
+    seed = int(np.random.default_rng().integers(2**31))
+    np.random.seed(seed)
+    u = init.rand(n, device=device).numpy()
+    np.random.seed(seed)
+    np.testing.assert_array_equal(u, np.random.uniform(0, 1, n).astype(np.float32))
+    np.random.seed(seed)
+    g = init.randn(n, mean=0.5, std=2.0, device=device).numpy()
+    np.random.seed(seed)
+    np.testing.assert_array_equal(g, np.random.normal(0.5, 2.0, n).astype(np.float32))
+    np.random.seed(seed)
+    m = init.randb(n, p=0.3, device=device).numpy()
+    np.random.seed(seed)
+    np.testing.assert_array_equal(m, (np.random.rand(n) <= 0.3).astype(np.float32))
+
+
+def test_random_draws_keep_the_stream_going_and_shapes():
+    seed = int(np.random.default_rng().integers(2**31))
+    np.random.seed(seed)
+    a, b = init.rand(3, 4), init.randn(2, 5, dtype="float64")
+    np.random.seed(seed)
+    np.testing.assert_array_equal(a.numpy(), np.random.uniform(0, 1, (3, 4)).astype(np.float32))
+    np.testing.assert_array_equal(b.numpy(), np.random.normal(0, 1, (2, 5)))
+    assert b.dtype == "float64" and a.shape == (3, 4)
+    assert init.rand((2, 3)).shape == (2, 3) and init.zeros((2, 3)).shape == (2, 3)
+    assert init.rand().shape == () and init.rand(0, 3).shape == (0, 3)
+    w = init.rand(2, 2, requires_grad=True)
+    assert w.requires_grad and w.is_leaf()
+
+
+def test_random_tensors_are_adopted_on_cpu_and_copied_elsewhere(device):
+    t = init.rand(4, 5, device=device)
+    data = t.realize_cached_data()
+    assert data.device == device and data.is_compact() and data.shape == (4, 5)
+    if device == needle.cpu():  # the drawn host array is the buffer itself
+        assert isinstance(data._handle, np.ndarray) and data._handle.base is not None
+
+
+def test_webgpu_float64_is_refused_before_drawing():
+    dev = needle.webgpu()
+    if not dev.enabled():
+        pytest.skip(f"{dev} unavailable: {dev.unavailable_reason()}")
+    state = np.random.get_state()[1].copy()
+    with pytest.raises(needle.DTypeError):
+        init.rand(3, device=dev, dtype="float64")
+    np.testing.assert_array_equal(np.random.get_state()[1], state)
+
+
+# -- _calculate_fans: PyTorch's fan_in / fan_out for Needle's weight layouts ---------------
+def test_calculate_fans_linear_and_conv():
+    assert init._calculate_fans((5, 7)) == (5, 7)  # Linear weight (in, out)
+    assert init._calculate_fans((3, 3, 4, 8)) == (4 * 9, 8 * 9)  # conv (k, k, in, out)
+    assert init._calculate_fans((1, 1, 16, 2)) == (16, 2)
+    assert init._calculate_fans((2, 3, 3, 4, 8)) == (4 * 18, 8 * 18)  # any kernel axes
+    w = init.rand(3, 3, 2, 6)
+    assert init._calculate_fans(w) == (18, 54)  # a Tensor, NDArray or numpy array
+    assert init._calculate_fans(w.realize_cached_data()) == (18, 54)
+    assert init._calculate_fans(np.zeros((6, 4))) == (6, 4)
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        init._calculate_fans((5,))
+
+
+def test_calculate_fans_agrees_with_torch():
+    torch = pytest.importorskip("torch")
+    from torch.nn.init import _calculate_fan_in_and_fan_out
+    # PyTorch stores Linear (out, in) and Conv2d (out, in, k, k); Needle (in, out), (k, k, in, out)
+    assert init._calculate_fans((5, 7)) == _calculate_fan_in_and_fan_out(torch.empty(7, 5))
+    assert init._calculate_fans((3, 3, 4, 8)) == \
+        _calculate_fan_in_and_fan_out(torch.empty(8, 4, 3, 3))
+    fan_in, fan_out = init._calculate_fans((3, 3, 4, 8))
+    assert init.kaiming_uniform(fan_in, fan_out, shape=(3, 3, 4, 8)).shape == (3, 3, 4, 8)

@@ -214,3 +214,124 @@ def test_all_devices_registry():
     assert needle.default_device() == needle.cpu() and needle.cpu().enabled()
     for d in needle.all_devices():
         assert d.enabled() == (d.unavailable_reason() is None)
+
+
+# -- reductions of broadcast views: no materialised copy ------------------------------------
+_BROADCAST_REDUCTIONS = [  # (stored shape, broadcast shape, axes)
+    ((1,), (1000,), None),
+    ((1,), (7,), 0),
+    ((3, 1), (3, 5), 1),          # reduce the repeated axis only
+    ((3, 1), (3, 5), 0),          # keep the repeated axis
+    ((1, 4), (6, 4), None),
+    ((2, 1, 4), (2, 3, 4), (0, 1)),
+    ((2, 1, 4), (5, 2, 3, 4), (0, 2)),  # a new leading axis and an inner repeated one
+    ((2, 1, 4), (5, 2, 3, 4), (1, 3)),  # both repeated axes kept
+    ((1, 1, 1), (2, 3, 4), (1,)),
+    ((4, 1), (4, 6), ()),         # no axis reduced
+]
+
+
+@pytest.mark.parametrize("stored,shape,axes", _BROADCAST_REDUCTIONS, ids=str)
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_reductions_of_broadcast_views(device, rng, stored, shape, axes, keepdims):
+    x = rng.standard_normal(stored)
+    view = NDArray(x, device=device).broadcast_to(shape)
+    want = np.broadcast_to(x.astype(np.float32).astype(np.float64), shape)
+    np_axes = tuple(axes) if isinstance(axes, tuple) else axes
+    got_sum = view.sum(axes, keepdims=keepdims)
+    np.testing.assert_allclose(got_sum.numpy(), want.sum(axis=np_axes, keepdims=keepdims),
+                               rtol=1e-5, atol=1e-5)
+    got_max = view.max(axes, keepdims=keepdims)
+    np.testing.assert_array_equal(got_max.numpy(), want.max(axis=np_axes, keepdims=keepdims))
+    assert got_sum.is_compact() and got_max.is_compact()
+    assert got_sum.shape == want.sum(axis=np_axes, keepdims=keepdims).shape
+
+
+def test_reductions_of_permuted_and_sliced_broadcast_views(device, rng):
+    x = rng.standard_normal((3, 1, 5))
+    want = np.broadcast_to(x.astype(np.float32).astype(np.float64), (2, 3, 4, 5))
+    view = NDArray(x, device=device).broadcast_to((2, 3, 4, 5))
+    cases = [(view.permute((2, 0, 3, 1)), want.transpose(2, 0, 3, 1)),
+             (view[:, 1:, ::2, ::-1], want[:, 1:, ::2, ::-1]),
+             (view.flip((2,)), np.flip(want, 2))]
+    for v, w in cases:
+        for axes in [None, (0,), (1, 2), (0, 3)]:
+            np.testing.assert_allclose(v.sum(axes).numpy(), w.sum(axis=axes), rtol=1e-5,
+                                       atol=1e-5)
+            np.testing.assert_array_equal(v.max(axes, keepdims=True).numpy(),
+                                          w.max(axis=axes, keepdims=True))
+
+
+def test_tensor_summation_of_a_broadcast_goes_through_the_view(device, rng):
+    x = rng.standard_normal((4, 1))
+    t = needle.Tensor(x, device=device, requires_grad=True)
+    s = needle.ops.summation(needle.ops.broadcast_to(t, (3, 4, 6)), (0, 2))
+    np.testing.assert_allclose(s.numpy(), 18 * x.astype(np.float32)[:, 0], rtol=1e-5)
+    s.sum().backward()
+    np.testing.assert_allclose(t.grad.numpy(), np.full((4, 1), 18.0))
+    assert float(t.broadcast_to((5, 4, 7)).max().numpy()) == x.astype(np.float32).max()
+
+
+# -- constructor and reshape arguments that are not numbers ----------------------------------
+def test_ndarray_rejects_none_complex_objects_and_strings():
+    with pytest.raises(TypeError, match="None"):
+        NDArray(None)
+    with pytest.raises(needle.DTypeError, match="complex"):
+        NDArray(np.array([1 + 2j, 3.0]))
+    with pytest.raises(needle.DTypeError, match="complex"):
+        NDArray(1 - 1j)
+    with pytest.raises(needle.DTypeError, match="object array.*NoneType"):
+        NDArray(np.array([1.0, None], dtype=object))
+    with pytest.raises(needle.DTypeError, match="object array"):
+        NDArray(np.array([1.0, 2.0], dtype=object))
+    with pytest.raises(needle.DTypeError, match="string"):
+        NDArray(["a", "b"])
+    with pytest.raises(TypeError, match="None"):  # (what Tensor's constructor meets)
+        NDArray(np.asarray(None))
+
+
+def test_tensor_constructor_rejects_complex_and_objects():
+    with pytest.raises(needle.DTypeError, match="complex"):
+        needle.Tensor(np.array([[1j]]))
+    with pytest.raises(needle.DTypeError, match="object"):
+        needle.Tensor(np.array([object()]))
+    with pytest.raises(TypeError, match="None"):
+        needle.Tensor(None)
+
+
+def test_ndarray_still_takes_ints_bools_and_float64(device, rng):
+    ints = rng.integers(-5, 5, (3, 4))
+    np.testing.assert_array_equal(NDArray(ints, device=device).numpy(), ints.astype(np.float32))
+    np.testing.assert_array_equal(NDArray([True, False], device=device).numpy(), [1.0, 0.0])
+    np.testing.assert_array_equal(NDArray(np.uint8(7), device=device).numpy(), np.float32(7))
+    x = rng.standard_normal((2, 3))
+    a = NDArray(x, device=device)
+    assert a.dtype == "float32" and a.shape == (2, 3)
+    x[0, 0] = 100.0  # the array holds its own copy
+    assert a.numpy()[0, 0] != 100.0
+
+
+def test_ndarray_from_host_data_never_aliases_the_source():
+    x32 = np.arange(6, dtype=np.float32)
+    a = NDArray(x32)
+    x32[0] = 7.0
+    assert a.numpy()[0] == 0.0
+    x64 = np.arange(6.0)  # a float32 conversion: that copy becomes the buffer, not x64
+    b = NDArray(x64)
+    assert not np.shares_memory(b._handle, x64)
+    b[0] = 5.0
+    assert x64[0] == 0.0
+
+
+def test_reshape_and_make_need_integer_dims():
+    a = NDArray(np.arange(12.0))
+    with pytest.raises(TypeError, match=r"\(2\.5, 2\.4\)"):
+        a.reshape((2.5, 2.4))
+    with pytest.raises(TypeError, match="shape"):
+        a.reshape((3.0, 4))
+    with pytest.raises(TypeError, match="shape"):
+        needle.backend_ndarray.empty((2.5, 2))
+    assert a.reshape((np.int64(3), np.int32(4))).shape == (3, 4)
+    assert a.reshape(np.int64(12)).shape == (12,)
+    assert a.reshape([2, -1]).shape == (2, 6)
+    assert needle.backend_ndarray.empty((np.int64(2), 3)).shape == (2, 3)

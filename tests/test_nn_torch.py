@@ -657,7 +657,7 @@ def test_state_dict_round_trip(device):
     other = make_net(device)
     ids_before = [id(p) for p in other.parameters()]
     assert not np.allclose(other.state_dict()["modules.0.weight"], state["modules.0.weight"])
-    assert other.load_state_dict(state) is other
+    assert other.load_state_dict(state) == ([], [])  # (missing_keys, unexpected_keys)
     assert [id(p) for p in other.parameters()] == ids_before, "parameters are updated in place"
     for k, v in other.state_dict().items():
         np.testing.assert_array_equal(v, state[k], err_msg=k)
@@ -708,3 +708,323 @@ def test_load_state_dict_errors(device):
         net.load_state_dict(missing)
     with pytest.raises(KeyError):
         net.load_state_dict(dict(good, extra=np.ones(3, np.float32)))
+
+
+# ---------------------------------------------------------------- Conv2d / Conv padding
+
+@pytest.mark.parametrize("padding", [0, 1, 3])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("kernel", [1, 3, 4])
+def test_conv2d_matches_torch(device, kernel, stride, padding):
+    """nn.Conv2d has PyTorch's signature and default padding=0; explicit padding too."""
+    rng = seeded(60)
+    t_conv = torch.nn.Conv2d(3, 4, kernel, stride=stride, padding=padding)
+    n_conv = nn.Conv2d(3, 4, kernel, stride=stride, padding=padding, device=device)
+    copy_conv(n_conv, t_conv, device)
+    x, tx = pair(rng, (2, 3, 8, 7), device)
+    y, ty = n_conv(x), t_conv(tx)
+    close(y, ty, what="forward")
+    backprop(rng, y, ty, device)
+    close(x.grad, tx.grad, what="input grad")
+    close(n_conv.weight.grad, t_conv.weight.grad.permute(2, 3, 1, 0), what="weight grad")
+    close(n_conv.bias.grad, t_conv.bias.grad, what="bias grad")
+
+
+def test_conv_default_padding_and_conv2d_default(device):
+    """Classic Conv pads k // 2 by default; Conv2d pads 0 (torch.nn.Conv2d's default)."""
+    rng = seeded(61)
+    x, tx = pair(rng, (1, 2, 9, 9), device)
+    t_conv = torch.nn.Conv2d(2, 3, 5)
+    for n_conv, expected in ((nn.Conv2d(2, 3, 5, device=device), (1, 3, 5, 5)),
+                             (nn.Conv(2, 3, 5, padding=0, device=device), (1, 3, 5, 5))):
+        copy_conv(n_conv, t_conv, device)
+        y = n_conv(x)
+        assert y.shape == expected
+        close(y, t_conv(tx), what=type(n_conv).__name__)
+    assert nn.Conv(2, 3, 5, device=device)(x).shape == (1, 3, 9, 9)
+
+
+# ---------------------------------------------------------------- pooling
+
+POOLS = [(2, None, 0), (3, 2, 1), (3, 1, 0), (2, 1, 1), (3, 3, 1), ((2, 3), (1, 2), (1, 0))]
+
+
+@pytest.mark.parametrize("k,s,p", POOLS, ids=[str(p) for p in POOLS])
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pool2d(device, kind, k, s, p):
+    rng = seeded(62)
+    n_cls, t_cls = (nn.MaxPool2d, torch.nn.MaxPool2d) if kind == "max" else \
+        (nn.AvgPool2d, torch.nn.AvgPool2d)
+    n_pool, t_pool = n_cls(k, stride=s, padding=p), t_cls(k, stride=s, padding=p)
+    # continuous random values: no ties within a window (MaxPool's gradient at ties differs)
+    x, tx = pair(rng, (2, 3, 7, 8), device)
+    y, ty = n_pool(x), t_pool(tx)
+    close(y, ty, what="forward")
+    backprop(rng, y, ty, device)
+    close(x.grad, tx.grad, what="input grad")
+
+
+def test_maxpool_padding_never_wins(device):
+    """All-negative input: padded positions must not contribute 0 to the max."""
+    rng = seeded(63)
+    x_np = -np.abs(rng.standard_normal((1, 2, 5, 5))).astype(np.float32) - 1.0
+    x, tx = tensor(x_np, device), torch.tensor(x_np, requires_grad=True)
+    y, ty = nn.MaxPool2d(3, stride=2, padding=1)(x), torch.nn.MaxPool2d(3, 2, 1)(tx)
+    assert (npy(y) < 0).all()
+    close(y, ty)
+    backprop(rng, y, ty, device)
+    close(x.grad, tx.grad)
+
+
+def test_pool_in_sequential_with_conv(device):
+    rng = seeded(64)
+    t_net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.MaxPool2d(2), torch.nn.AvgPool2d(2),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 2 * 2, 5))
+    n_net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, device=device), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.AvgPool2d(2), nn.Flatten(),
+                          nn.Linear(4 * 2 * 2, 5, device=device))
+    copy_conv(n_net[0], t_net[0], device)
+    copy_linear(n_net[5], t_net[5], device)
+    x, tx = pair(rng, (2, 3, 8, 8), device)
+    y, ty = n_net(x), t_net(tx)
+    close(y, ty, what="forward")
+    backprop(rng, y, ty, device)
+    close(x.grad, tx.grad, what="input grad")
+    close(n_net[0].weight.grad, t_net[0].weight.grad.permute(2, 3, 1, 0), what="conv grad")
+
+
+def test_pool_errors():
+    with pytest.raises(ValueError, match="half the kernel"):
+        nn.MaxPool2d(2, padding=2)
+    with pytest.raises(needle.ShapeError, match="NCHW"):
+        nn.AvgPool2d(2)(needle.init.randn(3, 4, 4))
+    with pytest.raises(needle.ShapeError, match="smaller than the kernel"):
+        nn.MaxPool2d(5)(needle.init.randn(1, 1, 3, 3))
+
+
+# ---------------------------------------------------------------- Softmax / LogSoftmax
+
+@pytest.mark.parametrize("dim", [0, 1, 2, -1, -2])
+@pytest.mark.parametrize("name", ["Softmax", "LogSoftmax"])
+def test_softmax_modules(device, name, dim):
+    rng = seeded(65)
+    x, tx = pair(rng, (3, 4, 5), device, scale=3.0)
+    y, ty = getattr(nn, name)(dim=dim)(x), getattr(torch.nn, name)(dim=dim)(tx)
+    close(y, ty, what="forward")
+    backprop(rng, y, ty, device)
+    close(x.grad, tx.grad, what="grad")
+
+
+# ---------------------------------------------------------------- losses
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_loss(device, reduction):
+    rng = seeded(66)
+    logits, tlogits = pair(rng, (7, 5), device, scale=2.0)
+    y = rng.integers(0, 5, size=7)
+    loss = nn.CrossEntropyLoss(reduction=reduction)(logits, tensor(y, device, False))
+    t_loss = torch.nn.CrossEntropyLoss(reduction=reduction)(tlogits, torch.tensor(y))
+    close(loss, t_loss, what="loss")
+    backprop(rng, loss, t_loss, device)
+    close(logits.grad, tlogits.grad, what="grad")
+    assert isinstance(nn.CrossEntropyLoss(), nn.SoftmaxLoss)
+
+
+def test_cross_entropy_loss_labels_as_list(device):
+    rng = seeded(67)
+    logits, tlogits = pair(rng, (3, 4), device)
+    for reduction in ("none", "mean", "sum"):
+        loss = nn.CrossEntropyLoss(reduction=reduction)(logits, [0, 3, 1])
+        close(loss, F.cross_entropy(tlogits, torch.tensor([0, 3, 1]), reduction=reduction))
+    with pytest.raises(needle.ShapeError, match="labels of shape"):
+        nn.CrossEntropyLoss(reduction="none")(logits, [0, 1])
+    with pytest.raises(ValueError, match="reduction"):
+        nn.CrossEntropyLoss(reduction="avg")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("name", ["MSELoss", "L1Loss"])
+def test_regression_losses(device, name, reduction):
+    rng = seeded(68)
+    a, ta = pair(rng, (4, 6), device)
+    b_np = rng.standard_normal((4, 6)).astype(np.float32)
+    b_np[0, :3] = npy(ta)[0, :3]  # zero differences: L1's gradient there is 0, as torch's
+    b, tb = tensor(b_np, device), torch.tensor(b_np, requires_grad=True)
+    loss = getattr(nn, name)(reduction=reduction)(a, b)
+    t_loss = getattr(torch.nn, name)(reduction=reduction)(ta, tb)
+    close(loss, t_loss, what="loss")
+    backprop(rng, loss, t_loss, device)
+    close(a.grad, ta.grad, what="input grad")
+    close(b.grad, tb.grad, what="target grad")
+    if name == "L1Loss":
+        assert not npy(a.grad)[0, :3].any()
+
+
+def test_regression_loss_shape_mismatch():
+    with pytest.raises(needle.ShapeError, match="same shape"):
+        nn.MSELoss()(needle.init.randn(3, 2), needle.init.randn(3, 1))
+
+
+# ---------------------------------------------------------------- attention masks
+
+def _bool_mask(rng, shape, keep_first=True):
+    """Random True = masked, with key 0 always visible (no fully masked row: torch NaNs)."""
+    m = rng.random(shape) < 0.4
+    if keep_first:
+        m[..., 0] = False
+    return m
+
+
+MASKS = ["bool_attn", "float_attn", "attn_3d", "padding", "padding_and_attn", "causal_padding"]
+
+
+@pytest.mark.parametrize("kind", MASKS)
+def test_multihead_attention_masks(device, kind):
+    rng = seeded(69)
+    batch, tq, tk, d, heads = 2, 4, 6, 8, 2
+    t_mha = torch.nn.MultiheadAttention(d, heads, batch_first=True)
+    causal = kind == "causal_padding"
+    n_mha = nn.MultiHeadAttention(d, heads, causal=causal, device=device)
+    copy_mha(n_mha, t_mha, device)
+    q, tq_ = pair(rng, (batch, tq, d), device)
+    kv_len = tq if causal else tk
+    k, tk_ = pair(rng, (batch, kv_len, d), device)
+    v, tv = pair(rng, (batch, kv_len, d), device)
+    n_kw, t_kw = {}, {}
+    if kind in ("bool_attn", "padding_and_attn"):
+        m = _bool_mask(rng, (tq, kv_len))
+        n_kw["attn_mask"], t_kw["attn_mask"] = m, torch.tensor(m)
+    if kind == "float_attn":
+        m = rng.standard_normal((tq, kv_len)).astype(np.float32)
+        n_kw["attn_mask"], t_kw["attn_mask"] = tensor(m, device, False), torch.tensor(m)
+    if kind == "attn_3d":
+        m = _bool_mask(rng, (batch * heads, tq, kv_len))
+        n_kw["attn_mask"], t_kw["attn_mask"] = m, torch.tensor(m)
+    if kind in ("padding", "padding_and_attn", "causal_padding"):
+        m = np.zeros((batch, kv_len), bool)
+        m[1, -2:] = True  # the second sequence's last two keys are padding
+        n_kw["key_padding_mask"], t_kw["key_padding_mask"] = m, torch.tensor(m)
+    if causal:
+        t_kw["attn_mask"] = torch.triu(torch.ones(tq, kv_len), 1).bool()
+    y = n_mha(q, k, v, **n_kw)
+    ty, _ = t_mha(tq_, tk_, tv, need_weights=False, **t_kw)
+    close(y, ty, what="forward")
+    backprop(rng, y, ty, device)
+    for name, a, b in (("q", q, tq_), ("k", k, tk_), ("v", v, tv)):
+        close(a.grad, b.grad, what=f"{name} grad")
+    check_mha_grads(n_mha, t_mha)
+
+
+def test_multihead_attention_padding_hides_keys(device):
+    """Changing a padded key's value changes nothing."""
+    rng = seeded(70)
+    mha = nn.MultiHeadAttention(8, 2, device=device)
+    x_np = rng.standard_normal((1, 5, 8)).astype(np.float32)
+    pad = np.array([[False, False, False, True, True]])
+    y1 = mha(tensor(x_np[:, :3], device), tensor(x_np, device), key_padding_mask=pad)
+    x_np[:, 3:] = 100.0
+    y2 = mha(tensor(x_np[:, :3], device), tensor(x_np, device), key_padding_mask=pad)
+    close(y1, y2, rtol=1e-6, atol=1e-6)
+
+
+def test_multihead_attention_mask_errors(device):
+    mha = nn.MultiHeadAttention(8, 2, device=device)
+    x = needle.init.randn(2, 3, 8, device=device)
+    with pytest.raises(needle.ShapeError, match="attn_mask"):
+        mha(x, attn_mask=np.zeros((3, 4), bool))
+    with pytest.raises(needle.ShapeError, match="key_padding_mask"):
+        mha(x, key_padding_mask=np.zeros((3, 3), bool))
+    with pytest.raises(TypeError, match="boolean"):
+        mha(x, attn_mask=np.zeros((3, 3), np.int64))
+
+
+# ---------------------------------------------------------------- batch-first RNN / LSTM
+
+def test_lstm_batch_first(device):
+    rng = seeded(71)
+    batch, seq, n_in, hidden, layers = 3, 5, 4, 6, 2
+    t_lstm = torch.nn.LSTM(n_in, hidden, num_layers=layers, batch_first=True)
+    n_lstm = nn.LSTM(n_in, hidden, num_layers=layers, device=device, batch_first=True)
+    copy_recurrent(n_lstm.lstm_cells, t_lstm, device)
+    x, tx = pair(rng, (batch, seq, n_in), device)
+    h0, th0 = pair(rng, (layers, batch, hidden), device)
+    c0, tc0 = pair(rng, (layers, batch, hidden), device)
+    out, (h_n, c_n) = n_lstm(x, (h0, c0))
+    tout, (th_n, tc_n) = t_lstm(tx, (th0, tc0))
+    assert out.shape == (batch, seq, hidden) and h_n.shape == (layers, batch, hidden)
+    close(out, tout, what="output")
+    close(h_n, th_n, what="h_n")
+    close(c_n, tc_n, what="c_n")
+    rs = [rng.standard_normal(t.shape).astype(np.float32) for t in (tout, th_n, tc_n)]
+    sum((o * tensor(r, device, False)).sum() for o, r in zip((out, h_n, c_n), rs)).backward()
+    sum((o * torch.tensor(r)).sum() for o, r in zip((tout, th_n, tc_n), rs)).backward()
+    close(x.grad, tx.grad, what="x grad")
+    close(h0.grad, th0.grad, what="h0 grad")
+    close(c0.grad, tc0.grad, what="c0 grad")
+    check_recurrent_grads(n_lstm.lstm_cells, t_lstm)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_rnn_batch_first(device, nonlinearity):
+    rng = seeded(72)
+    batch, seq, n_in, hidden = 2, 4, 3, 5
+    t_rnn = torch.nn.RNN(n_in, hidden, num_layers=2, nonlinearity=nonlinearity, batch_first=True)
+    n_rnn = nn.RNN(n_in, hidden, num_layers=2, nonlinearity=nonlinearity, device=device,
+                   batch_first=True)
+    copy_recurrent(n_rnn.rnn_cells, t_rnn, device)
+    x, tx = pair(rng, (batch, seq, n_in), device)
+    out, h_n = n_rnn(x)
+    tout, th_n = t_rnn(tx)
+    close(out, tout, what="output")
+    close(h_n, th_n, what="h_n")
+    backprop(rng, out, tout, device)
+    close(x.grad, tx.grad, what="x grad")
+    check_recurrent_grads(n_rnn.rnn_cells, t_rnn)
+    with pytest.raises(needle.ShapeError, match="batch, seq_len"):
+        n_rnn(needle.init.randn(2, 4, 7, device=device))
+
+
+# ---------------------------------------------------------------- Embedding: any shape, large V
+
+@pytest.mark.parametrize("shape", [(6,), (2, 3, 4)], ids=["1d", "3d"])
+def test_embedding_any_shape(device, shape):
+    rng = seeded(73)
+    t_emb = torch.nn.Embedding(9, 4)
+    n_emb = nn.Embedding(9, 4, device=device)
+    n_emb.weight = param(npy(t_emb.weight), device)
+    ids = rng.integers(0, 9, size=shape)
+    ids.reshape(-1)[:2] = 3  # repeated
+    y, ty = n_emb(tensor(ids, device, requires_grad=False)), t_emb(torch.tensor(ids))
+    assert y.shape == shape + (4,)
+    close(y, ty, what="forward")
+    backprop(rng, y, ty, device)
+    close(n_emb.weight.grad, t_emb.weight.grad, what="table grad")
+
+
+def test_embedding_large_vocabulary_is_cheap():
+    """A (4, 4) lookup into a (20000, 16) table: no (n, V) one-hot (nor a V x V identity),
+    so forward and backward take well under a second and a few MB at most (the table's
+    gradient, 1.3 MB, is the largest array)."""
+    import time
+    import tracemalloc
+
+    rng = seeded(74)
+    emb = nn.Embedding(20000, 16, device=needle.cpu())
+    ids = tensor(rng.integers(0, 20000, size=(4, 4)), needle.cpu(), requires_grad=False)
+    emb(ids)  # warm up
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        y = emb(ids)
+        y.sum().backward()
+        elapsed = time.perf_counter() - start
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert y.shape == (4, 4, 16)
+    assert elapsed < 1.0, f"embedding forward+backward took {elapsed:.2f} s"
+    assert peak < 8 * 2**20, f"peak traced memory {peak / 2**20:.1f} MB"
+    grad = emb.weight.grad.numpy()
+    np.testing.assert_array_equal(np.nonzero(grad.any(axis=1))[0],
+                                  np.unique(ids.numpy().astype(int)))

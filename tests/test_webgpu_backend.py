@@ -429,6 +429,24 @@ def test_tensors_larger_than_one_binding(small_binding, rng):
     np.testing.assert_allclose(get(g, p_), a - 0.5 * b, rtol=1e-6, atol=1e-6)
 
 
+def test_take_and_scatter_add_over_several_bindings(small_binding, rng):
+    from needle.backend_ndarray.webgpu import DeviceLimitError
+    g = small_binding
+    a = rng.standard_normal(1000).astype(np.float32)
+    index = rng.integers(0, a.size, 5000)  # out and index span five windows of 1024
+    out = g.alloc(index.size, "float32")
+    g.take(put(g, a), index, out)
+    np.testing.assert_array_equal(get(g, out), a[index])
+    src, start = rng.standard_normal(900).astype(np.float32), rng.standard_normal(1000)
+    target = put(g, start)
+    g.scatter_add(put(g, src), index[:900], target)
+    want = start.copy()
+    np.add.at(want, index[:900], src)
+    np.testing.assert_allclose(get(g, target), want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(DeviceLimitError, match="storage binding"):  # `a` is read at random
+        g.take(g.alloc(2048, "float32"), index, out)
+
+
 def test_split_k_falls_back_when_its_partials_exceed_a_binding(small_binding, rng):
     from needle.backend_ndarray.webgpu import gemm
     g = small_binding
@@ -471,6 +489,25 @@ def test_reductions_without_subgroups(rng):
     e = np.exp(x - x.max(axis=1, keepdims=True))
     np.testing.assert_allclose(get(g, sm, x.shape), e / e.sum(axis=1, keepdims=True),
                                rtol=1e-5, atol=1e-7)
+
+
+def test_nan_propagates_without_subgroups(rng):
+    """The shared-memory workgroup max keeps NaN as the subgroup one does."""
+    from needle.backend_ndarray.webgpu import WebGPUBackend
+    g = WebGPUBackend(subgroups=False)
+    x = rng.standard_normal((6, 700)).astype(np.float32)
+    x[1, rng.integers(700)] = np.nan
+    x[4, rng.integers(700)] = np.nan
+    x[3, rng.integers(700)] = np.inf
+    gx, out = put(g, x), g.alloc(6, "float32")
+    g.reduce("max", gx, out, 700)
+    np.testing.assert_array_equal(get(g, out), x.max(axis=1))
+    g.logsumexp(gx, out, 6, 700)
+    lse = get(g, out)
+    assert np.isnan(lse[[1, 4]]).all() and lse[3] == np.inf and np.isfinite(lse[[0, 2, 5]]).all()
+    sm = g.alloc(x.size, "float32")
+    g.softmax(gx, sm, 6, 700)
+    assert np.isnan(get(g, sm, x.shape)[[1, 3, 4]]).all()
 
 
 def test_many_ops_then_one_synchronize(gpu, rng):

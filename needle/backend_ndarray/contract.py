@@ -19,6 +19,7 @@ unary       ``unary(op, a, out)`` for ``op`` in :data:`UNARY_OPS`
 binary      ``binary(op, a, b, out)`` for ``op`` in :data:`BINARY_OPS`
 scalar      ``scalar(op, a, value, out)``: ``out = op(a, value)``, same op names
 reduce      ``reduce(op, a, out, reduce_size)`` for ``op`` in :data:`REDUCE_OPS`
+gather      ``take(a, index, out)``, ``scatter_add(a, index, out)``
 matmul      ``matmul(a, b, out, batch, m, k, n)``
 conv        ``conv2d(a, w, out, in_shape, kernel, out_channels, stride)``
 fused       ``logsumexp``, ``softmax``, ``cross_entropy``, ``layernorm``,
@@ -44,7 +45,12 @@ Conventions:
   ``(kernel, kernel, C, out_channels)``, and writes ``(N, Ho, Wo, out_channels)`` with
   ``Ho = (H - kernel) // stride + 1``.
 * Floating-point exceptions are not errors: ``log(-1)`` is NaN, as on a GPU.
+* NaN and infinities behave as in NumPy and PyTorch: ``max``, ``maximum``, ``minimum`` and
+  ``relu`` of a NaN are NaN, comparisons with a NaN are false but ``ne``; logsumexp of a row
+  holding +inf is +inf, of a row of -inf is -inf; softmax and cross_entropy rows whose max
+  is not finite are NaN.
 """
+import numpy as np
 
 UNARY_OPS = ("neg", "exp", "log", "tanh", "sigmoid", "sqrt", "relu", "abs", "sin", "cos")
 BINARY_OPS = ("add", "sub", "mul", "div", "pow", "maximum", "minimum",
@@ -130,6 +136,19 @@ class Backend:
 
     def reduce(self, op, a, out, reduce_size):
         self._missing(f"reduce:{op}")
+
+    # -- gather (integer indexing, Embedding) ---------------------------------------------
+    def take(self, a, index, out):
+        """``out[i] = a[index[i]]`` for every element of ``out``. ``index`` is a host NumPy
+        int64 array of ``out.size`` flat positions into ``a``, each in ``[0, a.size)`` (the
+        ops layer checks them); the backend uploads it as it likes."""
+        self._missing("take")
+
+    def scatter_add(self, a, index, out):
+        """``out[index[i]] += a[i]`` for every element of ``a``, repeated positions summed
+        (the adjoint of :meth:`take`). ``out`` holds the values to add to (the ops layer
+        zeroes it first); ``index`` is as in :meth:`take`, with ``a.size`` elements."""
+        self._missing("scatter_add")
 
     def matmul(self, a, b, out, batch, m, k, n):
         self._missing("matmul")
@@ -249,3 +268,25 @@ class Backend:
         """Gradients of :meth:`batchnorm_train` for x, weight and bias given ``grad``
         (x's shape), from the ``mean`` and ``rstd`` it wrote. May raise :class:`Declined`."""
         self._missing("batchnorm_train_backward")
+
+
+def scatter_segments(index):
+    """The host-side plan of a deterministic :meth:`Backend.scatter_add` on a GPU.
+
+    Returns ``(order, targets, starts)``: ``order`` lists the source positions sorted by
+    target (stably, so the sources of one target stay in their original order),
+    ``targets`` the distinct targets in increasing order, and ``starts`` (one longer) where
+    each target's sources begin in ``order``. One thread per target then adds
+    ``a[order[starts[t]:starts[t + 1]]]`` in order into ``out[targets[t]]``: no atomics and
+    the same sums on every run.
+
+    Example:
+        >>> [x.tolist() for x in scatter_segments(np.array([3, 1, 3, 0]))]
+        [[3, 1, 0, 2], [0, 1, 3], [0, 1, 2, 4]]
+    """
+    order = np.argsort(index, kind="stable")
+    ordered = index[order]
+    first = np.ones(ordered.size, dtype=bool)  # where a new target's run begins
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    return order, ordered[starts], np.append(starts, ordered.size)

@@ -109,6 +109,48 @@ class Device:
             raise NotImplementedError(f"{self} does not report memory statistics")
         return method()
 
+    # -- classic Needle's array constructors on a device (``BackendDevice``) -------------
+    # Random draws come from NumPy's global generator (``np.random.seed``), as in the course.
+    def randn(self, *shape, dtype="float32"):
+        """Standard normal samples: ``np.random.randn(*shape)`` as an NDArray here."""
+        return self._random(np.random.standard_normal, shape, dtype)
+
+    def rand(self, *shape, dtype="float32"):
+        """Uniform samples in [0, 1): ``np.random.rand(*shape)`` as an NDArray here."""
+        return self._random(np.random.random_sample, shape, dtype)
+
+    def _random(self, sample, shape, dtype):
+        from .ndarray import NDArray, random_host
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return NDArray._from_owned_numpy(random_host(sample, shape, self.check_dtype(dtype)),
+                                         self)
+
+    def one_hot(self, n, i, dtype="float32"):
+        """Rows ``i`` (an int, integer array or NDArray of labels) of the ``n``-class
+        identity: ``np.eye(n)[i]`` as an NDArray here."""
+        from .ndarray import NDArray
+        if isinstance(i, NDArray):
+            i = i.numpy()
+        index = np.asarray(i)
+        if index.dtype.kind == "f":
+            if not np.all(index == np.round(index)):
+                raise ValueError(f"one_hot: labels must be integers, got {index}")
+            index = index.astype(np.int64)
+        rows = np.eye(n, dtype=self.check_dtype(dtype))[index]
+        return NDArray._from_owned_numpy(rows if rows.flags.owndata else rows.copy(), self)
+
+    def empty(self, shape, dtype="float32"):
+        """A new uninitialised NDArray of ``shape`` here."""
+        from .ndarray import NDArray
+        return NDArray.make(shape, device=self, dtype=self.check_dtype(dtype))
+
+    def full(self, shape, fill_value, dtype="float32"):
+        """A new NDArray of ``shape`` here, every element ``fill_value``."""
+        out = self.empty(shape, dtype)
+        out.fill(fill_value)
+        return out
+
     def __eq__(self, other):
         return isinstance(other, Device) and other.name == self.name
 
@@ -119,12 +161,24 @@ class Device:
         return f"needle.{self.name}()"
 
 
+#: classic Needle's name of the device class (``needle.backend_ndarray.BackendDevice``):
+#: the same class, so ``isinstance(d, nd.BackendDevice)`` holds for every Needle device
+BackendDevice = Device
+
 _DEVICES = {name: Device(name) for name in _REGISTRY}
 
 
 def cpu():
     """The NumPy CPU device; always available and the default."""
     return _DEVICES["cpu"]
+
+
+def cpu_numpy():
+    """Classic Needle's NumPy device: Needle's :func:`cpu`, whose backend is NumPy."""
+    return _DEVICES["cpu"]
+
+
+numpy_device = cpu_numpy  # its name in older course code
 
 
 def cuda():

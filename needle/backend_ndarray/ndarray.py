@@ -4,15 +4,18 @@ Views are made here and only here. Every op first makes its operands compact (on
 strided-copy call to the backend, skipped when already compact) and then calls one entry of
 the backend op table on flat buffers.
 """
+import builtins
 import functools
 import math
 import numbers
+import operator
 
 import numpy as np
 
 from ..errors import DeviceMismatchError, DTypeError, ShapeError
 from .device import canonical_dtype, default_device
 from .device import device as lookup_device
+from .numpy_backend import NumpyBackend
 
 
 prod = math.prod  # of a shape (1 for ()); an alias, not a wrapper: it runs on every op
@@ -26,6 +29,56 @@ def compact_strides(shape):
         strides.append(acc)
         acc *= dim
     return tuple(reversed(strides))
+
+
+def _as_shape(shape, what):
+    """``shape`` (an int or a sequence of ints, NumPy integers included) as a tuple of ints,
+    or a TypeError naming it: ``(2.5, 2)`` must not be truncated to ``(2, 2)``."""
+    if type(shape) is tuple:  # the common case, on every reshape: no ABC checks
+        for d in shape:
+            if type(d) is not int:
+                break
+        else:
+            return shape
+    if isinstance(shape, numbers.Integral):
+        return (operator.index(shape),)
+    try:
+        return tuple([operator.index(d) for d in shape])
+    except TypeError:
+        raise TypeError(f"{what}: shape {shape!r} must be a tuple of integers") from None
+
+
+# NumPy dtype kinds that convert to floats: float, signed and unsigned int, bool
+_NUMERIC_KINDS = frozenset("fiub")
+_KIND_NAMES = {"c": "complex", "O": "object", "U": "string", "S": "bytes", "V": "structured",
+               "M": "datetime", "m": "timedelta"}
+
+
+def _host_array(data, dtype):
+    """``data`` as a C-contiguous NumPy array of ``dtype``; raises a TypeError naming what
+    ``data`` is when it is not numbers (None, complex, objects, strings), instead of NaNs
+    or silently dropped imaginary parts."""
+    if data is None:
+        raise TypeError("NDArray(None): expected array data (a number, a nested list of "
+                        "numbers or a numpy array), got None")
+    src = data if isinstance(data, np.ndarray) else np.asarray(data)
+    kind = src.dtype.kind
+    if kind not in _NUMERIC_KINDS:
+        what = _KIND_NAMES.get(kind, str(src.dtype))
+        if kind == "O":
+            if src.ndim == 0 and src.item() is None:
+                raise TypeError("NDArray(None): expected array data (a number, a nested list "
+                                "of numbers or a numpy array), got None")
+            held = sorted({type(v).__name__ for v in src.reshape(-1)[:1000]})
+            raise DTypeError(f"cannot make an NDArray from an object array (holding "
+                             f"{', '.join(held) or 'nothing'}); Needle holds float32 / float64 "
+                             f"numbers: convert the data first")
+        if kind == "c":
+            raise DTypeError(f"cannot make an NDArray from complex data ({src.dtype}): Needle "
+                             f"holds float32 / float64; pass .real, .imag or abs() explicitly")
+        raise DTypeError(f"cannot make an NDArray from {what} data ({src.dtype}); Needle "
+                         f"holds float32 / float64 numbers")
+    return np.asarray(src, dtype=dtype, order="C")  # (ascontiguousarray makes 0-d 1-d)
 
 
 def _normalize_axes(axis, ndim):
@@ -81,10 +134,12 @@ class NDArray:
             return
         device = device or default_device()
         dtype = device.check_dtype(dtype or "float32")
-        array = np.asarray(other, dtype=dtype, order="C")  # (ascontiguousarray makes 0-d 1-d)
-        self._init(NDArray.make(array.shape, device=device, dtype=dtype))
-        if array.size:
-            device.backend.from_numpy(array, self._handle)
+        array = _host_array(other, dtype)
+        # a conversion made a new array nobody else sees: it can become the buffer itself
+        fresh = array is not other and array.flags.owndata and \
+            isinstance(other, (np.ndarray, list, tuple, numbers.Number))
+        self._init(NDArray._from_owned_numpy(array, device) if fresh
+                   else NDArray._from_numpy_copy(array, device, dtype))
 
     def _init(self, other):
         self._shape, self._strides, self._offset = other._shape, other._strides, other._offset
@@ -92,9 +147,30 @@ class NDArray:
         self._compact = other._compact
 
     @staticmethod
+    def _from_numpy_copy(array, device, dtype):
+        """A new compact NDArray holding a copy of C-contiguous ``array`` (of ``dtype``)."""
+        out = NDArray._make(array.shape, None, device, None, 0, dtype)
+        if array.size:
+            device.backend.from_numpy(array, out._handle)
+        return out
+
+    @staticmethod
+    def _from_owned_numpy(array, device=None):
+        """An NDArray holding ``array``, a C-contiguous NumPy array of a Needle dtype that the
+        caller hands over (it must not use it afterwards). On the cpu the array itself
+        becomes the buffer, with no copy; other devices allocate and copy (``from_numpy``).
+        ``needle.init`` draws random tensors straight into such arrays."""
+        device = device or default_device()
+        dtype = device.check_dtype(array.dtype)
+        if isinstance(device.backend, NumpyBackend) and array.flags.c_contiguous and \
+                array.flags.writeable and array.dtype.isnative:
+            return NDArray._make(array.shape, None, device, array.reshape(-1), 0, dtype)
+        return NDArray._from_numpy_copy(np.asarray(array, order="C"), device, dtype)
+
+    @staticmethod
     def make(shape, strides=None, device=None, handle=None, offset=0, dtype="float32"):
         """A new NDArray over ``handle`` (allocated if ``None``) with the given layout."""
-        return NDArray._make(tuple(int(d) for d in shape),
+        return NDArray._make(_as_shape(shape, "NDArray.make"),
                              None if strides is None else tuple(strides),
                              device or default_device(), handle, offset, canonical_dtype(dtype))
 
@@ -134,6 +210,14 @@ class NDArray:
 
     def __len__(self):
         return self._shape[0]
+
+    @property
+    def flat(self):
+        """The elements in row-major order as a writable 1-D sequence (as ``numpy``'s
+        ``ndarray.flat``): ``a.flat[i]`` reads element ``i`` as a NumPy scalar and
+        ``a.flat[i] = v`` (or ``a.flat[i] += eps``, as classic Needle's numerical gradient
+        checks do) writes it in place, on any device. See :class:`FlatView`."""
+        return FlatView(self)
 
     def numpy(self):
         """A numpy copy of the array (the only device-to-host transfer)."""
@@ -193,7 +277,7 @@ class NDArray:
 
     def reshape(self, new_shape):
         """A view with ``new_shape`` (one entry may be -1); copies first if not compact."""
-        new_shape = tuple(new_shape)
+        new_shape = _as_shape(new_shape, "reshape")
         if new_shape.count(-1) > 1:
             raise ShapeError(f"reshape: at most one -1 allowed in {new_shape}")
         if -1 in new_shape:
@@ -242,9 +326,9 @@ class NDArray:
         for idx in idxs:
             if not (idx is None or idx is Ellipsis or isinstance(idx, (slice, numbers.Integral))):
                 raise TypeError(f"NDArray supports int, slice, ... and None indices, not {idx!r}")
-        if sum(idx is Ellipsis for idx in idxs) > 1:
+        if builtins.sum(idx is Ellipsis for idx in idxs) > 1:
             raise IndexError("an index can only have a single ellipsis ('...')")
-        used = sum(idx is not None and idx is not Ellipsis for idx in idxs)
+        used = builtins.sum(idx is not None and idx is not Ellipsis for idx in idxs)
         if used > self.ndim:
             raise IndexError(f"too many indices ({used}) for an array of {self.ndim} dimensions")
         if Ellipsis in idxs:
@@ -379,6 +463,11 @@ class NDArray:
         reduce_size = prod(self._shape[a] for a in axes)
         out_shape = tuple(1 if a in axes else d for a, d in enumerate(self._shape)) if keepdims \
             else tuple(self._shape[a] for a in kept)
+        if reduce_size and 0 in self._strides:  # a broadcast view: never materialise it
+            repeated = tuple(a for a, (d, s) in enumerate(zip(self._shape, self._strides))
+                             if s == 0 and d > 1)
+            if repeated and prod(out_shape):
+                return self._reduce_broadcast(op, axes, repeated, out_shape)
         out = self._new(out_shape)
         if reduce_size == 0:
             if op == "max":
@@ -389,11 +478,40 @@ class NDArray:
             self._backend.reduce(op, src._handle, out._handle, reduce_size)
         return out
 
+    def _reduce_broadcast(self, op, axes, repeated, out_shape):
+        """:meth:`_reduce` of a view whose ``repeated`` axes have stride 0: along them every
+        element is the same one, so they are read once (the view at index 0 on those axes).
+        A reduced repeated axis scales a sum by its size and leaves a max alone; a kept one
+        is broadcast back onto the (small) result. ``broadcast_to(x, (2**31,)).sum()`` thus
+        reads one element instead of copying 8 GiB."""
+        shape = self._shape
+        once = self.as_strided(tuple(1 if a in repeated else d for a, d in enumerate(shape)),
+                               self._strides)
+        out = once._reduce(op, axes, True)
+        factor = prod(shape[a] for a in repeated if a in axes)
+        if op == "sum" and factor != 1:
+            out = out * float(factor)
+        if any(a not in axes for a in repeated):
+            out = out.broadcast_to(tuple(1 if a in axes else d for a, d in enumerate(shape)))
+            out = out.compact()
+        return out.reshape(out_shape)
+
     def sum(self, axis=None, keepdims=False):
         return self._reduce("sum", axis, keepdims)
 
     def max(self, axis=None, keepdims=False):
         return self._reduce("max", axis, keepdims)
+
+    # -- DLPack (needle.backend_ndarray.dlpack) -------------------------------------------
+    def __dlpack__(self, stream=None, **kwargs):
+        """A DLPack capsule sharing this array's memory (cpu and cuda/cudnn; no copy unless
+        the view has negative strides, which DLPack consumers reject)."""
+        from .dlpack import to_dlpack
+        return to_dlpack(self, stream=stream, **kwargs)
+
+    def __dlpack_device__(self):
+        from .dlpack import dlpack_device
+        return dlpack_device(self)
 
     # -- matmul and conv ------------------------------------------------------------------
     def __matmul__(self, other):
@@ -481,10 +599,177 @@ def concatenate(arrays, axis=0):
                 first.shape[:axis] + first.shape[axis + 1:]:
             raise ShapeError(f"concatenate along axis {axis}: shapes {first.shape} and "
                              f"{a.shape} do not match")
-    total = sum(a.shape[axis] for a in arrays)
+    total = builtins.sum(a.shape[axis] for a in arrays)
     out = empty(first.shape[:axis] + (total,) + first.shape[axis + 1:], first.dtype, first.device)
     start = 0
     for a in arrays:
         out[(slice(None),) * axis + (slice(start, start + a.shape[axis]),)] = a
         start += a.shape[axis]
     return out
+
+
+# -- classic Needle's module-level array API (``import needle.backend_ndarray as nd``) ----
+def array(a, dtype="float32", device=None):
+    """``NDArray(a, device=device, dtype=dtype)``: a new array holding a copy of ``a``."""
+    return NDArray(a, device=device, dtype=dtype)
+
+
+def broadcast_to(array, new_shape):
+    return array.broadcast_to(new_shape)
+
+
+def reshape(array, new_shape):
+    return array.reshape(new_shape)
+
+
+def maximum(a, b):
+    return a.maximum(b)
+
+
+def log(a):
+    return a.log()
+
+
+def exp(a):
+    return a.exp()
+
+
+def tanh(a):
+    return a.tanh()
+
+
+def sum(a, axis=None, keepdims=False):  # noqa: A001 - classic Needle's name (module code
+    return a.sum(axis=axis, keepdims=keepdims)  # uses builtins.sum)
+
+
+def flip(a, axes):
+    return a.flip(axes)
+
+
+RANDOM_CHUNK = 1 << 20  # elements drawn per NumPy call by random_host
+
+
+def random_host(sample, shape, dtype="float32"):
+    """A new C-contiguous host array of ``shape`` and ``dtype`` filled by ``sample(n)`` (a
+    NumPy draw of ``n`` values, float64 or bool) in chunks of :data:`RANDOM_CHUNK`: the
+    float64 draw never exists whole, so the peak is the result plus one chunk. NumPy's
+    global legacy generator (``np.random.seed``) gives the same stream drawn in chunks as
+    in one call, so the values are those of ``sample(size).astype(dtype)``."""
+    shape = _as_shape(shape, "random")
+    out = np.empty(prod(shape), dtype=canonical_dtype(dtype))
+    for start in range(0, out.size, RANDOM_CHUNK):
+        stop = builtins.min(start + RANDOM_CHUNK, out.size)
+        out[start:stop] = sample(stop - start)
+    return out.reshape(shape)
+
+
+class FlatView:
+    """``NDArray.flat``: an array's elements in row-major order, readable and writable one
+    by one on any device.
+
+    ``flat[i]`` (``i`` an int, negative from the end) is a NumPy scalar; ``flat[i] = v``
+    writes that element of the device buffer in place, so ``x.flat[i] += eps`` nudges one
+    element (classic Needle's numerical gradient check does it to
+    ``tensor.realize_cached_data()``). For a compact array ``i`` is the buffer position; for
+    a view it is the row-major position in the view (the buffer element it maps to is
+    written). Slices read as NumPy arrays and assign from a number or an array-like.
+    Writing through a broadcast view raises ValueError: one element stands for several.
+    ``len``, iteration and ``numpy()`` read the whole array once.
+    """
+
+    __slots__ = ("_array",)
+
+    def __init__(self, array):
+        self._array = array
+
+    def __len__(self):
+        return self._array.size
+
+    def __iter__(self):
+        return iter(self.numpy())
+
+    def numpy(self):
+        """A 1-D NumPy copy of the elements."""
+        return self._array.numpy().reshape(-1)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.numpy()
+        return out if dtype is None else out.astype(dtype)
+
+    def __repr__(self):
+        return f"FlatView({self.numpy()}, device={self._array.device})"
+
+    def _position(self, i):
+        """The buffer position of row-major element ``i`` of the view."""
+        a, n = self._array, self._array.size
+        try:
+            i = operator.index(i)
+        except TypeError:
+            raise TypeError(f"flat indices must be integers or slices, not "
+                            f"{type(i).__name__}") from None
+        if not -n <= i < n:
+            raise IndexError(f"flat index {i} is out of bounds for an array of size {n}")
+        i %= n
+        pos = a._offset
+        for d, s in zip(reversed(a._shape), reversed(a._strides)):
+            i, r = divmod(i, d)
+            pos += r * s
+        return pos
+
+    def _step(self):
+        """The buffer stride between consecutive row-major elements when it is the same for
+        all of them (compact arrays, 1-D slices), else None."""
+        a = self._array
+        dims = [(d, s) for d, s in zip(a._shape, a._strides) if d != 1]
+        if not dims:
+            return 1
+        step = dims[-1][1]
+        expect = step
+        for d, s in reversed(dims):
+            if s != expect:
+                return None
+            expect = s * d
+        return step
+
+    def _check_writable(self):
+        a = self._array
+        if any(s == 0 and d > 1 for d, s in zip(a._shape, a._strides)):
+            raise ValueError(f"cannot write through .flat of a broadcast view (shape "
+                             f"{a._shape}, strides {a._strides}): one buffer element stands "
+                             f"for several; write to a compact() copy")
+
+    def __getitem__(self, i):
+        a = self._array
+        if isinstance(i, slice):
+            return self.numpy()[i]
+        pos = self._position(i)
+        return a._backend.to_numpy(a._handle, (1,), (1,), pos)[0]
+
+    def __setitem__(self, i, value):
+        a = self._array
+        self._check_writable()
+        if isinstance(value, NDArray):
+            value = value.numpy()
+        if not isinstance(i, slice):
+            pos = self._position(i)
+            value = np.asarray(value)
+            if value.size != 1:
+                raise ShapeError(f"flat[{i}] = value needs one value, got shape {value.shape}")
+            a._backend.scalar_setitem(1, float(value.reshape(-1)[0]), a._handle, (1,), (1,), pos)
+            return
+        start, stop, step = i.indices(a.size)
+        count = len(range(start, stop, step))
+        if count == 0:
+            return
+        stride = self._step()
+        if stride is None:  # no single stride: update a host copy, write the view back
+            host = a.numpy()
+            host.reshape(-1)[i] = value
+            a[...] = NDArray(host, device=a.device, dtype=a.dtype)
+            return
+        view = a.as_strided((count,), (stride * step,), a._offset + start * stride)
+        if isinstance(value, numbers.Number):
+            view[...] = value
+        else:
+            values = np.broadcast_to(np.asarray(value, dtype=a.dtype), (count,))
+            view[...] = NDArray(values, device=a.device, dtype=a.dtype)

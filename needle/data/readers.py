@@ -1,25 +1,54 @@
-"""Readers for the MNIST (gzipped idx) and CIFAR-10 (python pickle) file formats."""
+"""Readers for the MNIST (gzipped idx) and CIFAR-10 (python pickle) file formats.
+
+Malformed files raise a ``ValueError`` that names the file and what is wrong with it (empty,
+not gzipped, truncated, ...). CIFAR-10 batches are unpickled by :class:`CIFARUnpickler`,
+which refuses every global but the few a genuine batch needs, so a crafted batch file cannot
+run code (:class:`UnsafePickleError`).
+"""
+import _compat_pickle
 import gzip
+import importlib
 import os
 import pickle
+import zlib
 
 import numpy as np
 
 from .dataset import Dataset
 
 _IDX_IMAGES, _IDX_LABELS = 2051, 2049
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def _check_exists(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such data file: {path}")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path}: empty file (0 bytes)")
+
+
+def _read_gzip(path):
+    """The decompressed bytes of a gzip file; ValueError naming the file when it is not one."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] != _GZIP_MAGIC:
+        hint = ""
+        if len(head) == 4 and int.from_bytes(head, "big") in (_IDX_IMAGES, _IDX_LABELS):
+            hint = " (it looks like an uncompressed idx file: gzip it, as MNIST is distributed)"
+        raise ValueError(f"{path}: not a gzip file; starts with {head!r}{hint}")
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except EOFError as e:
+        raise ValueError(f"{path}: truncated gzip file ({e})") from e
+    except (gzip.BadGzipFile, zlib.error) as e:
+        raise ValueError(f"{path}: corrupt gzip file ({e})") from e
 
 
 def _read_idx(path, magic):
     """Return the uint8 payload of a gzipped idx file, shaped by its header."""
     _check_exists(path)
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
+    raw = _read_gzip(path)
     if len(raw) < 4:
         raise ValueError(f"{path}: too short to be an idx file ({len(raw)} bytes)")
     found = int.from_bytes(raw[:4], "big")
@@ -31,8 +60,107 @@ def _read_idx(path, magic):
     dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
     data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
     if data.size != np.prod(dims):
-        raise ValueError(f"{path}: header says shape {dims} but holds {data.size} bytes")
+        what = "truncated: " if data.size < np.prod(dims) else ""
+        raise ValueError(f"{path}: {what}header says shape {dims} but holds {data.size} bytes")
     return data.reshape(dims)
+
+
+# ---------------------------------------------------------------- restricted unpickling
+
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
+    """A pickle asked for a global (a class or function) that the reader does not admit."""
+
+
+def _numpy_global(name):
+    """``numpy._core.<name>`` (NumPy 2) or ``numpy.core.<name>`` (NumPy 1), without the
+    deprecation warning that importing ``numpy.core`` raises under NumPy 2."""
+    module, attr = name.rsplit(".", 1)
+    try:
+        return getattr(importlib.import_module(f"numpy._core.{module}"), attr)
+    except ImportError:  # NumPy 1.x
+        return getattr(importlib.import_module(f"numpy.core.{module}"), attr)
+
+
+def _latin1_encode(text, encoding="latin1"):
+    """Stand-in for ``_codecs.encode``: protocol 0-2 pickles written by Python 3 store
+    ``bytes`` as ``_codecs.encode(str, 'latin1')``. Only that codec is admitted."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafePickleError(f"_codecs.encode is admitted only as encode(str, 'latin1'), "
+                                f"got encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+def _cifar_globals():
+    allowed = {("builtins", "bytes"): bytes, ("_codecs", "encode"): _latin1_encode,
+               ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for name in ("multiarray._reconstruct", "multiarray.scalar", "numeric._frombuffer"):
+        module, attr = name.rsplit(".", 1)
+        obj = _numpy_global(name)
+        allowed[(f"numpy.core.{module}", attr)] = obj   # as NumPy 1 writes them
+        allowed[(f"numpy._core.{module}", attr)] = obj  # as NumPy 2 writes them
+    return allowed
+
+
+class CIFARUnpickler(pickle.Unpickler):
+    """An unpickler for CIFAR-10 python batches that cannot run code.
+
+    A real batch holds only dicts, lists, bytes, str, ints and NumPy arrays; ``find_class``
+    admits only the globals those need (NumPy's array and dtype reconstructors, ``bytes`` and a
+    latin-1-only ``_codecs.encode``) and raises :class:`UnsafePickleError`, naming the file and
+    the global, for anything else (``os.system``, ``builtins.exec``, ...).
+
+    Args:
+        file: a binary file object.
+        path: the file's name, for error messages.
+    """
+
+    _ALLOWED = None
+
+    def __init__(self, file, path="<pickle>"):
+        super().__init__(file, encoding="bytes")
+        self.path = path
+        if CIFARUnpickler._ALLOWED is None:
+            CIFARUnpickler._ALLOWED = _cifar_globals()
+
+    def find_class(self, module, name):
+        # Python 2 names (protocol 0-2 pickles write builtins as __builtin__), as
+        # pickle.Unpickler.find_class maps them; the mapped name is then checked.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
+        found = self._ALLOWED.get((module, name))
+        if found is None:
+            raise UnsafePickleError(
+                f"{self.path}: refuses to load {module}.{name}: a CIFAR-10 batch holds only "
+                f"dicts, lists, bytes, str, ints and NumPy arrays (is this file genuine?)")
+        return found
+
+
+def _load_cifar_pickle(path):
+    """Unpickle ``path`` with :class:`CIFARUnpickler`; ValueError naming the file if it is not
+    a readable pickle."""
+    _check_exists(path)
+    with open(path, "rb") as f:
+        head = f.read(2)
+        f.seek(0)
+        if head == _GZIP_MAGIC:
+            raise ValueError(f"{path}: a gzip file, not a CIFAR-10 python batch; extract "
+                             f"cifar-10-python.tar.gz first")
+        try:
+            return CIFARUnpickler(f, path).load()
+        except UnsafePickleError as e:
+            if not str(e).startswith(f"{path}:"):
+                raise UnsafePickleError(f"{path}: {e}") from e
+            raise
+        except EOFError as e:
+            raise ValueError(f"{path}: truncated pickle ({e})") from e
+        except pickle.UnpicklingError as e:
+            what = "truncated pickle" if "truncated" in str(e) else "not a valid pickle"
+            raise ValueError(f"{path}: {what} ({e})") from e
+        except Exception as e:  # corrupt opcodes can surface as almost any error
+            raise ValueError(f"{path}: not a valid CIFAR-10 pickle "
+                             f"({type(e).__name__}: {e})") from e
 
 
 class MNISTDataset(Dataset):
@@ -43,6 +171,11 @@ class MNISTDataset(Dataset):
         image_filename: path of the ``*-images-idx3-ubyte.gz`` file.
         label_filename: path of the ``*-labels-idx1-ubyte.gz`` file.
         transforms: optional list of transforms, applied to the rows x cols x 1 image.
+
+    Raises:
+        FileNotFoundError: a file is missing.
+        ValueError: a file is empty, not gzipped (e.g. a plain idx file), truncated, corrupt,
+            or not an idx file of the expected kind; the message names the file.
 
     Example:
         >>> ds = MNISTDataset("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
@@ -81,6 +214,17 @@ class CIFAR10Dataset(Dataset):
         p: kept for compatibility with the classic Needle signature; unused.
         transforms: optional list of transforms, applied to the 32 x 32 x 3 (HWC) image.
 
+    The batches are unpickled by :class:`CIFARUnpickler`, which admits only what a genuine
+    batch holds (dicts, lists, bytes, str, ints, NumPy arrays), so a crafted file cannot run
+    code: it raises :class:`UnsafePickleError` instead.
+
+    Raises:
+        FileNotFoundError: a batch file is missing.
+        UnsafePickleError: a batch asks for any other global (a ``ValueError`` and a
+            ``pickle.UnpicklingError``); the message names the file and the global.
+        ValueError: a batch is empty, truncated, not a pickle, or lacks uint8 ``b'data'``
+            (N, 3072) and N ``b'labels'``; the message names the file.
+
     Example:
         >>> ds = CIFAR10Dataset("data/cifar-10-batches-py", train=False)
         >>> x, y = ds[0]; x.shape
@@ -97,15 +241,20 @@ class CIFAR10Dataset(Dataset):
 
     @staticmethod
     def _read_batch(path):
-        _check_exists(path)
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+        batch = _load_cifar_pickle(path)
         if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
             raise ValueError(f"{path}: not a CIFAR-10 batch (needs b'data' and b'labels')")
-        data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"], np.int64)
-        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
+        data = batch[b"data"]
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+            raise ValueError(f"{path}: b'data' must be a uint8 NumPy array, got "
+                             f"{getattr(data, 'dtype', type(data).__name__)}")
+        try:
+            labels = np.asarray(batch[b"labels"], np.int64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: b'labels' is not a list of integers ({e})") from e
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != data.shape[:1]:
             raise ValueError(f"{path}: expected data (N, 3072) and N labels, got data "
-                             f"{data.shape} and {len(labels)} labels")
+                             f"{data.shape} and labels {labels.shape}")
         return data, labels
 
     def __len__(self):

@@ -2,14 +2,30 @@
 from .. import init, ops
 from ..autograd import no_grad
 from ..errors import ShapeError
-from .module import Module, Parameter
+from .module import Module, Parameter, check_dtype
 
 
 class BatchNorm1d(Module):
     """Batch normalisation over axis 0 of ``(batch, dim)`` input, PyTorch semantics: the
     biased variance normalises in training, the unbiased one updates ``running_var``, and
     eval mode uses the running statistics. The normalisation (and a following ReLU, see
-    ``Sequential``) is one fused kernel where the backend has it."""
+    ``Sequential``) is one fused kernel where the backend has it.
+
+    Args:
+        dim: the number of features (channels).
+        eps: added to the variance.
+        momentum: ``running = (1 - momentum) * running + momentum * batch_statistic``.
+        device, dtype: where and in which dtype the parameters and statistics live; the
+            input must have the same dtype (else ``needle.DTypeError``).
+
+    ``weight``/``bias`` (learned, (dim,)) and the buffers ``running_mean``/``running_var``.
+    No (N, C, L) input (PyTorch's BatchNorm1d takes it): use (N, C).
+
+    Example:
+        >>> bn = needle.nn.BatchNorm1d(8)
+        >>> bn(needle.init.randn(16, 8)).shape
+        (16, 8)
+    """
 
     def __init__(self, dim, eps=1e-5, momentum=0.1, device=None, dtype="float32"):
         super().__init__()
@@ -23,6 +39,10 @@ class BatchNorm1d(Module):
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ShapeError(f"{type(self).__name__}({self.dim}) expects (batch, {self.dim}) "
                              f"input, got {x.shape}")
+        check_dtype(self, x, self.weight)
+
+    def extra_repr(self):
+        return f"{self.dim}, eps={self.eps}, momentum={self.momentum}"
 
     def forward(self, x, act="identity", x_bias=None):
         """``act(BatchNorm(x))``; ``x_bias``, a per-channel bias added to x first (a
@@ -48,16 +68,35 @@ class BatchNorm1d(Module):
 
 
 class BatchNorm2d(BatchNorm1d):
-    """Batch normalisation of NCHW input over N, H and W, per channel."""
+    """Batch normalisation of NCHW input over N, H and W, per channel (arguments as
+    ``BatchNorm1d``, ``dim`` the channel count).
+
+    Example:
+        >>> needle.nn.BatchNorm2d(3)(needle.init.randn(4, 3, 8, 8)).shape
+        (4, 3, 8, 8)
+    """
 
     def _check(self, x):
         if x.ndim != 4 or x.shape[1] != self.dim:
             raise ShapeError(f"BatchNorm2d({self.dim}) expects NCHW input with {self.dim} "
                              f"channels, got {x.shape}")
+        check_dtype(self, x, self.weight)
 
 
 class LayerNorm1d(Module):
-    """Layer normalisation over the last axis, with learned weight and bias of shape (dim,)."""
+    """Layer normalisation over the last axis, with learned weight and bias of shape (dim,)
+    (``torch.nn.LayerNorm(dim)``). Inputs may have any leading axes.
+
+    Args:
+        dim: the size of the last axis.
+        eps: added to the variance.
+        device, dtype: where and in which dtype the parameters live; the input must have
+            the same dtype (else ``needle.DTypeError``).
+
+    Example:
+        >>> needle.nn.LayerNorm1d(8)(needle.init.randn(2, 5, 8)).shape
+        (2, 5, 8)
+    """
 
     def __init__(self, dim, eps=1e-5, device=None, dtype="float32"):
         super().__init__()
@@ -68,7 +107,11 @@ class LayerNorm1d(Module):
     def forward(self, x):
         if x.shape[-1] != self.dim:
             raise ShapeError(f"LayerNorm1d({self.dim}) got input of shape {x.shape}")
+        check_dtype(self, x, self.weight)
         return ops.layer_norm(x, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.dim}, eps={self.eps}"
 
 
 LayerNorm = LayerNorm1d

@@ -6,10 +6,11 @@ import numpy as np
 
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import ACTIVATIONS, Declined, NDArray, prod
+from ..backend_ndarray.ndarray import _normalize_axes
 from ..errors import ShapeError
 from ..init import class_indices, one_hot
-from .elementwise import relu
-from .movement import broadcast_to, reshape
+from .elementwise import exp, relu
+from .movement import broadcast_to, permute, reshape
 from .reduce import logsumexp, summation
 
 
@@ -35,8 +36,51 @@ class Softmax(TensorOp):
         return s * (out_grad - broadcast_to(dot, s.shape))
 
 
-def softmax(a):
-    return Softmax()(a)
+def _along_last(fn, a, axis):
+    """``fn`` (which works on the last axis) applied along ``axis``."""
+    (axis,) = _normalize_axes(axis, a.ndim)
+    if axis == a.ndim - 1:
+        return fn(a)
+    order = list(range(a.ndim))
+    order[axis], order[-1] = order[-1], order[axis]
+    return permute(fn(permute(a, order)), order)
+
+
+def softmax(a, axis=-1):
+    """Softmax along ``axis`` (the last by default), one kernel where the backend has it."""
+    return _along_last(Softmax(), a, axis)
+
+
+class LogSoftmax(TensorOp):
+    """``a - logsumexp(a)`` along an axis (classic Needle's LogSoftmax is over axis 1 of a
+    2-D input, which is this op's default there)."""
+
+    def __init__(self, axis=-1):
+        self.axis = axis
+
+    def compute(self, a):
+        # (a - m) - log(sum(exp(a - m))), as PyTorch: a - logsumexp(a) would round the small
+        # log-sum away against a large m
+        (axis,) = _normalize_axes(self.axis, a.ndim)
+        big = float(np.finfo(a.dtype).max)  # an infinite max is not subtracted (inf - inf)
+        m = a.max(axis, keepdims=True).maximum(-big).minimum(big).broadcast_to(a.shape)
+        shifted = a - m
+        return shifted - shifted.exp().sum(axis, keepdims=True).log().broadcast_to(a.shape)
+
+    def gradient(self, out_grad, node):
+        (axis,) = _normalize_axes(self.axis, node.ndim)
+        total = broadcast_to(summation(out_grad, (axis,), keepdims=True), node.shape)
+        return out_grad - exp(node.detach()) * total
+
+
+def log_softmax(a, axis=-1):
+    """``log(softmax(a))`` along ``axis``, computed without the log of a small number."""
+    return LogSoftmax(axis)(a)
+
+
+def logsoftmax(a):
+    """Classic Needle's ``logsoftmax``: along the last axis (axis 1 of its 2-D inputs)."""
+    return LogSoftmax(-1)(a)
 
 
 class SoftmaxCrossEntropy(TensorOp):
@@ -68,7 +112,9 @@ def softmax_cross_entropy(logits, labels):
     if logits.device.backend.supports("cross_entropy"):
         return SoftmaxCrossEntropy()(logits, labels)
     y = one_hot(logits.shape[1], labels, device=logits.device, dtype=logits.dtype)
-    return summation(logsumexp(logits, (1,)) - summation(logits * y, (1,))) / logits.shape[0]
+    # logsumexp(z - z_y) rather than logsumexp(z) - z_y: no cancellation of two large numbers
+    picked = broadcast_to(summation(logits * y, (1,), keepdims=True), logits.shape)
+    return summation(logsumexp(logits - picked, (1,))) / logits.shape[0]
 
 
 def _labels_like(labels, logits):

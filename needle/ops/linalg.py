@@ -1,4 +1,6 @@
 """Matrix product (batched, broadcasting batch dims) and 2-D convolution."""
+import numbers
+
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import broadcast_shapes
 from ..errors import ShapeError
@@ -146,14 +148,24 @@ class Conv(TensorOp):
         return (cols @ g.compact().reshape((n * ho * wo, c_out))).reshape((k, k, c, c_out))
 
 
-def conv(a, b, stride=1, padding=0, channels_first=False):
+def conv(a, b, stride=1, padding=1, channels_first=False):
     """Convolve NHWC input ``a`` (NCHW with ``channels_first``) with (k, k, c_in, c_out)
-    weights ``b``; the output has the input's layout."""
+    weights ``b`` and zero ``padding`` on each side (classic Needle's default, 1); the
+    output has the input's layout. Every device gets the same checks, here."""
     layout = "NCHW" if channels_first else "NHWC"
     if a.ndim != 4:
         raise ShapeError(f"conv expects a 4-D {layout} input, got shape {a.shape}")
-    c = a.shape[1] if channels_first else a.shape[3]
+    for name, value, least in (("stride", stride, 1), ("padding", padding, 0)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
+            raise ValueError(f"conv: {name} must be an int >= {least}, got {value!r}")
+    c, h, w = (a.shape[1], a.shape[2], a.shape[3]) if channels_first else \
+        (a.shape[3], a.shape[1], a.shape[2])
     if b.ndim != 4 or b.shape[0] != b.shape[1] or b.shape[2] != c:
         raise ShapeError(f"conv: weight shape {b.shape} does not fit input {a.shape} "
                          f"({layout}); expected (k, k, {c}, c_out)")
-    return Conv(stride, padding, channels_first)(a, b)
+    k = b.shape[0]
+    if k > h + 2 * padding or k > w + 2 * padding:
+        raise ShapeError(f"conv: kernel {k}x{k} is larger than the padded input "
+                         f"{h + 2 * padding}x{w + 2 * padding} (input {a.shape} {layout}, "
+                         f"padding {padding})")
+    return Conv(int(stride), int(padding), channels_first)(a, b)

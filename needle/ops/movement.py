@@ -1,11 +1,14 @@
 """Ops that move data without arithmetic: reshape, broadcast, transpose/permute, stack,
 split, concatenate, flip, dilate, pad and indexing."""
+import numbers
+
 from ..autograd import SparseTupleGrad, TensorOp, TensorTupleOp
+from ..backend_ndarray import NDArray, canonical_dtype
 from ..backend_ndarray import concatenate as nd_concatenate
 from ..backend_ndarray import full
 from ..backend_ndarray import split as nd_split
 from ..backend_ndarray import stack as nd_stack
-from ..backend_ndarray.ndarray import _normalize_axes
+from ..backend_ndarray.ndarray import _normalize_axes, prod
 from ..errors import ShapeError
 
 
@@ -51,15 +54,93 @@ class Permute(TensorOp):
         return permute(out_grad, inverse)
 
 
+def _swap_order(ndim, axes):
+    """The permutation swapping ``axes=(i, j)`` (default the last two)."""
+    if ndim < 2:
+        raise ShapeError(f"transpose needs at least 2 dimensions, got {ndim}")
+    i, j = ((_normalize_axes(ax, ndim)[0] for ax in axes) if axes is not None
+            else (ndim - 2, ndim - 1))
+    order = list(range(ndim))
+    order[i], order[j] = order[j], order[i]
+    return order
+
+
+class Transpose(TensorOp):
+    """Classic Needle's ``Transpose(axes)``: swap two axes, the last two by default."""
+
+    def __init__(self, axes=None):
+        self.axes = axes
+
+    def compute(self, a):
+        return a.permute(_swap_order(a.ndim, self.axes))
+
+    def gradient(self, out_grad, node):
+        return Transpose(self.axes)(out_grad)
+
+
 def transpose(a, axes=None):
     """Swap two axes (Needle semantics): ``axes=(i, j)``, default the last two."""
-    if a.ndim < 2:
-        raise ShapeError(f"transpose needs at least 2 dimensions, got shape {a.shape}")
-    i, j = ((_normalize_axes(ax, a.ndim)[0] for ax in axes) if axes is not None
-            else (a.ndim - 2, a.ndim - 1))
-    order = list(range(a.ndim))
-    order[i], order[j] = order[j], order[i]
-    return permute(a, order)
+    return permute(a, _swap_order(a.ndim, axes))
+
+
+def flatten(a, start_dim=0, end_dim=-1):
+    """Merge axes ``start_dim`` .. ``end_dim`` (inclusive) into one, as ``torch.flatten``."""
+    if a.ndim == 0:
+        return reshape(a, (1,))
+    start, end = (_normalize_axes(d, a.ndim)[0] for d in (start_dim, end_dim))
+    if start > end:
+        raise ShapeError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+    shape = a.shape
+    return reshape(a, shape[:start] + (prod(shape[start:end + 1]),) + shape[end + 1:])
+
+
+def unsqueeze(a, dim):
+    """A new axis of size 1 at ``dim`` (``-1``: last), as ``torch.unsqueeze``."""
+    (dim,) = _normalize_axes(dim, a.ndim + 1)
+    return reshape(a, a.shape[:dim] + (1,) + a.shape[dim:])
+
+
+def squeeze(a, dim=None):
+    """Drop axes of size 1 (all of them, or ``dim``, which may be a tuple); as in PyTorch,
+    naming an axis whose size is not 1 leaves it."""
+    axes = set(_normalize_axes(dim, a.ndim)) if dim is not None else set(range(a.ndim))
+    return reshape(a, tuple(d for i, d in enumerate(a.shape) if not (i in axes and d == 1)))
+
+
+class ToDevice(TensorOp):
+    """A copy on another device; the gradient goes back to the source's device."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def compute(self, a):
+        return a.to(self.device)
+
+    def gradient(self, out_grad, node):
+        return ToDevice(node.inputs[0].device)(out_grad)
+
+
+class AsType(TensorOp):
+    """A copy in another dtype; the gradient is cast back to the source's dtype."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def compute(self, a):
+        return NDArray(a, dtype=self.dtype)
+
+    def gradient(self, out_grad, node):
+        return AsType(node.inputs[0].dtype)(out_grad)
+
+
+def to_device(a, device):
+    return a if device == a.device else ToDevice(device)(a)
+
+
+def astype(a, dtype):
+    dtype = canonical_dtype(dtype)
+    a.device.check_dtype(dtype)
+    return a if dtype == a.dtype else AsType(dtype)(a)
 
 
 class Stack(TensorOp):
@@ -253,11 +334,18 @@ def flip(a, axes=None):
     return Flip(axes)(a)
 
 
+def _check_dilation(dilation, op):
+    if not isinstance(dilation, numbers.Integral) or isinstance(dilation, bool) or dilation < 0:
+        raise ValueError(f"{op}: dilation must be a non-negative int, got {dilation!r}")
+
+
 def dilate(a, axes, dilation):
+    _check_dilation(dilation, "dilate")
     return Dilate(axes, dilation)(a) if dilation else a
 
 
 def undilate(a, axes, dilation):
+    _check_dilation(dilation, "undilate")
     return UnDilate(axes, dilation)(a) if dilation else a
 
 

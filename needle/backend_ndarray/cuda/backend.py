@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from ..contract import Backend
+from ..contract import Backend, scatter_segments
 from . import compiler, gemm, kernels, layout, nvrtc
 from .memory import CudaBuffer, memory_stats, reset_peak
 
@@ -263,6 +263,36 @@ class CudaBackend(Backend):
                        (src, partial.ptr if partial else dst, rows, cols, chunk))
         if partial is not None:
             self._reduce_rows(op, partial.ptr, dst, rows, splits, dtype)
+
+    # -- gather (integer indexing) --------------------------------------------------------
+    def _upload_index(self, values, bound):
+        """A device copy of host integers ``values``, as int32 when ``bound`` (one more than
+        the largest value they may hold) fits, else int64; and that type's kernel suffix."""
+        dtype, sfx = (np.int32, "i32") if bound <= 2**31 else (np.int64, "i64")
+        buf = CudaBuffer(len(values), dtype)
+        self.from_numpy(values, buf)  # converts to dtype; its host copy may go on return
+        return buf, sfx
+
+    def take(self, a, index, out):
+        if out.size:
+            idx, isfx = self._upload_index(index, a.size)
+            self._map(("take", self._sfx(a.dtype), isfx), out.size,
+                      (a.ptr, idx.ptr, out.ptr, out.size))
+
+    def scatter_add(self, a, index, out):
+        """Deterministic: one thread per distinct target sums its sources in order (see
+        kernels/gather.cu and contract.scatter_segments)."""
+        out.wrote()
+        if not a.size:
+            return
+        order, targets, starts = scatter_segments(index)
+        n = targets.size
+        seg, isfx = self._upload_index(np.concatenate([starts, targets, order]),
+                                       max(a.size, out.size) + 1)
+        size = seg.dtype.itemsize  # seg holds starts (n + 1), targets (n), order (a.size)
+        self._map(("scatter_add", self._sfx(a.dtype), isfx), n,
+                  (a.ptr, seg.ptr, seg.ptr + (n + 1) * size, seg.ptr + (2 * n + 1) * size,
+                   out.ptr, n))
 
     # -- matmul and conv -----------------------------------------------------------------
     def matmul(self, a, b, out, batch, m, k, n):

@@ -59,6 +59,11 @@ def _fused():
     return names
 
 
+def _gather():
+    return [f"needle_{op}_{s}_{i}" for op in ("take", "scatter_add") for s in _SFX
+            for i in ("i32", "i64")]
+
+
 #: source file (in kernels/) -> its extern "C" entry points
 ENTRY_POINTS = {
     "elementwise.cu": _elementwise(),
@@ -66,6 +71,7 @@ ENTRY_POINTS = {
     "reduce.cu": _reduce(),
     "matmul.cu": _matmul(),
     "fused.cu": _fused(),
+    "gather.cu": _gather(),
     "convert.cu": ["needle_cast_f32_bf16", "needle_cast_bf16_f32"],  # used by the cudnn device
 }
 

@@ -74,7 +74,7 @@ class CudaBuffer:
     ``from_numpy``, the setitems and the optimizer updates) are the only callers of it.
     """
 
-    __slots__ = ("size", "dtype", "nbytes", "mem", "stream", "ptr", "derived")
+    __slots__ = ("size", "dtype", "nbytes", "mem", "stream", "ptr", "derived", "owner")
 
     def __init__(self, size, dtype):
         self.mem = None  # first: __del__ runs even when the allocation below fails
@@ -97,6 +97,21 @@ class CudaBuffer:
         if in_use > _Stats.peak:
             _Stats.peak = in_use
 
+    @classmethod
+    def foreign(cls, ptr, size, dtype, owner):
+        """A buffer over device memory Needle did not allocate (a DLPack import, see
+        ``cuda/dlpack.py``): ``size`` elements of ``dtype`` at address ``ptr``, kept valid
+        by ``owner`` (the producer's array), which the buffer holds. It is never kept for
+        reuse (``mem`` is None) and not counted in :func:`memory_stats`."""
+        buf = cls.__new__(cls)
+        buf.mem = buf.derived = buf.stream = None
+        buf.owner = owner
+        buf.size = size = int(size)
+        buf.dtype = dt = _DTYPES.get(dtype) or np.dtype(dtype)
+        buf.nbytes = size * dt.itemsize
+        buf.ptr = int(ptr) if buf.nbytes else 0
+        return buf
+
     def wrote(self):
         """The contents changed in place: whatever was derived from them is stale."""
         self.derived = None
@@ -113,7 +128,9 @@ class CudaBuffer:
                 kept.append(self.mem)
 
     def __repr__(self):
-        return f"CudaBuffer(size={self.size}, dtype={self.dtype.name}, ptr={self.ptr:#x})"
+        foreign = ", foreign" if getattr(self, "owner", None) is not None else ""
+        return (f"CudaBuffer(size={self.size}, dtype={self.dtype.name}, ptr={self.ptr:#x}"
+                f"{foreign})")
 
 
 def memory_stats():

@@ -12,7 +12,7 @@ from math import prod
 import numpy as np
 
 from ...errors import DeviceUnavailableError, DTypeError
-from ..contract import Backend
+from ..contract import Backend, scatter_segments
 from . import gemm, plans
 from .context import DeviceLimitError, Unavailable, open_context
 from .kernels import KernelCache
@@ -148,6 +148,8 @@ class WebGPUBackend(Backend):
 
     def to_numpy(self, a, shape, strides, offset):
         n = prod(shape)
+        if n == 0:  # (a mapping cannot be empty)
+            return np.empty(shape, np.float32)
         if plans.simplify(shape, strides)[1] in ((), (1,)):  # one contiguous run
             data = self._rec.download(a.gpu, offset * 4, n * 4)
         else:
@@ -255,6 +257,34 @@ class WebGPUBackend(Backend):
                       params, groups, consts)
             if not whole:
                 self._rec.copy(dst.gpu, 0, out.gpu, r0 * chunks * 4, count * chunks * 4)
+
+    # -- gather (integer indexing) ------------------------------------------------------
+    def _upload_u32(self, values):
+        """A buffer holding host integers ``values`` as u32 (gather.wgsl binds it as
+        array<u32>; its bytes go through the one upload path, seen as float32)."""
+        buf = self.alloc(len(values), np.float32)
+        self.from_numpy(np.ascontiguousarray(values, dtype=np.uint32).view(np.float32), buf)
+        return buf
+
+    def take(self, a, index, out):
+        if out.size == 0:
+            return
+        idx, a_whole = self._upload_u32(index), self._whole(a, "take")
+        for start, count in plans.chunks(out.size, self._max_elems, self._align):
+            self._run("gather.wgsl", "take", {1: a_whole, 2: self._span(idx, start, count),
+                                              3: self._span(out, start, count)},
+                      _pack("I", count), -(-count // 256))
+
+    def scatter_add(self, a, index, out):
+        if a.size == 0:
+            return
+        if a.gpu is out.gpu:  # one buffer cannot be bound read-only and writable at once
+            a = self._copy(a)
+        order, targets, starts = (self._upload_u32(v) for v in scatter_segments(index))
+        bindings = {1: a, 3: out, 4: starts, 5: targets, 6: order}
+        self._run("gather.wgsl", "scatter_add",
+                  {b: self._whole(buf, "scatter_add") for b, buf in bindings.items()},
+                  _pack("I", targets.size), -(-targets.size // 256))
 
     def matmul(self, a, b, out, batch, m, k, n):
         self._gemm(gemm.plan(batch, m, k, n, max_shared=self._max_shared), a, b, out,

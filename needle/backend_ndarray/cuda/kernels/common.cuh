@@ -38,6 +38,8 @@ template <> __device__ __forceinline__ float neg_inf<float>() { return __int_as_
 template <> __device__ __forceinline__ double neg_inf<double>() {
   return __longlong_as_double(0xfff0000000000000LL);
 }
+// false for +-inf and NaN (a NaN compares false with everything)
+template <class T> __device__ __forceinline__ bool is_finite(T x) { return n_abs(x) < -neg_inf<T>(); }
 
 // ---- unary ops (contract.UNARY_OPS) ---------------------------------------------------
 struct Neg { template <class T> __device__ T operator()(T x) const { return -x; } };
@@ -65,7 +67,8 @@ struct Sub { template <class T> __device__ T operator()(T a, T b) const { return
 struct Mul { template <class T> __device__ T operator()(T a, T b) const { return a * b; } };
 struct Div { template <class T> __device__ T operator()(T a, T b) const { return a / b; } };
 struct Pow { template <class T> __device__ T operator()(T a, T b) const { return n_pow(a, b); } };
-// NaN-propagating like np.maximum / np.minimum (fmax would drop the NaN)
+// NaN-propagating like np.maximum / np.minimum (fmaxf / fminf would drop the NaN); the max
+// reduction (MaxOp) and the row max of the fused kernels use Maximum too
 struct Maximum {
   template <class T> __device__ T operator()(T a, T b) const { return (a > b || a != a) ? a : b; }
 };

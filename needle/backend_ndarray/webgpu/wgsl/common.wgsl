@@ -20,3 +20,13 @@ fn needle_nan() -> f32 {
 fn needle_inf() -> f32 {
     return bitcast<f32>(0x7f800000u);
 }
+
+// NaN and infinity tests on the bits: comparisons with NaN operands are not dependable in
+// WGSL (implementations may assume there are none), bit patterns are.
+fn needle_isnan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
+fn needle_isfinite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}

@@ -1,7 +1,7 @@
 // Scalar math, written once and used by every kernel (as MLX's unary_ops.cuh is).
 // Semantics follow the NumPy backend: comparisons give 1.0 / 0.0, and where GPU builtins
-// are undefined (log or sqrt of a negative, pow of a negative base) we spell out NumPy's
-// answer instead of trusting the driver.
+// are undefined (log or sqrt of a negative, pow of a negative base, max, min or comparisons
+// with a NaN) we spell out NumPy's answer instead of trusting the driver.
 // include: common.wgsl
 
 const UNARY_NEG = 0u;
@@ -29,6 +29,21 @@ const BINARY_LT = 9u;
 const BINARY_LE = 10u;
 const BINARY_GT = 11u;
 const BINARY_GE = 12u;
+
+// whether a or b is NaN (then IEEE comparisons other than != are false)
+fn needle_unordered(a: f32, b: f32) -> bool {
+    return needle_isnan(a) || needle_isnan(b);
+}
+
+// max / min that propagate NaN, as np.maximum / np.minimum do (WGSL's max and min may
+// return either operand when one is NaN)
+fn needle_max(a: f32, b: f32) -> f32 {
+    return select(select(b, a, a > b), needle_nan(), needle_unordered(a, b));
+}
+
+fn needle_min(a: f32, b: f32) -> f32 {
+    return select(select(b, a, a < b), needle_nan(), needle_unordered(a, b));
+}
 
 fn needle_log(x: f32) -> f32 {
     if (x < 0.0) { return needle_nan(); }
@@ -79,7 +94,7 @@ fn needle_unary(op: u32, x: f32) -> f32 {
         case UNARY_TANH: { return needle_tanh(x); }
         case UNARY_SIGMOID: { return needle_sigmoid(x); }
         case UNARY_SQRT: { return needle_sqrt(x); }
-        case UNARY_RELU: { return max(x, 0.0); }
+        case UNARY_RELU: { return needle_max(x, 0.0); }  // relu(NaN) = NaN
         case UNARY_ABS: { return abs(x); }
         case UNARY_SIN: { return sin(x); }
         case UNARY_COS: { return cos(x); }
@@ -95,14 +110,15 @@ fn needle_binary(op: u32, a: f32, b: f32) -> f32 {
         case BINARY_MUL: { return a * b; }
         case BINARY_DIV: { return a / b; }
         case BINARY_POW: { return needle_pow(a, b); }
-        case BINARY_MAXIMUM: { return max(a, b); }
-        case BINARY_MINIMUM: { return min(a, b); }
-        case BINARY_EQ: { return select(0.0, 1.0, a == b); }
-        case BINARY_NE: { return select(0.0, 1.0, a != b); }
-        case BINARY_LT: { return select(0.0, 1.0, a < b); }
-        case BINARY_LE: { return select(0.0, 1.0, a <= b); }
-        case BINARY_GT: { return select(0.0, 1.0, a > b); }
-        case BINARY_GE: { return select(0.0, 1.0, a >= b); }
+        case BINARY_MAXIMUM: { return needle_max(a, b); }
+        case BINARY_MINIMUM: { return needle_min(a, b); }
+        // comparisons as IEEE orders them: with a NaN operand only `ne` holds
+        case BINARY_EQ: { return select(0.0, 1.0, a == b && !needle_unordered(a, b)); }
+        case BINARY_NE: { return select(0.0, 1.0, a != b || needle_unordered(a, b)); }
+        case BINARY_LT: { return select(0.0, 1.0, a < b && !needle_unordered(a, b)); }
+        case BINARY_LE: { return select(0.0, 1.0, a <= b && !needle_unordered(a, b)); }
+        case BINARY_GT: { return select(0.0, 1.0, a > b && !needle_unordered(a, b)); }
+        case BINARY_GE: { return select(0.0, 1.0, a >= b && !needle_unordered(a, b)); }
         default: { return needle_nan(); }
     }
 }

@@ -1,6 +1,7 @@
 // Row reductions: `a` is a row-major (rows, row_len) matrix; out[r] = sum or max of row r.
 // Host constants: OP (REDUCE_SUM or REDUCE_MAX), WG (threads per workgroup).
-// include: common.wgsl
+// max propagates NaN, as np.max does.
+// include: math.wgsl
 // include: workgroup_reduce.wgsl
 
 const REDUCE_SUM = 0u;
@@ -23,7 +24,7 @@ fn identity() -> f32 {
 }
 
 fn combine(x: f32, y: f32) -> f32 {
-    return select(x + y, max(x, y), OP == REDUCE_MAX);
+    return select(x + y, needle_max(x, y), OP == REDUCE_MAX);
 }
 
 // Long rows: one workgroup per (row, chunk); each thread folds a strided share, then the

@@ -1,8 +1,9 @@
 // Fused row kernels (softmax, logsumexp, cross-entropy, LayerNorm and its backward): one
 // workgroup per row of `cols` contiguous elements; threads stride over the row and combine
-// with wg_sum / wg_max. Semantics are those of numpy_backend.py.
+// with wg_sum / wg_max. Semantics are those of numpy_backend.py (and PyTorch's) for
+// infinities and NaN too; they are spelled out with bit tests, not left to NaN arithmetic.
 // Host constant: WG (threads per workgroup).
-// include: common.wgsl
+// include: math.wgsl
 // include: workgroup_reduce.wgsl
 
 struct Params {
@@ -23,7 +24,7 @@ struct Params {
 
 fn row_max(base: u32, lane: Lane) -> f32 {
     var m = -needle_inf();
-    for (var c = lane.index; c < p.cols; c += WG) { m = max(m, x[base + c]); }
+    for (var c = lane.index; c < p.cols; c += WG) { m = needle_max(m, x[base + c]); }
     return wg_max(m, lane);
 }
 
@@ -41,7 +42,8 @@ fn logsumexp(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let base = r * p.cols;
     let m = row_max(base, lane);
     let s = row_sum_exp(base, m, lane);
-    if (lane.index == 0u) { row_a[r] = log(s) + m; }
+    // a max that is not finite is the answer: +inf, -inf (every element -inf) or NaN
+    if (lane.index == 0u) { row_a[r] = select(m, needle_log(s) + m, needle_isfinite(m)); }
 }
 
 @compute @workgroup_size(WG)
@@ -52,11 +54,15 @@ fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let base = r * p.cols;
     let m = row_max(base, lane);
     let s = row_sum_exp(base, m, lane);
-    for (var c = lane.index; c < p.cols; c += WG) { out[base + c] = exp(x[base + c] - m) / s; }
+    let finite = needle_isfinite(m);  // else (+inf, all -inf or NaN in the row) NaN, as torch
+    for (var c = lane.index; c < p.cols; c += WG) {
+        out[base + c] = select(needle_nan(), exp(x[base + c] - m) / s, finite);
+    }
 }
 
-// loss[r] = logsumexp(x[r]) - x[r, label]; grad[r, c] = softmax(x[r])[c] - (c == label),
-// with the labels (aux) stored as floats.
+// loss[r] = (max - x[r, label]) + log(sum(exp(x[r] - max))): the large max cancels before
+// the small log is added. grad[r, c] = softmax(x[r])[c] - (c == label). The labels (aux)
+// are stored as floats; rows whose max is not finite (and bad labels) give NaN, as torch.
 @compute @workgroup_size(WG)
 fn cross_entropy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  lane: Lane) {
@@ -66,10 +72,15 @@ fn cross_entropy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let label = u32(aux[r]);
     let m = row_max(base, lane);
     let s = row_sum_exp(base, m, lane);
+    let finite = needle_isfinite(m);
     for (var c = lane.index; c < p.cols; c += WG) {
-        out[base + c] = exp(x[base + c] - m) / s - select(0.0, 1.0, c == label);
+        let g = exp(x[base + c] - m) / s - select(0.0, 1.0, c == label);
+        out[base + c] = select(needle_nan(), g, finite);
     }
-    if (lane.index == 0u) { row_a[r] = log(s) + m - x[base + label]; }
+    if (lane.index == 0u) {
+        let loss = (m - x[base + min(label, p.cols - 1u)]) + needle_log(s);
+        row_a[r] = select(needle_nan(), loss, finite && label < p.cols);
+    }
 }
 
 // out = (x - mean) * rstd * weight + bias, rstd = 1 / sqrt(biased variance + eps).

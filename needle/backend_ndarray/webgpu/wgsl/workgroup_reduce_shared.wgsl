@@ -1,6 +1,7 @@
 // Workgroup-wide sum and max as a tree in workgroup memory: the fallback for adapters
 // without the `subgroup` feature. Same interface as workgroup_reduce_subgroup.wgsl;
-// WG must be a power of two.
+// WG must be a power of two. wg_max propagates NaN (needle_max).
+// include: math.wgsl
 
 struct Lane {
     @builtin(local_invocation_index) index: u32,
@@ -25,7 +26,7 @@ fn wg_max(v: f32, lane: Lane) -> f32 {
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
         if (lane.index < s) {
-            wg_partial[lane.index] = max(wg_partial[lane.index], wg_partial[lane.index + s]);
+            wg_partial[lane.index] = needle_max(wg_partial[lane.index], wg_partial[lane.index + s]);
         }
         workgroupBarrier();
     }

@@ -1,7 +1,10 @@
 // Workgroup-wide sum and max with subgroup operations (adapter feature `subgroup`):
 // one subgroupAdd per subgroup, then every thread adds up the few per-subgroup results.
 // The host picks this file or workgroup_reduce_shared.wgsl; both define Lane, wg_sum and
-// wg_max, and need the constant WG (threads per workgroup, one dimension).
+// wg_max, and need the constant WG (threads per workgroup, one dimension). wg_max
+// propagates NaN: subgroupMax's handling of NaN is implementation-defined, so a NaN in any
+// lane is flagged with subgroupAny and wins.
+// include: math.wgsl
 
 struct Lane {
     @builtin(local_invocation_index) index: u32,
@@ -23,11 +26,11 @@ fn wg_sum(v: f32, lane: Lane) -> f32 {
 }
 
 fn wg_max(v: f32, lane: Lane) -> f32 {
-    let s = subgroupMax(v);
+    let s = select(subgroupMax(v), needle_nan(), subgroupAny(needle_isnan(v)));
     if (lane.sg_lane == 0u) { wg_partial[lane.sg_id] = s; }
     workgroupBarrier();
     var best = wg_partial[0];
-    for (var i = 1u; i < lane.sg_count; i++) { best = max(best, wg_partial[i]); }
+    for (var i = 1u; i < lane.sg_count; i++) { best = needle_max(best, wg_partial[i]); }
     workgroupBarrier();
     return best;
 }

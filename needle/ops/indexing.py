@@ -1,0 +1,234 @@
+"""Indexing beyond views: integer-array, mask and Tensor indices (a gather with a
+scatter-add gradient), assignment ``t[index] = value``, ``where``, ``embedding`` and
+``one_hot``.
+
+NumPy decides what an index selects: the flat positions of the selected elements are worked
+out on the host from the index and the shape alone (never from the data), then one backend
+``take`` gathers them on the tensor's device. Basic indices (ints, slices, ``...``, None)
+stay views (:class:`~needle.ops.movement.GetItem`).
+"""
+import numbers
+
+import numpy as np
+
+from ..autograd import Tensor, TensorOp, grad_enabled, no_grad
+from ..backend_ndarray import NDArray, compact_strides, full
+from ..errors import DeviceMismatchError, DTypeError
+from .movement import broadcast_to, concatenate, get_item as basic_get_item, reshape
+
+
+class Take(TensorOp):
+    """``a.flat[positions]`` shaped as ``positions`` (an int64 NumPy array)."""
+
+    def __init__(self, positions):
+        self.positions = np.ascontiguousarray(positions, dtype=np.int64)
+
+    def compute(self, a):
+        out = a._new(self.positions.shape)
+        if out.size:
+            a.device.backend.take(a.compact()._handle, self.positions.reshape(-1), out._handle)
+        return out
+
+    def gradient(self, out_grad, node):
+        return ScatterAdd(self.positions, node.inputs[0].shape)(out_grad)
+
+
+class ScatterAdd(TensorOp):
+    """Zeros of ``shape`` with ``a`` added at ``positions`` (repeats summed): Take's adjoint."""
+
+    def __init__(self, positions, shape):
+        self.positions, self.shape = np.ascontiguousarray(positions, dtype=np.int64), shape
+
+    def compute(self, a):
+        out = full(self.shape, 0.0, a.dtype, a.device)
+        if a.size:
+            a.device.backend.scatter_add(a.compact()._handle, self.positions.reshape(-1),
+                                         out._handle)
+        return out
+
+    def gradient(self, out_grad, node):
+        return Take(self.positions)(out_grad)
+
+
+def _is_basic(index):
+    items = index if isinstance(index, tuple) else (index,)
+    return all(i is None or i is Ellipsis or isinstance(i, slice)
+               or (isinstance(i, numbers.Integral) and not isinstance(i, (bool, np.bool_)))
+               for i in items)
+
+
+def _integers(values, what):
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64)
+    if values.dtype.kind == "f" and np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+        return values.astype(np.int64)
+    raise IndexError(f"{what} must hold integers (or be a mask from a comparison), got "
+                     f"{values.dtype} values {values.reshape(-1)[:4]}")
+
+
+def _host_index(index):
+    """``index`` with Tensors and lists as NumPy arrays: masks (comparison results, bool
+    arrays) as bool arrays, any other tensor or list as int64 (checked to hold integers)."""
+    out = []
+    for i in index if isinstance(index, tuple) else (index,):
+        if isinstance(i, Tensor):
+            values = i.numpy()
+            i = values != 0 if i.is_mask else _integers(values, "a tensor used as an index")
+        elif isinstance(i, (list, np.ndarray)):
+            values = np.asarray(i)
+            i = values if values.dtype == bool else _integers(values, "an index array")
+        elif isinstance(i, (bool, np.bool_)):
+            i = np.asarray(i)
+        elif not (i is None or i is Ellipsis or isinstance(i, (slice, numbers.Integral))):
+            raise IndexError(f"only ints, slices, ..., None, integer arrays/tensors and masks "
+                             f"are valid indices, got {type(i).__name__} {i!r}")
+        out.append(i)
+    return tuple(out)
+
+
+def _positions(shape, index):
+    """Row-major flat positions, in a compact array of ``shape``, of what NumPy's
+    ``array[index]`` selects, shaped as that selection. Built from one broadcast view per
+    axis, so it costs the selection's size, not the array's."""
+    strides = compact_strides(tuple(shape))
+    pos = np.zeros((), np.int64)[index] if not shape else 0
+    for axis, (dim, stride) in enumerate(zip(shape, strides)):
+        along = np.arange(dim, dtype=np.int64).reshape(
+            tuple(-1 if i == axis else 1 for i in range(len(shape))))
+        pos = pos + np.broadcast_to(along, shape)[index] * stride
+    return np.ascontiguousarray(pos, dtype=np.int64)
+
+
+def get_item(a, index):
+    """``a[index]`` with NumPy semantics: views for basic indices, a gather (gradient: a
+    scatter-add) for integer arrays, integer tensors, lists and masks."""
+    if _is_basic(index):
+        return basic_get_item(a, index)
+    return Take(_positions(a.shape, _host_index(index)))(a)
+
+
+class AssignBasic(TensorOp):
+    """``a`` with ``value`` (already of the selection's shape) written at a basic index."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def compute(self, a, value):
+        out = NDArray(a)  # a copy
+        out[self.index] = value
+        return out
+
+    def gradient(self, out_grad, node):
+        grad = NDArray(out_grad.realize_cached_data())
+        grad[self.index] = 0.0
+        return Tensor.make_const(grad), basic_get_item(out_grad, self.index)
+
+
+def _as_value(value, like):
+    """``value`` (a Tensor or number) as a Tensor on ``like``'s device and dtype."""
+    if isinstance(value, Tensor):
+        if value.device != like.device:
+            raise DeviceMismatchError(f"assignment: the value is on {value.device}, the tensor "
+                                      f"on {like.device}")
+        if value.dtype != like.dtype:
+            raise DTypeError(f"assignment: the value is {value.dtype}, the tensor {like.dtype}")
+        return value
+    if isinstance(value, numbers.Number) and not isinstance(value, bool):
+        return Tensor.make_const(full((), value, like.dtype, like.device))
+    raise TypeError(f"assignment: the value must be a needle.Tensor or a number, got "
+                    f"{type(value).__name__}")
+
+
+def assigned(a, index, value):
+    """A new tensor: ``a`` with ``value`` written at ``index`` (any index ``get_item``
+    takes; for repeated positions the last write wins, as NumPy). Differentiable in ``a``
+    and ``value``."""
+    value = _as_value(value, a)
+    if _is_basic(index):
+        selection = a.realize_cached_data()[index].shape
+        return AssignBasic(index)(a, broadcast_to(value, selection))
+    # gather from [a's elements, the values]: position i takes its own element, or the
+    # value written to it last
+    selected = _positions(a.shape, _host_index(index))
+    positions = selected.reshape(-1)
+    n, k = a.size, positions.size
+    order = np.arange(k)
+    last = k - 1 - np.unique(positions[::-1], return_index=True)[1]
+    source = np.arange(n, dtype=np.int64)
+    source[positions[last]] = n + order[last]
+    values = broadcast_to(value, selected.shape)
+    flat = concatenate([reshape(a, (n,)), reshape(values, (k,))])
+    return reshape(Take(source)(flat), a.shape)
+
+
+def set_item_(t, index, value):
+    """``t[index] = value`` in place: see ``Tensor.__setitem__``."""
+    tracked = grad_enabled() and (t.requires_grad or (isinstance(value, Tensor)
+                                                      and value.requires_grad))
+    if tracked and t.is_leaf() and t.requires_grad:
+        raise RuntimeError("a leaf Tensor that requires grad is being used in an in-place "
+                           "operation (t[...] = ...); write t.data[...] or use needle.no_grad()")
+    if tracked:  # t becomes the assignment's node; its old value lives on as an input
+        old = Tensor.__new__(Tensor)
+        old.__dict__.update(t.__dict__)
+        new = assigned(old, index, value)
+        t.op, t.inputs, t.requires_grad = new.op, new.inputs, True
+        t.cached_data, t._input_versions = new.cached_data, new._input_versions
+    else:  # write into t's buffer, which views and .data share
+        data = t.realize_cached_data()
+        if _is_basic(index):
+            value = _as_value(value, t)
+            data[index] = value.realize_cached_data().broadcast_to(data[index].shape)
+        else:
+            with no_grad():
+                data[...] = assigned(Tensor.make_const(data), index, value).realize_cached_data()
+    t._version += 1
+
+
+def where(condition, a, b):
+    """``a`` where ``condition`` is nonzero (or True), else ``b``; all three broadcast.
+    ``a``/``b`` may be numbers. The condition is read on the host (it picks positions);
+    gradients flow to ``a`` and ``b``."""
+    like = a if isinstance(a, Tensor) else b
+    if not isinstance(like, Tensor):
+        raise TypeError("where: a or b must be a needle.Tensor")
+    a, b = _as_value(a, like), _as_value(b, like)
+    cond = condition.numpy() if isinstance(condition, Tensor) else np.asarray(condition)
+    shape = np.broadcast_shapes(cond.shape, a.shape, b.shape)
+    n = int(np.prod(shape))
+    chosen = np.broadcast_to(cond != 0, shape).reshape(-1)
+    source = np.arange(n, dtype=np.int64) + n * chosen
+    flat = concatenate([reshape(broadcast_to(b, shape), (n,)),
+                        reshape(broadcast_to(a, shape), (n,))])
+    return reshape(Take(source)(flat), shape)
+
+
+def embedding(weight, ids):
+    """Rows of the ``(num_embeddings, dim)`` ``weight`` picked by integer ``ids`` (a Tensor
+    holding integers, or an array) of any shape: shape ``ids.shape + (dim,)``. A gather;
+    its gradient adds into the picked rows (repeats summed). ``ids`` are read on the host
+    and checked to lie in ``[0, num_embeddings)``."""
+    if weight.ndim != 2:
+        raise ValueError(f"embedding: weight must be (num_embeddings, dim), got {weight.shape}")
+    values = ids.numpy() if isinstance(ids, Tensor) else np.asarray(ids)
+    rows, dim = weight.shape
+    index = _integers(values, "embedding ids")
+    if index.size and (index.min() < 0 or index.max() >= rows):
+        raise IndexError(f"embedding: ids must lie in [0, {rows}), got values in "
+                         f"[{index.min()}, {index.max()}]")
+    return Take(index[..., None] * dim + np.arange(dim))(weight)
+
+
+def one_hot(labels, num_classes, device=None, dtype=None):
+    """Rows of the ``num_classes`` identity picked by integer ``labels`` (Tensor or array),
+    shape ``labels.shape + (num_classes,)``; as ``torch.nn.functional.one_hot`` but in a
+    float dtype (default: the labels tensor's, else float32) and without a gradient."""
+    values = labels.numpy() if isinstance(labels, Tensor) else np.asarray(labels)
+    index = _integers(values, "one_hot labels")
+    if index.size and (index.min() < 0 or index.max() >= num_classes):
+        raise ValueError(f"one_hot: labels must lie in [0, {num_classes}), got values in "
+                         f"[{index.min()}, {index.max()}]")
+    if isinstance(labels, Tensor):
+        device, dtype = device or labels.device, dtype or labels.dtype
+    return Tensor(np.eye(num_classes)[index], device=device, dtype=dtype or "float32",
+                  requires_grad=False)
