@@ -224,7 +224,13 @@ def test_softmax_loss_keeps_a_small_loss_beside_large_logits(device):
     logits = needle.Tensor([[2000.0, 1990.0]], device=device)
     loss = needle.nn.SoftmaxLoss()(logits, needle.Tensor([0.0], device=device)).numpy()
     want = torch.nn.functional.cross_entropy(torch.tensor([[2000.0, 1990.0]]), torch.tensor([0]))
-    np.testing.assert_allclose(loss, want.item(), rtol=1e-3)  # 4.54e-5, not 0
+    np.testing.assert_allclose(loss, want.item(), rtol=1e-3, atol=log_atol(device))  # 4.54e-5, not 0
+
+
+def log_atol(device):
+    """WGSL's log is exact only to 2**-21 absolute near 1 (the spec's bound, and NVIDIA's
+    Vulkan driver uses it), which is all of a loss of 1e-5; elsewhere float32's own."""
+    return 2.0 ** -21 if device.name == "webgpu" else 0.0
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -247,7 +253,7 @@ def test_cross_entropy_with_large_offsets_matches_torch(device, rng, dtype, cols
                                              reduction="none").numpy()
     assert want[::4].max() < 1e-4  # the small losses are in the test
     np.testing.assert_allclose(get(be, loss), want,
-                               rtol=1e-3 if dtype == "float32" else 1e-9, atol=0)
+                               rtol=1e-3 if dtype == "float32" else 1e-9, atol=log_atol(device))
 
 
 # -- take and scatter_add ----------------------------------------------------------------

@@ -9,35 +9,10 @@ import pytest
 import needle as ndl
 import needle.nn as nn
 from needle import backend_ndarray as nd
+from helpers import course_gradient_check as gradient_check
 
 _DEVICES = [ndl.cpu(), pytest.param(ndl.cuda(), marks=pytest.mark.skipif(
     not ndl.cuda().enabled(), reason="No GPU"))]
-
-
-def gradient_check(f, *args, tol=1e-6, backward=False, **kwargs):
-    """The course's check: central differences through ``.flat`` against either the op's
-    own ``gradient_as_tuple`` or ``backward()`` of the summed output."""
-    eps = 1e-4
-    numerical_grads = [np.zeros(a.shape) for a in args]
-    for i in range(len(args)):
-        for j in range(args[i].realize_cached_data().size):
-            args[i].realize_cached_data().flat[j] += eps
-            f1 = float(f(*args, **kwargs).numpy().sum())
-            args[i].realize_cached_data().flat[j] -= 2 * eps
-            f2 = float(f(*args, **kwargs).numpy().sum())
-            args[i].realize_cached_data().flat[j] += eps
-            numerical_grads[i].flat[j] = (f1 - f2) / (2 * eps)
-    if not backward:
-        out = f(*args, **kwargs)
-        computed_grads = [x.numpy() for x in out.op.gradient_as_tuple(
-            ndl.Tensor(np.ones(out.shape), dtype=out.dtype, device=out.device), out)]
-    else:
-        out = f(*args, **kwargs).sum()
-        out.backward()
-        computed_grads = [a.grad.numpy() for a in args]
-    error = sum(np.linalg.norm(computed_grads[i] - numerical_grads[i]) for i in range(len(args)))
-    assert error < tol
-    return computed_grads
 
 
 def rand(*shape, device):

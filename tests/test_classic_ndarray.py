@@ -7,6 +7,7 @@ import pytest
 
 import needle as ndl
 import needle.backend_ndarray as nd
+from helpers import course_gradient_check as gradient_check
 
 
 def test_module_level_functions(device, rng):
@@ -147,32 +148,6 @@ def test_flat_writes_through_views(device, rng):
     np.testing.assert_array_equal(base.numpy(), base_np)
     with pytest.raises(ValueError, match="broadcast"):
         nd.broadcast_to(nd.array([1.0], device=device), (3,)).flat[0] = 2.0
-
-
-def gradient_check(f, *args, tol=1e-6, backward=False, **kwargs):
-    """The course's numerical gradient check (hw2/hw4 tests), as written there."""
-    eps = 1e-4
-    numerical_grads = [np.zeros(a.shape) for a in args]
-    for i in range(len(args)):
-        for j in range(args[i].realize_cached_data().size):
-            args[i].realize_cached_data().flat[j] += eps
-            f1 = float(f(*args, **kwargs).numpy().sum())
-            args[i].realize_cached_data().flat[j] -= 2 * eps
-            f2 = float(f(*args, **kwargs).numpy().sum())
-            args[i].realize_cached_data().flat[j] += eps
-            numerical_grads[i].flat[j] = (f1 - f2) / (2 * eps)
-    if not backward:
-        out = f(*args, **kwargs)
-        computed_grads = [x.numpy() for x in
-                          out.op.gradient_as_tuple(ndl.Tensor(np.ones(out.shape),
-                                                              device=args[0].device), out)]
-    else:
-        out = f(*args, **kwargs).sum()
-        out.backward()
-        computed_grads = [a.grad.numpy() for a in args]
-    error = sum(np.linalg.norm(computed_grads[i] - numerical_grads[i]) for i in range(len(args)))
-    assert error < tol
-    return computed_grads
 
 
 @pytest.mark.parametrize("backward", [False, True])

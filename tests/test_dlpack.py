@@ -148,9 +148,10 @@ def test_webgpu_memory_cannot_be_shared():
 
 # -- JAX ----------------------------------------------------------------------------------
 def test_jax_round_trip(rng):
-    jnp = pytest.importorskip("jax.numpy")
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
     a = rng.standard_normal((3, 5)).astype(np.float32)
-    x = from_dlpack(jnp.asarray(a))
+    x = from_dlpack(jax.device_put(a, jax.devices("cpu")[0]))  # (JAX puts it on a GPU if any)
     assert x.device == needle.cpu()
     np.testing.assert_array_equal(x.numpy(), a)
     np.testing.assert_allclose((x * 2.0).numpy(), 2 * a)
@@ -163,6 +164,22 @@ def _gpu(device):
     if device.name not in ("cuda", "cudnn"):
         pytest.skip("CUDA DLPack runs on the cuda and cudnn devices")
     return pytest.importorskip("cupy")
+
+
+def test_jax_cuda_arrays_without_a_copy(device, rng):
+    _gpu(device)
+    jax = pytest.importorskip("jax")
+    gpus = [d for d in jax.devices() if d.platform == "gpu"]
+    if not gpus:
+        pytest.skip("JAX has no GPU here")
+    a = rng.standard_normal((3, 5)).astype(np.float32)
+    j = jax.device_put(a, gpus[0])
+    x = from_dlpack(j, device=device)
+    assert x.device == device
+    assert _buffer(x).ptr == j.unsafe_buffer_pointer()
+    np.testing.assert_array_equal(x.numpy(), a)
+    back = jax.dlpack.from_dlpack(needle.Tensor(a * 3, device=device))
+    np.testing.assert_array_equal(np.asarray(back), a * 3)
 
 
 def test_cupy_into_needle_without_a_copy(device, rng):

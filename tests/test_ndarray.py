@@ -335,3 +335,12 @@ def test_reshape_and_make_need_integer_dims():
     assert a.reshape(np.int64(12)).shape == (12,)
     assert a.reshape([2, -1]).shape == (2, 6)
     assert needle.backend_ndarray.empty((np.int64(2), 3)).shape == (2, 3)
+
+
+def test_dtypes_are_always_names():
+    # a numpy dtype equals its name ("float64" == np.dtype("float64")), but must not leak
+    # into NDArray.dtype (messages, dict keys, reprs)
+    for given in (np.dtype("float64"), np.float64, "float64"):
+        assert type(needle.backend_ndarray.canonical_dtype(given)) is str
+    assert needle.init.rand(3, dtype=np.dtype("float64")).dtype == "float64"
+    assert type(needle.nn.Linear(2, 2, dtype="float64").weight.dtype) is str

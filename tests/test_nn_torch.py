@@ -467,18 +467,20 @@ def test_rnn_default_h0_is_zero(device):
     close(x.grad, tx.grad, what="x grad")
 
 
-def test_lstm(device):
-    rng = seeded(23)
+def compare_lstm(rng, device, batch_first):
+    """A 2-layer LSTM against torch's with the same weights and states: outputs, final
+    states and every gradient."""
     seq, batch, n_in, hidden, layers = 5, 3, 4, 6, 2
-    t_lstm = torch.nn.LSTM(n_in, hidden, num_layers=layers)
-    n_lstm = nn.LSTM(n_in, hidden, num_layers=layers, device=device)
+    t_lstm = torch.nn.LSTM(n_in, hidden, num_layers=layers, batch_first=batch_first)
+    n_lstm = nn.LSTM(n_in, hidden, num_layers=layers, device=device, batch_first=batch_first)
     assert n_lstm.lstm_cells[0].W_ih.shape == (n_in, 4 * hidden)
     copy_recurrent(n_lstm.lstm_cells, t_lstm, device)
-    x, tx = pair(rng, (seq, batch, n_in), device)
+    x, tx = pair(rng, (batch, seq, n_in) if batch_first else (seq, batch, n_in), device)
     h0, th0 = pair(rng, (layers, batch, hidden), device)
     c0, tc0 = pair(rng, (layers, batch, hidden), device)
     out, (h_n, c_n) = n_lstm(x, (h0, c0))
     tout, (th_n, tc_n) = t_lstm(tx, (th0, tc0))
+    assert out.shape == tuple(tout.shape) and h_n.shape == (layers, batch, hidden)
     close(out, tout, what="output")
     close(h_n, th_n, what="h_n")
     close(c_n, tc_n, what="c_n")
@@ -489,6 +491,10 @@ def test_lstm(device):
     close(h0.grad, th0.grad, what="h0 grad")
     close(c0.grad, tc0.grad, what="c0 grad")
     check_recurrent_grads(n_lstm.lstm_cells, t_lstm)
+
+
+def test_lstm(device):
+    compare_lstm(seeded(23), device, batch_first=False)
 
 
 def test_lstm_default_state_is_zero(device):
@@ -942,27 +948,7 @@ def test_multihead_attention_mask_errors(device):
 # ---------------------------------------------------------------- batch-first RNN / LSTM
 
 def test_lstm_batch_first(device):
-    rng = seeded(71)
-    batch, seq, n_in, hidden, layers = 3, 5, 4, 6, 2
-    t_lstm = torch.nn.LSTM(n_in, hidden, num_layers=layers, batch_first=True)
-    n_lstm = nn.LSTM(n_in, hidden, num_layers=layers, device=device, batch_first=True)
-    copy_recurrent(n_lstm.lstm_cells, t_lstm, device)
-    x, tx = pair(rng, (batch, seq, n_in), device)
-    h0, th0 = pair(rng, (layers, batch, hidden), device)
-    c0, tc0 = pair(rng, (layers, batch, hidden), device)
-    out, (h_n, c_n) = n_lstm(x, (h0, c0))
-    tout, (th_n, tc_n) = t_lstm(tx, (th0, tc0))
-    assert out.shape == (batch, seq, hidden) and h_n.shape == (layers, batch, hidden)
-    close(out, tout, what="output")
-    close(h_n, th_n, what="h_n")
-    close(c_n, tc_n, what="c_n")
-    rs = [rng.standard_normal(t.shape).astype(np.float32) for t in (tout, th_n, tc_n)]
-    sum((o * tensor(r, device, False)).sum() for o, r in zip((out, h_n, c_n), rs)).backward()
-    sum((o * torch.tensor(r)).sum() for o, r in zip((tout, th_n, tc_n), rs)).backward()
-    close(x.grad, tx.grad, what="x grad")
-    close(h0.grad, th0.grad, what="h0 grad")
-    close(c0.grad, tc0.grad, what="c0 grad")
-    check_recurrent_grads(n_lstm.lstm_cells, t_lstm)
+    compare_lstm(seeded(71), device, batch_first=True)
 
 
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])

@@ -291,7 +291,8 @@ def test_softmax_loss_of_large_logits_is_not_cancelled(device):
     expected = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(labels))
     loss = nn.SoftmaxLoss()(tensor(logits, device), tensor(labels, device))
     assert loss.numpy() > 0
-    assert_close(loss, expected.numpy(), rtol=1e-3, atol=0)
+    # WGSL's log is exact to 2**-21 absolute near 1 (the spec's bound), all of this loss
+    assert_close(loss, expected.numpy(), rtol=1e-3, atol=2.0 ** -21 if device.name == "webgpu" else 0)
 
 
 # -- tensor powers ---------------------------------------------------------------------------

@@ -15,10 +15,11 @@ from .contract import (ACTIVATIONS, BINARY_OPS, FUSED_OPS, LAYER_OPS, LINEAR_ACT
 from .device import (BackendDevice, Device, all_devices, canonical_dtype, cpu, cpu_numpy, cuda,
                      cudnn, default_device, device, webgpu)
 from .dlpack import from_dlpack
-from .ndarray import (FlatView, NDArray, array, broadcast_shapes, broadcast_to, compact_strides,
-                      concatenate, empty, exp, flip, full, log, maximum, prod, reshape, split,
-                      stack, tanh)
-from .ndarray import sum  # noqa: A004 - classic Needle's nd.sum (shadows the builtin here)
+from .ndarray import (NDArray, broadcast_shapes, compact_strides, concatenate, empty, full, prod,
+                      split, stack)
+from .classic import (FlatView, array, broadcast_to, exp, flip, log, maximum, reshape,  # noqa: I001
+                      tanh)
+from .classic import sum  # noqa: A004 - classic Needle's nd.sum (shadows the builtin here)
 
 
 class _Package(_types.ModuleType):

@@ -26,7 +26,9 @@ def canonical_dtype(dtype):
     """Map ``"float32"``, ``np.float32``, ``np.dtype('float32')`` ... to its name, or raise."""
     if dtype is None:
         return "float32"
-    if dtype in _DTYPES:  # the common case, on every allocation: skip numpy's parsing
+    # the common case, on every allocation: skip numpy's parsing (but a numpy dtype object
+    # compares equal to its name, so check the type: the result is always a str)
+    if type(dtype) is str and dtype in _DTYPES:
         return dtype
     try:
         name = np.dtype(dtype).name

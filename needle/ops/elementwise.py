@@ -309,21 +309,24 @@ def compare(a, b, op):
     return out
 
 
-def _mask(out):
-    out.is_mask = True
-    return out
+def _truth(x):
+    """``x != 0`` as a mask (a tensor), or a Python bool (a number)."""
+    return compare(x, 0, "ne") if isinstance(x, Tensor) else float(bool(x))
 
 
 def logical_and(a, b):
     with no_grad():
-        return _mask(multiply(compare(a, 0, "ne"), compare(b, 0, "ne") if isinstance(b, Tensor) else float(bool(b))))
+        out = multiply(_truth(a), _truth(b))
+    out.is_mask = True
+    return out
 
 
 def logical_or(a, b):
     with no_grad():
-        return _mask(maximum(compare(a, 0, "ne"), compare(b, 0, "ne") if isinstance(b, Tensor) else float(bool(b))))
+        out = maximum(_truth(a), _truth(b))
+    out.is_mask = True
+    return out
 
 
 def logical_not(a):
-    with no_grad():
-        return compare(a, 0, "eq")
+    return compare(a, 0, "eq")
