@@ -60,10 +60,22 @@ class Value:
     inputs = ()
     cached_data = None
     requires_grad = False
-    #: bumped by every in-place write (optimizer updates, ``.data =``, ``__setitem__``);
-    #: ``backward()`` compares it with the version each op saw (``_input_versions``)
-    _version = 0
+    #: ``[version]``, bumped by every in-place write (optimizer updates, ``.data =``,
+    #: ``__setitem__``) and shared by the tensors that view one buffer (``detach()``,
+    #: ``.data``, reshape, permute, slices...), as PyTorch's version counter
+    _counter = None
+    #: the versions of the inputs when this node was made; ``backward()`` compares them
     _input_versions = ()
+    #: this node's own version when it was made (its gradient may read its own value)
+    _own_version = 0
+
+    @property
+    def _version(self):
+        return self._counter[0]
+
+    @_version.setter
+    def _version(self, value):
+        self._counter[0] = value
 
     def realize_cached_data(self):
         if self.cached_data is None:
@@ -73,9 +85,10 @@ class Value:
     def is_leaf(self):
         return self.op is None
 
-    def _init_leaf(self, cached_data, requires_grad):
+    def _init_leaf(self, cached_data, requires_grad, counter=None):
         self.op, self.inputs = None, []
         self.cached_data, self.requires_grad = cached_data, requires_grad
+        self._counter = [0] if counter is None else counter
 
     @classmethod
     def make_const(cls, data, requires_grad=False):
@@ -89,6 +102,9 @@ class Value:
         # differentiate through the result
         device, dtype, data = None, None, []
         for x in inputs:
+            if not isinstance(x, Value):
+                raise TypeError(f"{type(op).__name__}: expected needle Tensors, got "
+                                f"{type(x).__name__}; wrap it with needle.Tensor(...)")
             d = x.cached_data  # inputs were computed when they were made
             data.append(d)
             if isinstance(x, Tensor):
@@ -102,12 +118,20 @@ class Value:
                     raise DTypeError(f"{type(op).__name__}: inputs have different dtypes "
                                      f"({dtype} and {d._dtype}); convert one with .astype()")
         value = cls.__new__(cls)
-        value.cached_data = op.compute(*data)
+        out = value.cached_data = op.compute(*data)
+        if cls is Tensor and data and out._handle is getattr(data[0], "_handle", None):
+            # a view of the first input (reshape, permute, slice...): one buffer, one counter
+            first = inputs[0]
+            value._counter, value._own_version = first._counter, first._counter[0]
+            if first.is_mask:
+                value.is_mask = True
+        else:
+            value._counter = [0]
         if _GRAD_ENABLED[-1]:
             for x in inputs:
                 if x.requires_grad:
                     value.op, value.inputs, value.requires_grad = op, list(inputs), True
-                    value._input_versions = [x._version for x in inputs]
+                    value._input_versions = [x._counter[0] for x in inputs]
                     break
         return value
 
@@ -178,8 +202,11 @@ class Tensor(Value):
     __hash__ = Value.__hash__  # by identity, although == is elementwise
 
     def __init__(self, array, *, device=None, dtype=None, requires_grad=True):
+        mask = False
         if isinstance(array, Tensor):
-            array = array.realize_cached_data()
+            array, mask = array.realize_cached_data(), array.is_mask
+        elif isinstance(array, np.ndarray) and array.dtype == bool:
+            mask = True  # bool data is a mask (1.0 / 0.0): indexing with it selects
         if isinstance(array, NDArray):
             data = array.to(device or array.device).astype(dtype or array.dtype)
             if data is array:
@@ -188,8 +215,16 @@ class Tensor(Value):
             raise TypeError("needle.Tensor(None): expected data (a number, nested list, "
                             "numpy array, Tensor or NDArray)")
         else:
+            if isinstance(array, (list, tuple)):
+                try:
+                    array = np.asarray(array)
+                    mask = array.dtype == bool
+                except ValueError:  # ragged: NDArray names the problem
+                    pass
             data = NDArray(array, device=device, dtype=dtype or "float32")
         self._init_leaf(data, requires_grad)
+        if mask:
+            self.is_mask = True
 
     @staticmethod
     def make_const(data, requires_grad=False):
@@ -200,8 +235,9 @@ class Tensor(Value):
     # -- data access ----------------------------------------------------------------------
     @property
     def data(self):
-        """The value without its history (shares the buffer; writes through it are not
-        tracked by autograd, as PyTorch's ``.data``)."""
+        """The value without its history: shares the buffer and the version counter, so a
+        write through it counts as a write to this tensor (PyTorch's ``.data`` does not
+        count; Needle's raises in ``backward()`` rather than give a wrong gradient)."""
         return self.detach()
 
     @data.setter
@@ -213,11 +249,14 @@ class Tensor(Value):
         if value.shape != self.shape or value.dtype != self.dtype:
             raise ValueError(f"assigning data of shape {value.shape} / {value.dtype} to a tensor "
                              f"of shape {self.shape} / {self.dtype}")
-        self.cached_data = value
-        self._version += 1
+        # a new buffer: the views of the old one keep their counter, this tensor moves on
+        self.cached_data, self._counter = value, [self._counter[0] + 1]
 
     def detach(self):
-        return Tensor.make_const(self.realize_cached_data())
+        """The value without its history: shares the buffer and its version counter."""
+        out = Tensor.make_const(self.realize_cached_data())
+        out._counter, out.is_mask = self._counter, self.is_mask
+        return out
 
     def requires_grad_(self, requires_grad=True):
         """Set ``requires_grad`` in place (leaves only) and return self."""
@@ -244,8 +283,10 @@ class Tensor(Value):
         ``t.to(needle.cuda())``, ``t.to("float64")``, ``t.to(device, dtype)``. Returns self
         when nothing changes."""
         for arg in args:
-            if isinstance(arg, Device) or (isinstance(arg, str) and arg in _DEVICE_NAMES):
-                device = nd.device(arg)
+            if isinstance(arg, str) and arg.split(":")[0] in _DEVICE_NAMES:
+                device = nd.device(arg.split(":")[0])  # ("cuda:0": Needle uses one GPU)
+            elif isinstance(arg, Device):
+                device = arg
             else:
                 dtype = arg
         out = self
@@ -365,7 +406,7 @@ class Tensor(Value):
         return _ops().abs(self)
 
     def __matmul__(self, other):
-        return _ops().matmul(self, other)
+        return _ops().matmul(self, other) if isinstance(other, Tensor) else NotImplemented
 
     def __getitem__(self, index):
         return _ops().get_item(self, index)
@@ -411,18 +452,18 @@ class Tensor(Value):
         return _ops().logical_not(self)
 
     # -- reductions -----------------------------------------------------------------------
-    def sum(self, axes=None, keepdims=False, *, axis=None, dim=None):
-        """Sum over ``axes`` (``axis=`` and PyTorch's ``dim=`` are accepted too)."""
-        return _ops().summation(self, _axes(axes, axis, dim), keepdims)
+    def sum(self, axes=None, keepdims=False, *, axis=None, dim=None, keepdim=None):
+        """Sum over ``axes`` (``axis=``, and PyTorch's ``dim=`` / ``keepdim=``, work too)."""
+        return _ops().summation(self, _axes(axes, axis, dim), _keep(keepdims, keepdim))
 
-    def max(self, axes=None, keepdims=False, *, axis=None, dim=None):
-        return _ops().max(self, _axes(axes, axis, dim), keepdims)
+    def max(self, axes=None, keepdims=False, *, axis=None, dim=None, keepdim=None):
+        return _ops().max(self, _axes(axes, axis, dim), _keep(keepdims, keepdim))
 
-    def min(self, axes=None, keepdims=False, *, axis=None, dim=None):
-        return _ops().min(self, _axes(axes, axis, dim), keepdims)
+    def min(self, axes=None, keepdims=False, *, axis=None, dim=None, keepdim=None):
+        return _ops().min(self, _axes(axes, axis, dim), _keep(keepdims, keepdim))
 
-    def mean(self, axes=None, keepdims=False, *, axis=None, dim=None):
-        return _ops().mean(self, _axes(axes, axis, dim), keepdims)
+    def mean(self, axes=None, keepdims=False, *, axis=None, dim=None, keepdim=None):
+        return _ops().mean(self, _axes(axes, axis, dim), _keep(keepdims, keepdim))
 
     def argmax(self, axis=None, keepdims=False, *, dim=None):
         """Index of the first maximum (of the flattened tensor when ``axis`` is None), as a
@@ -449,9 +490,10 @@ class Tensor(Value):
     def squeeze(self, dim=None):
         return _ops().squeeze(self, dim)
 
-    def transpose(self, axes=None):
-        """Swap two axes (classic Needle): ``axes=(i, j)``, the last two by default."""
-        return _ops().transpose(self, axes)
+    def transpose(self, *axes):
+        """Swap two axes: ``t.transpose((i, j))`` (classic Needle) or ``t.transpose(i, j)``
+        (PyTorch); the last two by default."""
+        return _ops().transpose(self, axes[0] if len(axes) == 1 else (axes or None))
 
     def permute(self, *axes):
         return _ops().permute(self, _shape_arg(axes))
@@ -508,6 +550,10 @@ def _number(value, op):
 def _shape_arg(shape):
     """``f(2, 3)`` and ``f((2, 3))`` alike."""
     return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+
+
+def _keep(keepdims, keepdim):
+    return keepdims if keepdim is None else keepdim
 
 
 def _axes(axes, axis, dim):
@@ -571,8 +617,13 @@ def _check_versions(node):
     """Raise if an input of ``node`` was written in place after ``node`` was computed: its
     gradient would read the new values (PyTorch raises the same way). Stricter than
     PyTorch, every input counts, whether or not the op's gradient reads its value."""
+    if node._counter[0] != node._own_version:
+        raise RuntimeError(
+            f"a tensor needed for gradient computation has been modified by an in-place "
+            f"operation: the output of {type(node.op).__name__}, of shape {node.shape}, is at "
+            f"version {node._counter[0]}; expected version {node._own_version}")
     for i, (x, seen) in enumerate(zip(node.inputs, node._input_versions)):
-        if x._version != seen:
+        if x._counter[0] != seen:
             raise RuntimeError(
                 f"one of the tensors needed for gradient computation has been modified by an "
                 f"in-place operation: input {i} of {type(node.op).__name__}, a tensor of shape "

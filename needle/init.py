@@ -16,7 +16,7 @@ import numpy as np
 from .autograd import Tensor
 from .backend_ndarray import NDArray, default_device, full as nd_full
 from .backend_ndarray import device as lookup_device
-from .backend_ndarray.ndarray import random_host
+from .backend_ndarray.ndarray import one_hot_host, random_host
 
 
 def _device(device):
@@ -84,8 +84,7 @@ def class_indices(labels, n):
 def one_hot(n, i, device=None, dtype="float32", requires_grad=False):
     """Rows of the ``n``-class identity selected by integer labels ``i`` (array or Tensor)."""
     device = _device(device)
-    rows = np.eye(n, dtype=device.check_dtype(dtype))[class_indices(i, n)]
-    rows = rows if rows.flags.owndata else rows.copy()  # (one label indexes a view of eye)
+    rows = one_hot_host(class_indices(i, n), n, device.check_dtype(dtype))
     return Tensor.make_const(NDArray._from_owned_numpy(rows, device), requires_grad=requires_grad)
 
 

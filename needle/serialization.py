@@ -25,8 +25,11 @@ _STRUCTURE = "__needle_structure__"  # the member describing a nested state
 
 
 def _is_flat(state):
-    return all(isinstance(k, str) and k != _STRUCTURE and not isinstance(v, (dict, list, tuple, str))
-               and v is not None and not isinstance(v, numbers.Number) for k, v in state.items())
+    """A ``{str: array}`` dict (NumPy scalars count as 0-d arrays, Python numbers do not)."""
+    return all(isinstance(k, str) and k != _STRUCTURE and v is not None
+               and not isinstance(v, (dict, list, tuple, str))
+               and (isinstance(v, np.generic) or not isinstance(v, numbers.Number))
+               for k, v in state.items())
 
 
 def _encode(value, arrays, where):
@@ -42,6 +45,8 @@ def _encode(value, arrays, where):
     if isinstance(value, (list, tuple)):
         kind = "list" if isinstance(value, list) else "tuple"
         return {kind: [_encode(v, arrays, f"{where}[{i}]") for i, v in enumerate(value)]}
+    if isinstance(value, np.generic) and not isinstance(value, np.complexfloating):
+        value = value.item()  # a NumPy number (a hyperparameter, say) comes back as a number
     if value is None or isinstance(value, (bool, str)) or (
             isinstance(value, numbers.Number) and not isinstance(value, np.generic)):
         if isinstance(value, complex):

@@ -126,3 +126,7 @@ def test_a_homework_training_loop(device):
 def test_init_fans():
     assert ndl.init._calculate_fans((4, 3)) == (4, 3)
     assert ndl.init._calculate_fans((3, 3, 8, 16)) == (72, 144)
+
+
+def test_ndarray_compact_strides_is_a_staticmethod():
+    assert nd.NDArray.compact_strides((2, 3, 4)) == (12, 4, 1)

@@ -543,3 +543,16 @@ def test_ptb_corpus_to_batches(tmp_path, rng):
     assert 0 <= ids.min() and ids.max() < len(corpus.dictionary)
     words = [corpus.dictionary.idx2word[int(i)] for i in x.numpy()[:, 0]]
     assert words == [corpus.dictionary.idx2word[i] for i in corpus.train[:6]]
+
+
+def test_loader_list_items_are_fields_as_in_pytorch():
+    class Pairs(Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return [np.full(2, i, np.float32), i]
+
+    (x, y), _ = list(DataLoader(Pairs(), batch_size=2))
+    np.testing.assert_array_equal(x.numpy(), [[0, 0], [1, 1]])
+    np.testing.assert_array_equal(y.numpy(), [0, 1])

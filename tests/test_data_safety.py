@@ -427,3 +427,50 @@ def test_save_rejects_bad_keys_in_a_nested_state(tmp_path):
     with pytest.raises(TypeError, match=r"keys must be str or int.*\(1.5\)|1.5"):
         needle.save({"a": {1.5: np.ones(2)}}, tmp_path / "x.npz")
     assert not (tmp_path / "x.npz").exists()
+
+
+class _ObjectArrayOverBytes:
+    """Unpickles as ``np.ndarray((1,), 'O', b'AAAAAAAA')``: an object array whose element
+    pointer is the attacker's bytes (reading it crashed the process)."""
+
+    def __reduce__(self):
+        return np.ndarray, ((1,), "O", b"A" * 8)
+
+
+def test_cifar_refuses_arrays_made_from_raw_memory(tmp_path):
+    # run in a subprocess: a failure here would be a crash, not an exception
+    import subprocess
+    import sys
+    batch = cifar_batch(np.random.default_rng(1), n=1)
+    batch[b"labels"] = _ObjectArrayOverBytes()
+    with open(tmp_path / "test_batch", "wb") as f:
+        pickle.dump(batch, f, protocol=2)
+    code = ("import needle.data as d, sys\n"
+            "try:\n    d.CIFAR10Dataset(sys.argv[1], train=False)\n"
+            "except d.UnsafePickleError as e:\n    print('refused:', e)\n")
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "refused:" in run.stdout and "test_batch" in run.stdout
+
+
+@pytest.mark.parametrize("dtype", ["O", "V8", [("a", "O")]], ids=["object", "void", "struct"])
+def test_cifar_refuses_non_numeric_dtypes(tmp_path, dtype):
+    batch = cifar_batch(np.random.default_rng(2), n=1)
+    batch[b"extra"] = np.zeros(2, dtype=dtype) if dtype != "O" else np.array([None, 1], dtype=object)
+    with open(tmp_path / "test_batch", "wb") as f:
+        pickle.dump(batch, f, protocol=2)
+    with pytest.raises(UnsafePickleError, match="test_batch"):
+        CIFAR10Dataset(tmp_path, train=False)
+
+
+def test_save_load_numpy_number_hyperparameters(tmp_path):
+    model = needle.nn.Linear(2, 2)
+    opt = needle.optim.Adam(model.parameters(), lr=np.float32(0.1))
+    opt.lr = np.float64(0.05)  # as a LambdaLR with a NumPy function sets it
+    needle.save({"opt": opt.state_dict(), "epoch": np.int64(4)}, tmp_path / "c.npz")
+    back = needle.load(tmp_path / "c.npz")
+    assert back["epoch"] == 4 and isinstance(back["epoch"], int)
+    again = needle.optim.Adam(model.parameters())
+    again.load_state_dict(back["opt"])
+    assert again.lr == 0.05

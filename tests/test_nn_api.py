@@ -7,6 +7,7 @@ import pytest
 import needle
 import needle.nn as nn
 from needle import DTypeError
+import torch
 from torch_helpers import close, seeded, tensor
 
 
@@ -423,3 +424,30 @@ def test_attention_takes_a_comparison_as_a_boolean_mask(device):
     from_tensor = mha(x, key_padding_mask=ids == 0)
     from_numpy = mha(x, key_padding_mask=ids.numpy() == 0)
     np.testing.assert_allclose(from_tensor.numpy(), from_numpy.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_lstm_state_must_be_a_pair():
+    lstm = nn.LSTM(3, 5)
+    x = needle.init.randn(2, 4, 3)
+    with pytest.raises(TypeError, match=r"pair \(h0, c0\)"):
+        lstm(x, (needle.init.randn(1, 4, 5),))
+
+
+def test_cross_entropy_loss_none_keeps_small_losses(device):
+    logits = [[2000.0, 1990.0], [-5000.0, -4990.0]]
+    expected = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor([0, 1]),
+                                                 reduction="none").numpy()
+    got = nn.CrossEntropyLoss(reduction="none")(needle.Tensor(logits, device=device), [0, 1])
+    assert (got.numpy() > 0).all()
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-3,
+                               atol=2.0 ** -21 if device.name == "webgpu" else 0)
+
+
+def test_one_hot_memory_is_the_results():
+    import tracemalloc
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    y = needle.ops.one_hot(np.array([1, 2]), 20000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert y.shape == (2, 20000) and peak < 2e6  # (not a 20000 x 20000 identity: 3 GB)

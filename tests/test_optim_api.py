@@ -379,3 +379,9 @@ def test_scheduler_drives_adam(device):
     (p * p).sum().backward()
     opt.step()
     np.testing.assert_array_equal(p.numpy(), before)
+
+
+def test_a_parameter_given_twice_is_refused():
+    p = param(np.ones(2), needle.cpu())
+    with pytest.raises(ValueError, match="same tensor twice"):
+        optim.SGD([p, p], lr=1.0)

@@ -131,7 +131,7 @@ class Device:
     def one_hot(self, n, i, dtype="float32"):
         """Rows ``i`` (an int, integer array or NDArray of labels) of the ``n``-class
         identity: ``np.eye(n)[i]`` as an NDArray here."""
-        from .ndarray import NDArray
+        from .ndarray import NDArray, one_hot_host
         if isinstance(i, NDArray):
             i = i.numpy()
         index = np.asarray(i)
@@ -139,8 +139,7 @@ class Device:
             if not np.all(index == np.round(index)):
                 raise ValueError(f"one_hot: labels must be integers, got {index}")
             index = index.astype(np.int64)
-        rows = np.eye(n, dtype=self.check_dtype(dtype))[index]
-        return NDArray._from_owned_numpy(rows if rows.flags.owndata else rows.copy(), self)
+        return NDArray._from_owned_numpy(one_hot_host(index, n, self.check_dtype(dtype)), self)
 
     def empty(self, shape, dtype="float32"):
         """A new uninitialised NDArray of ``shape`` here."""

@@ -60,7 +60,10 @@ def _host_array(data, dtype):
     if data is None:
         raise TypeError("NDArray(None): expected array data (a number, a nested list of "
                         "numbers or a numpy array), got None")
-    src = data if isinstance(data, np.ndarray) else np.asarray(data)
+    try:
+        src = data if isinstance(data, np.ndarray) else np.asarray(data)
+    except ValueError as e:  # ragged nested lists
+        raise ShapeError(f"NDArray: the data is not a rectangular array ({e})") from None
     kind = src.dtype.kind
     if kind not in _NUMERIC_KINDS:
         what = _KIND_NAMES.get(kind, str(src.dtype))
@@ -139,6 +142,9 @@ class NDArray:
             isinstance(other, (np.ndarray, list, tuple, numbers.Number))
         self._init(NDArray._from_owned_numpy(array, device) if fresh
                    else NDArray._from_numpy_copy(array, device, dtype))
+
+    #: classic Needle's ``NDArray.compact_strides(shape)``
+    compact_strides = staticmethod(compact_strides)
 
     def _init(self, other):
         self._shape, self._strides, self._offset = other._shape, other._strides, other._offset
@@ -605,6 +611,15 @@ def concatenate(arrays, axis=0):
     for a in arrays:
         out[(slice(None),) * axis + (slice(start, start + a.shape[axis]),)] = a
         start += a.shape[axis]
+    return out
+
+
+def one_hot_host(index, n, dtype="float32"):
+    """Rows ``index`` (an int64 array of labels in ``[0, n)``) of the ``n``-class identity,
+    as a new host array of shape ``index.shape + (n,)``: the size of the result, never of
+    the ``n x n`` identity."""
+    out = np.zeros(np.shape(index) + (n,), dtype=canonical_dtype(dtype))
+    np.put_along_axis(out, np.asarray(index)[..., None], 1, axis=-1)
     return out
 
 

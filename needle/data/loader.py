@@ -1,5 +1,6 @@
 """DataLoader: batches a Dataset into tuples (or dicts) of needle Tensors; ``collate_ndarray``."""
 import math
+import numbers
 from collections.abc import Mapping
 
 import numpy as np
@@ -29,8 +30,10 @@ def collate_ndarray(batch, device=None, dtype="float32"):
 
     * tuples ``(x, y, ...)`` of any length -> a tuple of Tensors, one per field;
     * dicts ``{"x": ..., "y": ...}`` -> a dict of Tensors with the same keys;
-    * anything else (one array, list, number or Tensor per sample) -> a 1-tuple
-      ``(Tensor,)`` (a list is one array-like field, not a tuple of fields).
+    * lists ``[x, y]`` holding arrays (not only numbers) -> fields, as tuples (PyTorch's
+      default collate does the same);
+    * anything else (one array, a list of numbers, a number or Tensor per sample) -> a
+      1-tuple ``(Tensor,)``.
 
     Each field is stacked along a new first (batch) axis and cast to ``dtype``: every field,
     labels included, becomes a ``float32`` Tensor by default, as in classic Needle (index
@@ -58,6 +61,10 @@ def collate_ndarray(batch, device=None, dtype="float32"):
                 raise ValueError(f"collate_ndarray: samples must all be dicts with keys "
                                  f"{sorted(map(str, keys))}; got {got}")
         return {k: _to_tensor(_stack([s[k] for s in batch], k), device, dtype) for k in keys}
+    if isinstance(first, list) and not all(isinstance(v, numbers.Number) for v in first):
+        # [x, y] samples (arrays, not a list of numbers) are fields, as in PyTorch
+        batch = [tuple(sample) if isinstance(sample, list) else sample for sample in batch]
+        first = batch[0]
     if isinstance(first, tuple):
         for sample in batch:
             if not isinstance(sample, tuple) or len(sample) != len(first):

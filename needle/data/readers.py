@@ -7,7 +7,6 @@ run code (:class:`UnsafePickleError`).
 """
 import _compat_pickle
 import gzip
-import importlib
 import os
 import pickle
 import zlib
@@ -71,16 +70,6 @@ class UnsafePickleError(pickle.UnpicklingError, ValueError):
     """A pickle asked for a global (a class or function) that the reader does not admit."""
 
 
-def _numpy_global(name):
-    """``numpy._core.<name>`` (NumPy 2) or ``numpy.core.<name>`` (NumPy 1), without the
-    deprecation warning that importing ``numpy.core`` raises under NumPy 2."""
-    module, attr = name.rsplit(".", 1)
-    try:
-        return getattr(importlib.import_module(f"numpy._core.{module}"), attr)
-    except ImportError:  # NumPy 1.x
-        return getattr(importlib.import_module(f"numpy.core.{module}"), attr)
-
-
 def _latin1_encode(text, encoding="latin1"):
     """Stand-in for ``_codecs.encode``: protocol 0-2 pickles written by Python 3 store
     ``bytes`` as ``_codecs.encode(str, 'latin1')``. Only that codec is admitted."""
@@ -90,24 +79,111 @@ def _latin1_encode(text, encoding="latin1"):
     return text.encode("latin1")
 
 
+def _text(value):
+    return value.decode("latin1") if isinstance(value, bytes) else value
+
+
+class _DType:
+    """What a pickle's ``numpy.dtype(...)`` builds here: a plain numeric dtype (bool, int,
+    uint, float) named by a string, with its byte order from the pickled state. NumPy's own
+    ``dtype.__setstate__`` never sees the pickle's data (its flags could claim Python
+    objects), and no object, structured or subarray dtype is admitted."""
+
+    def __init__(self, name, align=False, copy=False):
+        try:
+            self.dtype = np.dtype(_text(name))
+        except (TypeError, ValueError) as e:
+            raise UnsafePickleError(f"refuses dtype {name!r} ({e})") from None
+        if self.dtype.kind not in "biuf" or self.dtype.fields is not None:
+            raise UnsafePickleError(f"refuses dtype {self.dtype}: a CIFAR-10 batch holds "
+                                    f"numeric arrays only")
+
+    def __setstate__(self, state):
+        byteorder = _text(state[1]) if len(state) > 1 else "|"
+        if any(part is not None for part in state[2:5]):  # subarray, names, fields
+            raise UnsafePickleError("refuses a structured or subarray dtype")
+        if byteorder in ("<", ">"):
+            self.dtype = self.dtype.newbyteorder(byteorder)
+
+
+class _Array:
+    """What a pickle's ``_reconstruct(ndarray, shape, dtype)`` builds here; its
+    ``__setstate__`` makes the array from the raw bytes with ``np.frombuffer`` (a copy), so
+    NumPy's ``ndarray.__setstate__`` never runs on the pickle's data."""
+
+    array = None
+
+    def __init__(self, cls, shape, dtype):
+        if cls is not _NDARRAY:
+            raise UnsafePickleError("_reconstruct is admitted for numpy.ndarray only")
+
+    def __setstate__(self, state):
+        if len(state) != 5 or not isinstance(state[2], _DType) or not isinstance(
+                state[4], (bytes, bytearray, str)):
+            raise UnsafePickleError("refuses an array whose state is not (version, shape, "
+                                    "numeric dtype, fortran order, raw bytes)")
+        _, shape, dtype, fortran, raw = state
+        raw = raw.encode("latin1") if isinstance(raw, str) else bytes(raw)
+        self.array = _from_bytes(raw, dtype, shape, "F" if fortran else "C")
+
+
+def _from_bytes(raw, dtype, shape, order="C"):
+    dtype = dtype.dtype if isinstance(dtype, _DType) else None
+    if dtype is None:
+        raise UnsafePickleError("refuses an array without a numeric dtype")
+    try:
+        shape = tuple(int(d) for d in shape)
+        return np.frombuffer(raw, dtype=dtype).reshape(shape, order=_text(order)).copy()
+    except (TypeError, ValueError) as e:
+        raise UnsafePickleError(f"refuses an array: its bytes do not fit shape {shape} of "
+                                f"{dtype} ({e})") from None
+
+
+def _scalar(dtype, raw):
+    """``numpy.core.multiarray.scalar``: a NumPy number from a dtype and its raw bytes."""
+    return _from_bytes(raw.encode("latin1") if isinstance(raw, str) else raw, dtype, ())[()]
+
+
+def _NDARRAY(*args, **kwargs):  # noqa: N802 - what ``numpy.ndarray`` resolves to
+    """``numpy.ndarray`` in a pickle: ``_reconstruct`` takes it as its first argument, and
+    calling it (an array over raw bytes, object dtype included) is refused."""
+    raise UnsafePickleError("refuses to call numpy.ndarray: an array over raw memory")
+
+
 def _cifar_globals():
     allowed = {("builtins", "bytes"): bytes, ("_codecs", "encode"): _latin1_encode,
-               ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
-    for name in ("multiarray._reconstruct", "multiarray.scalar", "numeric._frombuffer"):
-        module, attr = name.rsplit(".", 1)
-        obj = _numpy_global(name)
-        allowed[(f"numpy.core.{module}", attr)] = obj   # as NumPy 1 writes them
-        allowed[(f"numpy._core.{module}", attr)] = obj  # as NumPy 2 writes them
+               ("numpy", "ndarray"): _NDARRAY, ("numpy", "dtype"): _DType}
+    for module in ("numpy.core", "numpy._core"):  # as NumPy 1 and NumPy 2 write them
+        allowed[(f"{module}.multiarray", "_reconstruct")] = _Array
+        allowed[(f"{module}.multiarray", "scalar")] = _scalar
+        allowed[(f"{module}.numeric", "_frombuffer")] = _from_bytes
     return allowed
+
+
+def _arrays_made(value):
+    """``value`` with every :class:`_Array` replaced by the NumPy array it made."""
+    if isinstance(value, _Array):
+        if value.array is None:
+            raise UnsafePickleError("an array was never given its data")
+        return value.array
+    if isinstance(value, dict):
+        return {k: _arrays_made(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_arrays_made(v) for v in value]
+    if isinstance(value, (_DType, type)) or value is _NDARRAY:
+        raise UnsafePickleError(f"refuses a batch holding {type(value).__name__} objects")
+    return value
 
 
 class CIFARUnpickler(pickle.Unpickler):
     """An unpickler for CIFAR-10 python batches that cannot run code.
 
     A real batch holds only dicts, lists, bytes, str, ints and NumPy arrays; ``find_class``
-    admits only the globals those need (NumPy's array and dtype reconstructors, ``bytes`` and a
-    latin-1-only ``_codecs.encode``) and raises :class:`UnsafePickleError`, naming the file and
-    the global, for anything else (``os.system``, ``builtins.exec``, ...).
+    admits only the globals those need, as stand-ins that make numeric arrays from raw
+    bytes with ``np.frombuffer`` (NumPy's own reconstructors never see the pickle's data, so
+    no object array or crafted dtype can be made), ``bytes`` and a latin-1-only
+    ``_codecs.encode``, and raises :class:`UnsafePickleError`, naming the file and the
+    global, for anything else (``os.system``, ``builtins.exec``, ...).
 
     Args:
         file: a binary file object.
@@ -148,7 +224,7 @@ def _load_cifar_pickle(path):
             raise ValueError(f"{path}: a gzip file, not a CIFAR-10 python batch; extract "
                              f"cifar-10-python.tar.gz first")
         try:
-            return CIFARUnpickler(f, path).load()
+            return _arrays_made(CIFARUnpickler(f, path).load())
         except UnsafePickleError as e:
             if not str(e).startswith(f"{path}:"):
                 raise UnsafePickleError(f"{path}: {e}") from e

@@ -79,7 +79,7 @@ class L1Loss(_ElementwiseLoss):
 
 class CrossEntropyLoss(SoftmaxLoss):
     """Softmax cross-entropy of ``(batch, classes)`` logits and integer class labels
-    (``torch.nn.CrossEntropyLoss``): ``logsumexp(logits[i]) - logits[i, y[i]]`` per row,
+    (``torch.nn.CrossEntropyLoss``): ``logsumexp(logits[i] - logits[i, y[i]])`` per row,
     averaged over the batch (``"mean"``), summed (``"sum"``) or per row (``"none"``,
     shape (batch,)).
 
@@ -115,8 +115,10 @@ class CrossEntropyLoss(SoftmaxLoss):
         if labels.shape != (batch,):
             raise ShapeError(f"labels of shape {labels.shape} do not match logits "
                              f"{logits.shape}; expected ({batch},)")
-        one_hot = init.one_hot(classes, labels, device=logits.device, dtype=logits.dtype)
-        return ops.logsumexp(logits, (1,)) - ops.summation(logits * one_hot, (1,))
+        # logsumexp(z - z_y), z_y gathered: no cancellation of two large numbers, and no
+        # (batch, classes) one-hot
+        picked = ops.reshape(logits[np.arange(batch), labels], (batch, 1))
+        return ops.logsumexp(logits - ops.broadcast_to(picked, logits.shape), (1,))
 
     def extra_repr(self):
         return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"

@@ -261,6 +261,9 @@ class LSTM(_Stacked):
         return []
 
     def forward(self, x, state=None):
+        if state is not None and (not isinstance(state, (tuple, list)) or len(state) != 2):
+            raise TypeError(f"LSTM expects its state as a pair (h0, c0), got "
+                            f"{type(state).__name__} of {len(state) if isinstance(state, (tuple, list)) else 1}")
         self._check(x, *(state if state is not None else ()))
         inputs = list(ops.split(self._time_major(x), 0).tuple())
         if state is None:

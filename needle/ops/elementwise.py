@@ -5,6 +5,8 @@ Binary tensor ops broadcast their operands NumPy-style: the broadcast is an expl
 """
 import numbers
 
+import numpy as np
+
 from ..autograd import Tensor, TensorOp, no_grad
 from ..backend_ndarray import broadcast_shapes
 from .movement import broadcast_to
@@ -121,12 +123,13 @@ class EWisePow(TensorOp):
         a, b = node.inputs
         av, bv = a.realize_cached_data(), b.realize_cached_data()
         # PyTorch's conventions at the edges: d/da is 0 where b == 0 (also at a == 0), and
-        # d/db is 0 where a == 0 (the limit of a**b * log(a) for b > 0)
+        # d/db is 0 where a == 0 and b >= 0 (the limit of a**b * log(a))
         grad_a = grad_b = None
         if a.requires_grad:
             grad_a = out_grad * b * a ** (b - 1 + Tensor.make_const(bv == 0))
         if b.requires_grad:
-            grad_b = out_grad * node.detach() * log(a + Tensor.make_const(av == 0))
+            zero_limit = (av == 0) * (bv >= 0)
+            grad_b = out_grad * node.detach() * log(a + Tensor.make_const(zero_limit))
         return grad_a, grad_b
 
 
@@ -298,6 +301,8 @@ def compare(a, b, op):
     """The elementwise comparison ``op`` of ``a`` and ``b`` (broadcast) as a 1.0 / 0.0 mask
     (marked as a mask, so indexing with it selects, as a bool tensor does in PyTorch).
     Returns NotImplemented for operands that are neither tensors nor numbers."""
+    if isinstance(b, np.ndarray):  # elementwise, as PyTorch (not False by identity)
+        b = Tensor(b, device=a.device, dtype=a.dtype, requires_grad=False)
     with no_grad():
         if isinstance(b, numbers.Number):
             out = Compare(op, b)(a)

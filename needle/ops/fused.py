@@ -8,8 +8,9 @@ from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import ACTIVATIONS, Declined, NDArray, prod
 from ..backend_ndarray.ndarray import _normalize_axes
 from ..errors import ShapeError
-from ..init import class_indices, one_hot
+from ..init import class_indices
 from .elementwise import exp, relu
+from .indexing import get_item
 from .movement import broadcast_to, permute, reshape
 from .reduce import logsumexp, summation
 
@@ -60,11 +61,9 @@ class LogSoftmax(TensorOp):
 
     def compute(self, a):
         # (a - m) - log(sum(exp(a - m))), as PyTorch: a - logsumexp(a) would round the small
-        # log-sum away against a large m
+        # log-sum away against a large m. A row whose max is infinite is NaN, as PyTorch's.
         (axis,) = _normalize_axes(self.axis, a.ndim)
-        big = float(np.finfo(a.dtype).max)  # an infinite max is not subtracted (inf - inf)
-        m = a.max(axis, keepdims=True).maximum(-big).minimum(big).broadcast_to(a.shape)
-        shifted = a - m
+        shifted = a - a.max(axis, keepdims=True).broadcast_to(a.shape)
         return shifted - shifted.exp().sum(axis, keepdims=True).log().broadcast_to(a.shape)
 
     def gradient(self, out_grad, node):
@@ -111,10 +110,12 @@ def softmax_cross_entropy(logits, labels):
     labels = _labels_like(labels, logits)
     if logits.device.backend.supports("cross_entropy"):
         return SoftmaxCrossEntropy()(logits, labels)
-    y = one_hot(logits.shape[1], labels, device=logits.device, dtype=logits.dtype)
-    # logsumexp(z - z_y) rather than logsumexp(z) - z_y: no cancellation of two large numbers
-    picked = broadcast_to(summation(logits * y, (1,), keepdims=True), logits.shape)
-    return summation(logsumexp(logits - picked, (1,))) / logits.shape[0]
+    # logsumexp(z - z_y) rather than logsumexp(z) - z_y: no cancellation of two large
+    # numbers; z_y gathered (a one-hot product would turn a -inf logit into NaN)
+    rows = logits.shape[0]
+    picked = get_item(logits, (np.arange(rows), labels.realize_cached_data().numpy().astype(np.int64)))
+    picked = broadcast_to(reshape(picked, (rows, 1)), logits.shape)
+    return summation(logsumexp(logits - picked, (1,))) / rows
 
 
 def _labels_like(labels, logits):
@@ -128,10 +129,11 @@ def _labels_like(labels, logits):
             data = data.astype(logits.dtype)
     else:
         data = NDArray(np.asarray(labels), device=logits.device, dtype=logits.dtype)
-    classes = logits.shape[1]
-    if getattr(data, "_checked_classes", None) != classes:
-        class_indices(data.numpy(), classes)
-        data._checked_classes = classes
+    # (keyed by the labels' version too: an in-place write to them must be checked again)
+    checked = (logits.shape[1], labels._version if isinstance(labels, Tensor) else None)
+    if getattr(data, "_checked_classes", None) != checked:
+        class_indices(data.numpy(), checked[0])
+        data._checked_classes = checked
     return Tensor.make_const(data)
 
 

@@ -11,8 +11,9 @@ import numbers
 
 import numpy as np
 
-from ..autograd import Tensor, TensorOp, grad_enabled, no_grad
+from ..autograd import Tensor, TensorOp, find_topo_sort, grad_enabled, no_grad
 from ..backend_ndarray import NDArray, compact_strides, full
+from .. import init
 from ..errors import DeviceMismatchError, DTypeError
 from .movement import broadcast_to, concatenate, get_item as basic_get_item, reshape
 
@@ -104,7 +105,10 @@ def get_item(a, index):
     scatter-add) for integer arrays, integer tensors, lists and masks."""
     if _is_basic(index):
         return basic_get_item(a, index)
-    return Take(_positions(a.shape, _host_index(index)))(a)
+    out = Take(_positions(a.shape, _host_index(index)))(a)
+    if a.is_mask:
+        out.is_mask = True
+    return out
 
 
 class AssignBasic(TensorOp):
@@ -168,21 +172,41 @@ def set_item_(t, index, value):
     if tracked and t.is_leaf() and t.requires_grad:
         raise RuntimeError("a leaf Tensor that requires grad is being used in an in-place "
                            "operation (t[...] = ...); write t.data[...] or use needle.no_grad()")
-    if tracked:  # t becomes the assignment's node; its old value lives on as an input
+    if tracked:
+        # t becomes the assignment's node; its old value lives on as ``old``, which keeps the
+        # buffer (and the version counter its views share) and takes t's place in the
+        # value's own graph (``h[0] = h[1] * 2`` reads the old h)
         old = Tensor.__new__(Tensor)
         old.__dict__.update(t.__dict__)
+        if isinstance(value, Tensor) and value.requires_grad:
+            _replace_input(value, t, old)
         new = assigned(old, index, value)
         t.op, t.inputs, t.requires_grad = new.op, new.inputs, True
         t.cached_data, t._input_versions = new.cached_data, new._input_versions
-    else:  # write into t's buffer, which views and .data share
-        data = t.realize_cached_data()
-        if _is_basic(index):
-            value = _as_value(value, t)
-            data[index] = value.realize_cached_data().broadcast_to(data[index].shape)
-        else:
-            with no_grad():
-                data[...] = assigned(Tensor.make_const(data), index, value).realize_cached_data()
+        # a new buffer and version: ops that used t before this write raise in backward
+        t._counter = [old._counter[0] + 1]
+        t._own_version = t._counter[0]
+        t.__dict__.pop("is_mask", None)
+        return
+    data = t.realize_cached_data()  # write into t's buffer, which its views share
+    if any(s == 0 and d > 1 for d, s in zip(data.shape, data.strides)):
+        raise ValueError(f"cannot write into a broadcast view (shape {data.shape}, strides "
+                         f"{data.strides}): one element stands for several; write to a "
+                         f"copy (t * 1) or to the tensor it was broadcast from")
+    if _is_basic(index):
+        value = _as_value(value, t)
+        data[index] = value.realize_cached_data().broadcast_to(data[index].shape)
+    else:
+        with no_grad():
+            data[...] = assigned(Tensor.make_const(data), index, value).realize_cached_data()
     t._version += 1
+
+
+def _replace_input(root, target, replacement):
+    """Point every edge to ``target`` in ``root``'s graph at ``replacement`` instead."""
+    for node in find_topo_sort([root]):
+        if any(x is target for x in node.inputs):
+            node.inputs = [replacement if x is target else x for x in node.inputs]
 
 
 def where(condition, a, b):
@@ -223,12 +247,6 @@ def one_hot(labels, num_classes, device=None, dtype=None):
     """Rows of the ``num_classes`` identity picked by integer ``labels`` (Tensor or array),
     shape ``labels.shape + (num_classes,)``; as ``torch.nn.functional.one_hot`` but in a
     float dtype (default: the labels tensor's, else float32) and without a gradient."""
-    values = labels.numpy() if isinstance(labels, Tensor) else np.asarray(labels)
-    index = _integers(values, "one_hot labels")
-    if index.size and (index.min() < 0 or index.max() >= num_classes):
-        raise ValueError(f"one_hot: labels must lie in [0, {num_classes}), got values in "
-                         f"[{index.min()}, {index.max()}]")
     if isinstance(labels, Tensor):
         device, dtype = device or labels.device, dtype or labels.dtype
-    return Tensor(np.eye(num_classes)[index], device=device, dtype=dtype or "float32",
-                  requires_grad=False)
+    return init.one_hot(num_classes, labels, device=device, dtype=dtype or "float32")

@@ -24,6 +24,9 @@ _MATMUL = MatMul()  # stateless: one instance serves every product
 def matmul(a, b):
     """Matrix product with NumPy semantics: 1-D operands are promoted and the batch
     dimensions of N-D operands broadcast against each other."""
+    if not (isinstance(a, Tensor) and isinstance(b, Tensor)):
+        raise TypeError(f"matmul needs two needle Tensors, got {type(a).__name__} and "
+                        f"{type(b).__name__}")
     a_shape, b_shape = a.shape, b.shape
     if len(a_shape) == len(b_shape) == 2 and a_shape[1] == b_shape[0]:
         # the common case, without the checks below (an eager product is host-bound)

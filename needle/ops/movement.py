@@ -134,7 +134,12 @@ class AsType(TensorOp):
 
 
 def to_device(a, device):
-    return a if device == a.device else ToDevice(device)(a)
+    if device == a.device:
+        return a
+    out = ToDevice(device)(a)
+    if a.is_mask:
+        out.is_mask = True
+    return out
 
 
 def astype(a, dtype):
@@ -274,7 +279,7 @@ class GetItem(TensorOp):
         self.index = index
 
     def compute(self, a):
-        return a[self.index].compact()
+        return a[self.index]  # a view, as NumPy's and PyTorch's: writes to it reach ``a``
 
     def gradient(self, out_grad, node):
         return ScatterItem(self.index, node.inputs[0].shape)(out_grad)

@@ -46,6 +46,12 @@ class Optimizer:
             raise TypeError("params must be an iterable of Tensors (e.g. model.parameters()), "
                             "not a single Tensor: wrap it in a list")
         self.params = list(params)
+        seen = set()
+        for i, p in enumerate(self.params):
+            if id(p) in seen:  # it would be updated twice per step
+                raise ValueError(f"params holds the same tensor twice (again at position {i}, "
+                                 f"shape {p.shape}); pass each parameter once")
+            seen.add(id(p))
         self.state = {}
 
     def step(self):
