@@ -102,10 +102,11 @@ class Value:
         # differentiate through the result
         device, dtype, data = None, None, []
         for x in inputs:
-            if not isinstance(x, Value):
+            try:
+                d = x.cached_data  # inputs were computed when they were made
+            except AttributeError:
                 raise TypeError(f"{type(op).__name__}: expected needle Tensors, got "
-                                f"{type(x).__name__}; wrap it with needle.Tensor(...)")
-            d = x.cached_data  # inputs were computed when they were made
+                                f"{type(x).__name__}; wrap it with needle.Tensor(...)") from None
             data.append(d)
             if isinstance(x, Tensor):
                 if device is None:
@@ -119,7 +120,11 @@ class Value:
                                      f"({dtype} and {d._dtype}); convert one with .astype()")
         value = cls.__new__(cls)
         out = value.cached_data = op.compute(*data)
-        if cls is Tensor and data and out._handle is getattr(data[0], "_handle", None):
+        try:  # (zero cost when nothing raises: TensorTuple ops have tuples here)
+            shared = cls is Tensor and out._handle is data[0]._handle
+        except (AttributeError, IndexError):
+            shared = False
+        if shared:
             # a view of the first input (reshape, permute, slice...): one buffer, one counter
             first = inputs[0]
             value._counter, value._own_version = first._counter, first._counter[0]

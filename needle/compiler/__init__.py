@@ -1,0 +1,27 @@
+"""Needle's graph compiler (being built: ``needle.compile`` itself is not here yet): the IR
+(:mod:`.ir`), its op table and shape rules (:mod:`.ops`), its text form (:mod:`.printer`,
+:mod:`.parser`), the verifier (:mod:`.verifier`), a NumPy interpreter that is the IR's
+executable specification (:mod:`.reference`), an executor that runs a graph on any Needle
+device through the NDArray API (:mod:`.executor`), and StableHLO export checked by
+jaxlib (:mod:`.stablehlo`).
+
+Example:
+    >>> from needle.compiler import Graph, TensorType, add_node, as_text, parse, verify
+    >>> g = Graph()
+    >>> x = g.add_input(TensorType((2, 3), "float32"))
+    >>> y = add_node(g, "tanh", [x]).output
+    >>> g.outputs = [y]
+    >>> as_text(parse(as_text(verify(g)))) == as_text(g)
+    True
+"""
+from .executor import Executor, run
+from .ir import DTYPES, Graph, Node, TensorType, Value
+from .ops import ELEMENTWISE, OPS, OpDef, VerifyError, add_node, infer_types, with_defaults
+from .parser import ParseError, parse
+from .printer import as_text, print_graph
+from .reference import evaluate
+from .verifier import verify
+
+__all__ = ["DTYPES", "ELEMENTWISE", "Executor", "Graph", "Node", "OPS", "OpDef", "ParseError",
+           "TensorType", "Value", "VerifyError", "add_node", "as_text", "evaluate", "infer_types",
+           "parse", "print_graph", "run", "verify", "with_defaults"]

@@ -1,0 +1,632 @@
+"""Run a graph on a Needle device through the NDArray API, with a static memory plan.
+
+:class:`Executor` turns a :class:`~needle.compiler.ir.Graph` into a list of steps, one per
+node, each a function of :data:`OPS` applied to NDArrays; it works on every device (cpu,
+cuda, cudnn, webgpu) because it only uses what the backend contract offers. The reference
+semantics are :mod:`needle.compiler.reference`; this module is tested against it.
+
+Dtypes: Needle devices hold float32 and float64 only. A ``float32`` / ``float64`` value is
+stored as itself; ``int32``, ``int64`` and ``bool`` values are stored as floats of the
+graph's float dtype (float64 if the graph has a float64 value, else float32), booleans as
+1.0 / 0.0 (what the backend's comparisons produce). Integers are exact up to 2**24 in
+float32 (2**53 in float64); integer ``divide`` truncates the float quotient, so it is exact
+where the quotient is not within one float32 rounding of an integer.
+
+Memory plan: the last use of every value is known before the first call; a step drops its
+references to values whose last use it was, so their buffers go back to the device's pool
+right away. ``info["planned_peak_bytes"]`` is the largest total of the bytes of the values
+alive at once (inputs until their last use, cached constants always, outputs to the end),
+each value counted at its own size in its stored dtype (views of another value count as
+if they were copies).
+
+Example:
+    >>> import needle
+    >>> from needle.compiler.ir import Graph, TensorType
+    >>> g = Graph()
+    >>> x = g.add_input(TensorType((2,), "int32"))
+    >>> g.outputs = [g.add("multiply", [x, x], [x.type]).output]
+    >>> ex = Executor(g, needle.cpu())
+    >>> ex.numpy(ex(np.array([3, -4])))       # NumPy (or NDArrays) in, NDArrays out
+    [array([ 9, 16], dtype=int32)]
+    >>> ex.info["planned_peak_bytes"]         # x and x * x, stored as 2 float32 each
+    16
+"""
+import math
+
+import numpy as np
+
+from ..backend_ndarray import NDArray, concatenate, full
+from ..backend_ndarray.device import device as lookup_device
+from ..errors import ShapeError
+from . import reference
+from .reference import NP_DTYPES
+
+FLOAT_DTYPES = ("float32", "float64")
+
+
+class Executor:
+    """A graph bound to a device: ``executor(*arrays)`` runs it and returns its outputs.
+
+    Args:
+        graph: a :class:`~needle.compiler.ir.Graph`.
+        device: a Needle device (or its name).
+        index_dtype: the float dtype that stores int and bool values (default: float64 if
+            the graph holds a float64 value, else float32).
+
+    Attributes:
+        info: the static plan: ``planned_peak_bytes``, ``constant_bytes``,
+            ``max_live_values`` (the most values alive at once) and ``last_use``
+            (``{value: step}``; graph outputs map to ``len(graph.nodes)``); after a call,
+            ``max_live_values_run``, the most values the call actually held.
+    """
+
+    def __init__(self, graph, device, index_dtype=None):
+        self.graph, self.device = graph, lookup_device(device)
+        self.index_dtype = index_dtype or ("float64" if _has_float64(graph) else "float32")
+        self._constants = {}  # constant / iota outputs: uploaded once, at build time
+        self._host = {}  # their host values (static gather and scatter indices)
+        self._static = {}  # node -> host positions a gather or scatter computed once
+        self._sub = {}  # composite node -> Executor of its decomposition
+        for node in graph.nodes:
+            if node.op not in OPS:
+                raise NotImplementedError(f"the executor has no op {node.op!r}")
+            if node.op in ("constant", "iota"):
+                value = reference.run_node(node, [])[0]
+                self._host[node.output] = value
+                self._constants[node.output] = self.upload(value, node.output)
+            elif node.op == "composite":
+                if node.decomposition is None:
+                    raise NotImplementedError(f"composite {node.attrs.get('name')!r} has no "
+                                              f"decomposition to run")
+                self._sub[node] = Executor(node.decomposition, self.device, self.index_dtype)
+        self._plan()
+
+    # -- dtypes and transfers ---------------------------------------------------------------
+    def storage(self, value):
+        """The device dtype that holds ``value``."""
+        return value.dtype if value.dtype in FLOAT_DTYPES else self.index_dtype
+
+    def nbytes(self, value):
+        return math.prod(value.shape) * np.dtype(self.storage(value)).itemsize
+
+    def upload(self, array, value):
+        """A host array holding ``value``'s elements as an NDArray in its storage dtype."""
+        data = np.asarray(np.asarray(array, dtype=NP_DTYPES[value.dtype]),
+                          dtype=self.storage(value), order="C")  # (ascontiguousarray: 0-d -> 1-d)
+        return NDArray(data, device=self.device, dtype=self.storage(value))
+
+    def _bring(self, array, value, i):
+        if isinstance(array, NDArray):
+            if array.device != self.device:
+                array = array.to(self.device)
+            if array.dtype != self.storage(value):
+                array = array.astype(self.storage(value))
+        else:
+            array = self.upload(array, value)
+        if array.shape != value.shape:
+            raise ShapeError(f"input {i} of {self.graph.name}: expected shape {value.shape}, "
+                             f"got {array.shape}")
+        return array
+
+    def numpy(self, arrays, values=None):
+        """NDArrays this executor produced, as NumPy arrays in their values' IR dtypes
+        (integers rounded from their float storage, booleans from 1.0 / 0.0)."""
+        values = self.graph.outputs if values is None else values
+        return [to_host(a, v) for a, v in zip(arrays, values)]
+
+    def host(self, value, array):
+        """``value``'s elements on the host in its IR dtype: the build-time copy of a
+        constant, else a device-to-host read of ``array``."""
+        if value in self._host:
+            return self._host[value]
+        return to_host(array, value)
+
+    def constant(self, value):
+        """``value``'s elements as a host array if a constant or iota node makes it."""
+        return self._host.get(value)
+
+    # -- the plan ---------------------------------------------------------------------------
+    def _plan(self):
+        graph, end = self.graph, len(self.graph.nodes)
+        last = {v: -1 for v in graph.inputs}  # unused inputs are dropped before step 0
+        for i, node in enumerate(graph.nodes):
+            for v in node.outputs:
+                last[v] = i  # an output no one reads is dropped right after its step
+            for v in node.inputs:
+                last[v] = i
+        for v in graph.outputs:
+            last[v] = end
+        self._drop_first = [v for v in graph.inputs if last[v] == -1]
+        self._steps = [(OPS[node.op], node, []) for node in graph.nodes]
+        for v, i in last.items():
+            if 0 <= i < end and v not in self._constants:
+                self._steps[i][2].append(v)
+        # simulate the plan: the bytes and the number of values alive during each step
+        constant_bytes = sum(self.nbytes(v) for v in self._constants) + sum(
+            sub.info["constant_bytes"] for sub in self._sub.values())
+        live = {v for v in graph.inputs if last[v] >= 0}
+        peak_bytes = constant_bytes + sum(self.nbytes(v) for v in live)
+        peak_values = len(live)
+        for node, (_, _, free) in zip(graph.nodes, self._steps):
+            live.update(v for v in node.outputs if v not in self._constants)
+            inner = 0
+            if node in self._sub:  # a decomposition's own temporaries, beyond its in/outputs
+                sub = self._sub[node]
+                inner = max(0, sub.info["planned_peak_bytes"] - sub.info["constant_bytes"] - sum(
+                    sub.nbytes(v) for v in set(sub.graph.inputs) | set(sub.graph.outputs)))
+            peak_bytes = max(peak_bytes, constant_bytes + inner + sum(self.nbytes(v) for v in live))
+            peak_values = max(peak_values, len(live) + len(self._constants))
+            live.difference_update(free)
+        self.info = {"planned_peak_bytes": peak_bytes, "constant_bytes": constant_bytes,
+                     "max_live_values": peak_values, "last_use": last, "nodes": end}
+
+    # -- running ----------------------------------------------------------------------------
+    def __call__(self, *arrays):
+        """Run the graph on ``arrays`` (NDArrays, or anything NumPy takes, one per input).
+
+        Returns the list of output NDArrays on this executor's device, in their storage
+        dtypes (see :meth:`numpy`). An output aliased to an input (``graph.aliases``) is
+        written into that input's NDArray, which is returned in its place (an input given
+        as a NumPy array has nothing to update: its output comes back as a new NDArray).
+        """
+        graph = self.graph
+        if len(arrays) != len(graph.inputs):
+            raise ValueError(f"{graph.name} takes {len(graph.inputs)} inputs, got {len(arrays)}")
+        given = [self._bring(a, v, i) for i, (a, v) in enumerate(zip(arrays, graph.inputs))]
+        for o, i in graph.aliases.items():
+            if isinstance(arrays[i], NDArray) and arrays[i] is not given[i]:
+                raise ValueError(f"output {o} of {graph.name} updates input {i} in place: pass "
+                                 f"an NDArray on {self.device} of dtype "
+                                 f"{self.storage(graph.inputs[i])}, not {arrays[i].dtype} on "
+                                 f"{arrays[i].device}")
+        env = dict(self._constants)
+        env.update(zip(graph.inputs, given))
+        for v in self._drop_first:
+            env.pop(v, None)
+        most = len(env)
+        for fn, node, free in self._steps:
+            out = fn(self, node, *[env[v] for v in node.inputs])
+            outs = out if isinstance(out, list) else [out]
+            for v, o in zip(node.outputs, outs):
+                if o.shape != v.shape or o.dtype != self.storage(v):
+                    raise RuntimeError(f"executor {node.op}: made {o.dtype}{list(o.shape)} "
+                                       f"for {v.type}")
+                env[v] = o
+            most = max(most, len(env))
+            for v in free:
+                del env[v]
+        self.info["max_live_values_run"] = most
+        return self._finish([env[v] for v in graph.outputs], given, arrays)
+
+    def _finish(self, outputs, given, arrays):
+        """Aliased outputs written into their inputs; outputs that share a buffer with an
+        input or a cached constant copied, so the caller owns every buffer it gets."""
+        graph = self.graph
+        # copies first, writes second: an output may read an input another one overwrites
+        kept = {id(a._handle) for a in given} | {id(a._handle) for a in self._constants.values()}
+        for o, a in enumerate(outputs):
+            unchanged = o in graph.aliases and a is given[graph.aliases[o]]
+            if id(a._handle) in kept and not unchanged:
+                outputs[o] = NDArray(a)
+        for o, i in graph.aliases.items():
+            if outputs[o] is not given[i]:
+                given[i][...] = outputs[o]
+                outputs[o] = given[i]
+        return outputs
+
+
+def run(graph, *arrays, device):
+    """Run ``graph`` once on ``device``: ``Executor(graph, device)(*arrays)``."""
+    return Executor(graph, device)(*arrays)
+
+
+def to_host(array, value):
+    """The NDArray that holds ``value``, as a NumPy array of the value's IR dtype."""
+    a = array.numpy()
+    if value.dtype == "bool":
+        return a != 0
+    if value.dtype in ("int32", "int64"):
+        return np.rint(a).astype(NP_DTYPES[value.dtype])
+    return a
+
+
+def _has_float64(graph):
+    values = list(graph.inputs)
+    for node in graph.nodes:
+        values += node.outputs
+        if node.decomposition is not None and _has_float64(node.decomposition):
+            return True
+    return any(v.dtype == "float64" for v in values)
+
+
+# -- helpers: what the contract lacks, composed from what it has ------------------------------
+def _like(x, shape=None, value=0.0):
+    return full(x.shape if shape is None else shape, value, dtype=x.dtype, device=x.device)
+
+
+def _select(pred, on_true, on_false):
+    """``pred ? on_true : on_false`` with pred 1.0 / 0.0, exact for every finite and
+    infinite value: ``max(min(t, +inf | -inf), min(f, -inf | +inf))``. (A NaN in the branch
+    not taken still makes the result NaN: no backend op can drop a NaN.)"""
+    inf = (pred * 2.0 - 1.0) * math.inf  # +inf where pred, -inf elsewhere
+    return on_true.minimum(inf).maximum(on_false.minimum(-inf))
+
+
+def _sign(x):
+    # (x > 0) - (x < 0), plus min(|x|, 0): 0 for every number, NaN for NaN
+    return ((x > 0.0) - (x < 0.0)) + x.abs().minimum(0.0)
+
+
+def _round_magnitude(a):
+    """Round ``a >= 0`` to an integer (ties to even): adding 2**p (p = mantissa bits)
+    leaves no fraction bits; values from 2**p on are integers already."""
+    big = 2.0 ** (23 if a.dtype == "float32" else 52)
+    return _select(a < big, (a + big) - big, a)
+
+
+def _trunc(x):
+    """Round toward zero (StableHLO's float-to-int convert, integer divide)."""
+    a = x.abs()
+    r = _round_magnitude(a)
+    t = r - (r > a)  # floor(|x|); NaN and infinities come through unchanged
+    return t * ((x > 0.0) - (x < 0.0))
+
+
+def _floor(x):
+    t = _trunc(x)
+    return t - (x < t)
+
+
+def _pad(x, value, low, high, interior):
+    """StableHLO pad of an NDArray: ``value`` a float or a rank-0 NDArray."""
+    if not any(low) and not any(high) and not any(interior):
+        return x
+    dilated = [d + (d - 1) * i if d else 0 for d, i in zip(x.shape, interior)]
+    grown = tuple(max(lo, 0) + d + max(hi, 0) for d, lo, hi in zip(dilated, low, high))
+    if isinstance(value, NDArray):
+        out = NDArray(value.reshape((1,) * len(grown)).broadcast_to(grown))  # a new buffer
+    else:
+        out = _like(x, grown, value)
+    if x.size:
+        out[tuple(slice(max(lo, 0), max(lo, 0) + d, i + 1)
+                  for d, lo, i in zip(dilated, low, interior))] = x
+    if min(low + high, default=0) < 0:
+        out = out[tuple(slice(-min(lo, 0), g + min(hi, 0)) for g, lo, hi in zip(grown, low, high))]
+    return out
+
+
+def _pad_value(ex, value, array):
+    """A pad or init value as a float when a constant node makes it (a fill is cheaper
+    than a broadcast copy), else the rank-0 NDArray."""
+    host = ex.constant(value)
+    return float(host) if host is not None else array
+
+
+def _take(x, positions):
+    """``x.flat[positions]`` shaped as ``positions`` (a host int64 array): one backend take."""
+    out = NDArray.make(positions.shape, device=x.device, dtype=x.dtype)
+    if out.size:
+        x.device.backend.take(x.compact()._handle, np.ascontiguousarray(positions).reshape(-1),
+                              out._handle)
+    return out
+
+
+# -- elementwise ---------------------------------------------------------------------------
+def _is_int(value):
+    return value.dtype in ("int32", "int64")
+
+
+def _divide(ex, node, a, b):
+    q = a / b
+    return _trunc(q) if _is_int(node.inputs[0]) else q
+
+
+def _power(ex, node, a, b):
+    p = a ** b
+    return _trunc(p) if _is_int(node.inputs[0]) else p  # a negative exponent: 0 unless |a| = 1
+
+
+def _remainder(ex, node, a, b):
+    # lhs - trunc(lhs / rhs) * rhs (fmod for floats up to the rounding of the quotient)
+    return a - _trunc(a / b) * b
+
+
+def _logical(op):
+    def fn(ex, node, *args):
+        if node.inputs[0].dtype != "bool":
+            raise NotImplementedError(f"{node.op} of {node.inputs[0].dtype} values (bitwise): "
+                                      f"Needle devices hold integers as floats")
+        return op(*args)
+    return fn
+
+
+_UNARY = {
+    "negate": lambda x: -x, "exponential": NDArray.exp, "log": NDArray.log,
+    "tanh": NDArray.tanh, "logistic": NDArray.sigmoid, "sqrt": NDArray.sqrt,
+    "rsqrt": lambda x: x ** -0.5, "abs": NDArray.abs, "sine": NDArray.sin,
+    "cosine": NDArray.cos, "sign": _sign, "floor": _floor,
+}
+
+_BINARY = {
+    "add": lambda a, b: a + b, "subtract": lambda a, b: a - b,
+    "multiply": lambda a, b: a * b, "maximum": NDArray.maximum, "minimum": NDArray.minimum,
+}
+
+_COMPARE = {"EQ": lambda a, b: a == b, "NE": lambda a, b: a != b, "LT": lambda a, b: a < b,
+            "LE": lambda a, b: a <= b, "GT": lambda a, b: a > b, "GE": lambda a, b: a >= b}
+
+
+def _compare(ex, node, a, b):
+    if node.attrs.get("compare_type") == "TOTALORDER":
+        raise NotImplementedError("compare with compare_type TOTALORDER")
+    return _COMPARE[node.attrs["comparison_direction"]](a, b).astype(ex.storage(node.output))
+
+
+def _full_shape(x, shape, dtype):
+    """A rank-0 operand (select's pred, clamp's bounds) broadcast to ``shape``."""
+    x = x.astype(dtype)
+    return x.reshape((1,) * len(shape)).broadcast_to(shape) if x.shape != tuple(shape) else x
+
+
+def _select_op(ex, node, pred, on_true, on_false):
+    return _select(_full_shape(pred, on_true.shape, on_true.dtype), on_true, on_false)
+
+
+def _clamp(ex, node, lo, x, hi):
+    return x.maximum(_full_shape(lo, x.shape, x.dtype)).minimum(_full_shape(hi, x.shape, x.dtype))
+
+
+def _convert(ex, node, x):
+    src, dst = node.inputs[0], node.output
+    if dst.dtype == "bool":
+        x = x != 0.0
+    elif _is_int(dst) and src.dtype in FLOAT_DTYPES:
+        x = _trunc(x)
+    return x.astype(ex.storage(dst))
+
+
+# -- movement ---------------------------------------------------------------------------------
+def _broadcast_in_dim(ex, node, x):
+    dims, shape = list(node.attrs["broadcast_dimensions"]), node.output.shape
+    expanded = [1] * len(shape)
+    for i, d in enumerate(dims):
+        expanded[d] = x.shape[i]
+    order = sorted(range(len(dims)), key=lambda i: dims[i])  # operand axes by target axis
+    if order != list(range(len(dims))):
+        x = x.permute(order)
+    return x.reshape(tuple(expanded)).broadcast_to(shape)
+
+
+def _slice(ex, node, x):
+    a = node.attrs
+    strides = a.get("strides") or [1] * x.ndim
+    return x[tuple(slice(s, e, st) for s, e, st in zip(a["start_indices"], a["limit_indices"],
+                                                        strides))]
+
+
+def _reverse(ex, node, x):
+    dims = tuple(node.attrs["dimensions"])
+    return x.flip(dims) if dims else x
+
+
+def _pad_op(ex, node, x, value):
+    a, zeros = node.attrs, [0] * x.ndim
+    return _pad(x, _pad_value(ex, node.inputs[1], value),
+                list(a.get("edge_padding_low", zeros)), list(a.get("edge_padding_high", zeros)),
+                list(a.get("interior_padding", zeros)))
+
+
+# -- reductions and contractions ----------------------------------------------------------------
+_IDENTITY = {"add": 0.0, "max": -math.inf, "min": math.inf, "multiply": 1.0}
+_ALIASES = {"maximum": "max", "minimum": "min"}
+_BOOLEAN = {"and": ("min", 1.0), "or": ("max", 0.0)}  # on 1.0 / 0.0: (computation, identity)
+_COMBINE = {"add": lambda a, b: a + b, "max": NDArray.maximum, "min": NDArray.minimum,
+            "multiply": lambda a, b: a * b}
+
+
+def _product(x, axes):
+    """The product over ``axes`` (the contract has no product reduction): the reduced
+    axes moved last and halved by elementwise multiplies, log2(size) steps."""
+    kept = [d for d in range(x.ndim) if d not in axes]
+    size = math.prod(x.shape[d] for d in axes)
+    rows = x.permute(kept + list(axes)).reshape((math.prod(x.shape[d] for d in kept), size))
+    if size == 0:
+        return _like(x, (rows.shape[0],), 1.0)
+    while rows.shape[1] > 1:
+        half = rows.shape[1] // 2
+        paired = rows[:, :half] * rows[:, half:2 * half]
+        rows = concatenate([paired, rows[:, 2 * half:]], axis=1) if rows.shape[1] % 2 else paired
+    return rows.reshape((rows.shape[0],))
+
+
+def _reduce(ex, node, x, init):
+    computation = node.attrs.get("computation", "add")
+    computation = _ALIASES.get(computation, computation)
+    if computation in _BOOLEAN and node.inputs[0].dtype != "bool":
+        raise NotImplementedError(f"reduce with computation {computation!r} of "
+                                  f"{node.inputs[0].dtype} values (bitwise) on the executor")
+    computation, identity = _BOOLEAN.get(computation, (computation, _IDENTITY.get(computation)))
+    if computation not in _COMBINE:
+        raise NotImplementedError(f"reduce with computation {computation!r} on the executor")
+    dims, shape = tuple(node.attrs["dimensions"]), node.output.shape
+    size = math.prod(x.shape[d] for d in dims)
+    if not dims:
+        out = x
+    elif size == 0:
+        out = _like(x, shape, identity)
+    elif computation == "add":
+        out = x.sum(dims)
+    elif computation == "max":
+        out = x.max(dims)
+    elif computation == "min":
+        out = -((-x).max(dims))
+    else:
+        out = _product(x, dims)
+    out = out.reshape(shape)
+    init_host = ex.constant(node.inputs[1])
+    if init_host is not None and float(init_host) == identity:
+        return out  # the common case: nothing to combine
+    return _COMBINE[computation](out, _full_shape(init, shape, out.dtype))
+
+
+def _dot_general(ex, node, lhs, rhs):
+    """Permute to (batch, m, k) @ (batch, k, n): the result is (batch, lhs free, rhs free)."""
+    lb, lf, lc, rb, rc, rf = reference.dot_dimensions(node, lhs.ndim, rhs.ndim)
+    size = lambda x, axes: math.prod(x.shape[d] for d in axes)  # noqa: E731
+    b, m, k, n = size(lhs, lb), size(lhs, lf), size(lhs, lc), size(rhs, rf)
+    left = lhs.permute(lb + lf + lc).reshape((b, m, k) if b != 1 else (m, k))
+    right = rhs.permute(rb + rc + rf).reshape((b, k, n) if b != 1 else (k, n))
+    return (left @ right).reshape(node.output.shape)
+
+
+def _conv_ungrouped(x, w, a):
+    """One convolution with NDArray.conv2d: canonical NHWC input and HWIO weights, the
+    dilations and padding applied by pad, a rectangular kernel zero-padded to a square
+    (and the input as much at the high end, so the windows stay where they were),
+    unequal strides as their gcd plus a strided slice. One spatial axis is made two."""
+    dn = a["dn"]
+    spatial, kspatial = list(dn["input_spatial_dimensions"]), list(dn["kernel_spatial_dimensions"])
+    x = x.permute([dn["input_batch_dimension"]] + spatial + [dn["input_feature_dimension"]])
+    w = w.permute(kspatial + [dn["kernel_input_feature_dimension"],
+                              dn["kernel_output_feature_dimension"]])
+    strides, rd, ld, padding = (list(a["window_strides"]), list(a["rhs_dilation"]),
+                                list(a["lhs_dilation"]), list(a["padding"]))
+    if len(spatial) == 1:  # (N, W, C) -> (N, 1, W, C); any stride fits the unit axis
+        x = x.reshape((x.shape[0], 1) + x.shape[1:])
+        w = w.reshape((1,) + w.shape)
+        strides, rd, ld, padding = [strides[0]] + strides, [1] + rd, [1] + ld, [(0, 0)] + padding
+    elif len(spatial) != 2:
+        raise NotImplementedError(f"convolution with {len(spatial)} spatial dimensions on the "
+                                  f"executor (NDArray.conv2d has 2)")
+    if any(d > 1 for d in rd):  # a dilated kernel: zeros between its taps
+        w = _pad(w, 0.0, [0] * 4, [0] * 4, [d - 1 for d in rd] + [0, 0])
+    kh, kw = w.shape[:2]
+    k = max(kh, kw)
+    low = [0] + [lo for lo, _ in padding] + [0]
+    high = [0, padding[0][1] + k - kh, padding[1][1] + k - kw, 0]
+    x = _pad(x, 0.0, low, high, [0] + [d - 1 for d in ld] + [0])
+    if k != kh or k != kw:
+        w = _pad(w, 0.0, [0] * 4, [k - kh, k - kw, 0, 0], [0] * 4)
+    n, h, wd, _ = x.shape
+    ho, wo = reference.conv_output_sizes((h - (k - kh), wd - (k - kw)), (kh, kw), (1, 1), strides)
+    if not (n and ho and wo and w.shape[-1]):
+        out = _like(x, (n, ho, wo, w.shape[-1]))
+    else:
+        step = math.gcd(*strides)
+        out = x.conv2d(w, stride=step)
+        if strides != [step, step]:
+            out = out[:, ::strides[0] // step, ::strides[1] // step, :]
+        out = out[:, :ho, :wo, :]
+    if len(spatial) == 1:
+        out = out.reshape((out.shape[0],) + out.shape[2:])
+    perm = [0] * out.ndim  # canonical (N, *spatial, F) -> the output layout
+    perm[dn["output_batch_dimension"]] = 0
+    for i, d in enumerate(dn["output_spatial_dimensions"]):
+        perm[d] = 1 + i
+    perm[dn["output_feature_dimension"]] = out.ndim - 1
+    return out.permute(perm)
+
+
+def _split(x, parts, axis):
+    size = x.shape[axis] // parts
+    return [x[(slice(None),) * axis + (slice(i * size, (i + 1) * size),)] for i in range(parts)]
+
+
+def _convolution(ex, node, lhs, rhs):
+    if any(node.attrs.get("window_reversal") or ()):
+        raise NotImplementedError("convolution with window_reversal")
+    join = lambda xs, axis: concatenate(xs, axis=axis) if len(xs) > 1 else xs[0]  # noqa: E731
+    return reference.grouped_convolution(_conv_ungrouped, _split, join, lhs, rhs,
+                                         reference.conv_attributes(node, lhs.ndim))
+
+
+# -- gather and scatter: positions worked out on the host, one backend take / scatter_add ------
+def _positions(ex, node, indices_value, indices, compute):
+    """Host positions of a gather or scatter: computed once when the indices are a
+    constant, else from a device-to-host read of the indices on every call (the contract's
+    take and scatter_add take host index arrays)."""
+    if node in ex._static:
+        return ex._static[node]
+    positions = compute(ex.host(indices_value, indices))
+    if ex.constant(indices_value) is not None:
+        ex._static[node] = positions
+    return positions
+
+
+def _gather(ex, node, operand, indices):
+    positions = _positions(ex, node, node.inputs[1], indices,
+                           lambda idx: reference.gather_positions(operand.shape, idx, node.attrs))
+    return _take(operand, positions)
+
+
+def _scatter(ex, node, operand, indices, updates):
+    computation = node.attrs.get("computation", "add")
+    if computation not in ("add", "replace"):
+        raise NotImplementedError(f"scatter with computation {computation!r} on the executor "
+                                  f"(add and replace are supported)")
+
+    def plan(idx):
+        targets = reference.scatter_positions(operand.shape, idx, updates.shape,
+                                              node.attrs).reshape(-1)
+        sources = np.flatnonzero(targets >= 0)
+        if computation == "replace":  # repeated targets: the last update wins, as in reference
+            last = targets.size - 1 - np.unique(targets[::-1], return_index=True)[1]
+            sources = np.sort(last[targets[last] >= 0])
+        return sources, targets[sources]
+
+    sources, targets = _positions(ex, node, node.inputs[1], indices, plan)
+    if computation == "replace":  # the targets zeroed: read from a zero past the end
+        keep = np.arange(operand.size)
+        keep[targets] = operand.size
+        padded = concatenate([operand.compact().reshape((operand.size,)), _like(operand, (1,))])
+        out = _take(padded, keep).reshape(operand.shape)
+    else:
+        out = NDArray(operand)  # a new buffer to add into
+    if targets.size:
+        values = updates if sources.size == updates.size else _take(updates, sources)
+        out.device.backend.scatter_add(values.compact()._handle, targets, out._handle)
+    return out
+
+
+def _composite(ex, node, *args):
+    return ex._sub[node](*args)
+
+
+def _constant(ex, node):
+    return ex._constants[node.output]
+
+
+def _elementwise(fn):
+    return lambda ex, node, *args: fn(*args)
+
+
+#: op -> function(executor, node, *input NDArrays) -> output NDArray (or a list of them)
+OPS = {
+    **{op: _elementwise(f) for op, f in _UNARY.items()},
+    **{op: _elementwise(f) for op, f in _BINARY.items()},
+    "divide": _divide,
+    "power": _power,
+    "remainder": _remainder,
+    "and": _logical(lambda a, b: a * b),
+    "or": _logical(NDArray.maximum),
+    "not": _logical(lambda a: 1.0 - a),
+    "compare": _compare,
+    "select": _select_op,
+    "clamp": _clamp,
+    "convert": _convert,
+    "constant": _constant,
+    "iota": _constant,
+    "broadcast_in_dim": _broadcast_in_dim,
+    "reshape": lambda ex, node, x: x.reshape(node.output.shape),
+    "transpose": lambda ex, node, x: x.permute(node.attrs["permutation"]),
+    "slice": _slice,
+    "reverse": _reverse,
+    "pad": _pad_op,
+    "concatenate": lambda ex, node, *xs: concatenate(list(xs), axis=node.attrs["dimension"]),
+    "reduce": _reduce,
+    "dot_general": _dot_general,
+    "convolution": _convolution,
+    "gather": _gather,
+    "scatter": _scatter,
+    "composite": _composite,
+}
