@@ -708,6 +708,7 @@ def test_launches_match_kernel_parameters(monkeypatch, driver, ptx_params):
         for op in BINARY_OPS:
             be.binary(op, a, b, out)
             be.scalar(op, a, 2.0, out)
+        be.select(buf(4096), a, b, out)
         for shape, strides, offset in [((64, 64), (1, 64), 0), ((63, 2), (-64, 2), 4000),
                                        ((2,) * 10, tuple(2 ** i for i in range(10)), 0)]:
             be.compact(a, out, shape, strides, offset)

@@ -549,3 +549,15 @@ def test_pytorch_spellings(device, rng):
     assert_close(x.sum(0, keepdim=True), t.sum(0, keepdim=True).numpy())
     assert_close(x.transpose(0, 1), t.transpose(0, 1).numpy())
     assert x.to(f"{device.name}:0").device == device
+
+
+def test_where_runs_on_the_device_and_keeps_nan_out(device, rng):
+    a = rng.standard_normal((3, 4))
+    x = tensor(a, device)
+    y = tensor(np.full((3, 4), np.nan), device)
+    out = needle.ops.where(x > 0, x, y)  # a mask tensor: no host read, a backend select
+    expected = np.where(a > 0, a, np.nan)
+    np.testing.assert_array_equal(np.isnan(out.numpy()), np.isnan(expected))
+    assert_close(out.numpy()[a > 0], a[a > 0])
+    needle.ops.where(x > 0, x, 0.0).sum().backward()
+    assert_close(x.grad, (a > 0).astype(float))

@@ -16,7 +16,7 @@ from .device import (BackendDevice, Device, all_devices, canonical_dtype, cpu, c
                      cudnn, default_device, device, webgpu)
 from .dlpack import from_dlpack
 from .ndarray import (NDArray, broadcast_shapes, compact_strides, concatenate, empty, full, prod,
-                      split, stack)
+                      split, stack, where)
 from .classic import (FlatView, array, broadcast_to, exp, flip, log, maximum, reshape,  # noqa: I001
                       tanh)
 from .classic import sum  # noqa: A004 - classic Needle's nd.sum (shadows the builtin here)

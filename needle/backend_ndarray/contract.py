@@ -18,6 +18,7 @@ movement    ``fill``, ``compact``, ``ewise_setitem``, ``scalar_setitem``
 unary       ``unary(op, a, out)`` for ``op`` in :data:`UNARY_OPS`
 binary      ``binary(op, a, b, out)`` for ``op`` in :data:`BINARY_OPS`
 scalar      ``scalar(op, a, value, out)``: ``out = op(a, value)``, same op names
+ternary     ``select(cond, a, b, out)``: ``out = a if cond != 0 else b``, per element
 reduce      ``reduce(op, a, out, reduce_size)`` for ``op`` in :data:`REDUCE_OPS`
 gather      ``take(a, index, out)``, ``scatter_add(a, index, out)``
 matmul      ``matmul(a, b, out, batch, m, k, n)``
@@ -39,6 +40,8 @@ Conventions:
 * Buffers are backend objects with a ``size`` attribute (number of elements) and a
   ``dtype`` attribute (a ``numpy.dtype``). Strides and offsets are in *elements*.
 * Comparison ops produce 1.0 / 0.0 in the input dtype (as classic Needle does).
+* ``select`` is a true select, not arithmetic: a NaN or infinity in the branch not taken
+  never reaches ``out`` (``cond * a + (1 - cond) * b`` would leak it).
 * ``reduce`` treats ``a`` as a row-major ``(out.size, reduce_size)`` matrix and reduces rows.
 * ``matmul`` computes ``batch`` independent row-major ``(m, k) @ (k, n)`` products.
 * ``conv2d`` takes an already padded NHWC input ``in_shape = (N, H, W, C)``, weights
@@ -133,6 +136,14 @@ class Backend:
 
     def scalar(self, op, a, value, out):
         self._missing(f"scalar:{op}")
+
+    def select(self, cond, a, b, out):
+        """``out[i] = a[i] if cond[i] != 0 else b[i]`` (NumPy: ``np.where(cond != 0, a, b)``).
+
+        All four are compact buffers of one size and dtype; ``cond`` holds masks (1.0 / 0.0,
+        as the comparison ops make them) in that dtype. The branch not taken is never read
+        into the result, so its NaN and infinities do not leak."""
+        self._missing("select")
 
     def reduce(self, op, a, out, reduce_size):
         self._missing(f"reduce:{op}")

@@ -571,6 +571,30 @@ def full(shape, fill_value, dtype="float32", device=None):
     return out
 
 
+def where(cond, a, b):
+    """``a`` where ``cond`` is nonzero, else ``b``, element by element (``np.where``).
+
+    A true select: a NaN or infinity in the element not chosen does not reach the result.
+    ``cond`` holds masks (1.0 / 0.0, as comparisons make them) in the dtype of ``a`` and
+    ``b``; all three share one device, dtype and shape (callers broadcast first). The result
+    takes the layout of ``cond`` when all three share a dense one (see ``_new_like``).
+
+    Example:
+        >>> x = NDArray([1.0, -2.0, 3.0], device=needle.cpu())
+        >>> where(x > 0, x, x * 0.0).numpy()
+        array([1., 0., 3.], dtype=float32)
+    """
+    for other in (a, b):
+        cond._check_compatible(other, "where")
+        if other.shape != cond.shape:
+            raise ShapeError(f"where: shapes {cond.shape}, {a.shape} and {b.shape} differ "
+                             f"(broadcast them first)")
+    out, (c, x, y) = cond._new_like(a, b)
+    if out.size:
+        cond._backend.select(c._handle, x._handle, y._handle, out._handle)
+    return out
+
+
 def stack(arrays, axis=0):
     """Join same-shape arrays along a new axis."""
     if not arrays:

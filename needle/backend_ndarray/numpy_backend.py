@@ -79,6 +79,9 @@ class NumpyBackend(Backend):
         with np.errstate(all="ignore"):
             out[:] = _BINARY[op](a, a.dtype.type(value))
 
+    def select(self, cond, a, b, out):
+        out[:] = np.where(cond != 0, a, b)
+
     def take(self, a, index, out):
         np.take(a, index, out=out)
 

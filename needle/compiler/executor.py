@@ -36,6 +36,7 @@ import math
 import numpy as np
 
 from ..backend_ndarray import NDArray, concatenate, full
+from ..backend_ndarray import where as nd_where
 from ..backend_ndarray.device import device as lookup_device
 from ..errors import ShapeError
 from . import reference
@@ -245,11 +246,9 @@ def _like(x, shape=None, value=0.0):
 
 
 def _select(pred, on_true, on_false):
-    """``pred ? on_true : on_false`` with pred 1.0 / 0.0, exact for every finite and
-    infinite value: ``max(min(t, +inf | -inf), min(f, -inf | +inf))``. (A NaN in the branch
-    not taken still makes the result NaN: no backend op can drop a NaN.)"""
-    inf = (pred * 2.0 - 1.0) * math.inf  # +inf where pred, -inf elsewhere
-    return on_true.minimum(inf).maximum(on_false.minimum(-inf))
+    """``pred ? on_true : on_false`` with pred 1.0 / 0.0: the backend's select (the branch
+    not taken, NaN included, never reaches the result)."""
+    return nd_where(pred, on_true, on_false)
 
 
 def _sign(x):

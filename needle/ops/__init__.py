@@ -9,8 +9,8 @@ from .elementwise import (Abs, AddScalar, Compare, DivScalar, EWiseAdd, EWiseDiv
 from .attention import Attention, scaled_dot_product_attention
 from .fused import (LogSoftmax, batch_norm, batch_norm_train, bias_act, layer_norm,
                     log_softmax, logsoftmax, softmax, softmax_cross_entropy)
-from .indexing import (ScatterAdd, Take, assigned, embedding, get_item, one_hot, set_item_,
-                       where)
+from .indexing import (ScatterAdd, Take, Where, assigned, embedding, get_item, one_hot,
+                       set_item_, where)
 from .linalg import Conv, MatMul, conv, matmul
 from .linear import Linear, gelu, linear
 from .movement import (AsType, BroadcastTo, Concatenate, Dilate, Flip, GetItem, Pad, Permute,

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..autograd import Tensor, TensorOp, find_topo_sort, grad_enabled, no_grad
 from ..backend_ndarray import NDArray, compact_strides, full
+from ..backend_ndarray import where as nd_where
 from .. import init
 from ..errors import DeviceMismatchError, DTypeError
 from .movement import broadcast_to, concatenate, get_item as basic_get_item, reshape
@@ -209,22 +210,38 @@ def _replace_input(root, target, replacement):
             node.inputs = [replacement if x is target else x for x in node.inputs]
 
 
+class Where(TensorOp):
+    """``a`` where ``condition`` is nonzero, else ``b`` (one backend select: the branch not
+    taken never reaches the result, NaN included); inputs ``(condition, a, b)``, of one
+    shape."""
+
+    def compute(self, condition, a, b):
+        return nd_where(condition, a, b)
+
+    def gradient(self, out_grad, node):
+        condition = node.inputs[0]
+        zeros = Tensor.make_const(full(out_grad.shape, 0.0, out_grad.dtype, out_grad.device))
+        return None, Where()(condition, out_grad, zeros), Where()(condition, zeros, out_grad)
+
+
 def where(condition, a, b):
-    """``a`` where ``condition`` is nonzero (or True), else ``b``; all three broadcast.
-    ``a``/``b`` may be numbers. The condition is read on the host (it picks positions);
-    gradients flow to ``a`` and ``b``."""
+    """``a`` where ``condition`` is nonzero (or True), else ``b``; all three broadcast, and
+    ``a``/``b`` may be numbers. The condition is a tensor (a mask from a comparison, say)
+    or host data (a bool array); gradients flow to ``a`` and ``b``."""
     like = a if isinstance(a, Tensor) else b
     if not isinstance(like, Tensor):
         raise TypeError("where: a or b must be a needle.Tensor")
     a, b = _as_value(a, like), _as_value(b, like)
-    cond = condition.numpy() if isinstance(condition, Tensor) else np.asarray(condition)
-    shape = np.broadcast_shapes(cond.shape, a.shape, b.shape)
-    n = int(np.prod(shape))
-    chosen = np.broadcast_to(cond != 0, shape).reshape(-1)
-    source = np.arange(n, dtype=np.int64) + n * chosen
-    flat = concatenate([reshape(broadcast_to(b, shape), (n,)),
-                        reshape(broadcast_to(a, shape), (n,))])
-    return reshape(Take(source)(flat), shape)
+    if not isinstance(condition, Tensor):
+        condition = Tensor(np.asarray(condition), device=like.device, dtype=like.dtype,
+                           requires_grad=False)
+    if condition.device != like.device:
+        raise DeviceMismatchError(f"where: the condition is on {condition.device}, the values "
+                                  f"on {like.device}")
+    if condition.dtype != like.dtype:  # a mask: its dtype carries no meaning
+        condition = Tensor.make_const(condition.realize_cached_data().astype(like.dtype))
+    shape = tuple(np.broadcast_shapes(condition.shape, a.shape, b.shape))
+    return Where()(*(broadcast_to(t, shape) for t in (condition, a, b)))
 
 
 def embedding(weight, ids):

@@ -243,6 +243,10 @@ class CudaBackend(Backend):
     def scalar(self, op, a, value, out):
         self._map(("scalar", op, self._sfx(a.dtype)), out.size, (a.ptr, value, out.ptr, out.size))
 
+    def select(self, cond, a, b, out):
+        self._map(("select", self._sfx(a.dtype)), out.size,
+                  (cond.ptr, a.ptr, b.ptr, out.ptr, out.size))
+
     # -- reductions ----------------------------------------------------------------------
     def reduce(self, op, a, out, reduce_size):
         self._reduce_rows(op, a.ptr, out.ptr, out.size, reduce_size, a.dtype)

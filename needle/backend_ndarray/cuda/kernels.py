@@ -32,7 +32,7 @@ def _elementwise():
     names = [f"needle_unary_{op}_{s}" for op in UNARY_OPS for s in _SFX]
     names += [f"needle_{kind}_{op}_{s}" for kind in ("binary", "scalar") for op in BINARY_OPS
               for s in _SFX]
-    return names + [f"needle_fill_{s}" for s in _SFX]
+    return names + [f"needle_{op}_{s}" for op in ("select", "fill") for s in _SFX]
 
 
 def _movement():

@@ -219,6 +219,11 @@ class WebGPUBackend(Backend):
                           lambda start, count: _pack("IfI", count, value, 0),
                           {"OP": "BINARY_" + op.upper()})
 
+    def select(self, cond, a, b, out):
+        self._elementwise("elementwise.wgsl", "select_ab", {1: a, 2: b, 4: cond}, {3: out},
+                          lambda start, count: _pack("IfI", count, 0.0, 0),
+                          {"OP": "BINARY_NE"})
+
     def reduce(self, op, a, out, reduce_size):
         rows, row_len = out.size, reduce_size
         consts = {"OP": "REDUCE_" + op.upper(), "WG": 256}

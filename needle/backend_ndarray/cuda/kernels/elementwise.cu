@@ -1,4 +1,4 @@
-// Elementwise kernels: unary, binary, scalar ops and fill, over flat compact buffers.
+// Elementwise kernels: unary, binary, scalar ops, select and fill, over flat compact buffers.
 // One grid-stride loop per kind; the op is a functor from common.cuh. Entry points are
 // extern "C" so cached cubins can be loaded by name (kernels.py lists every one).
 #include "common.cuh"
@@ -18,6 +18,12 @@ __device__ void binary_map(const T* a, const T* b, T* out, i64 n) {
 template <class Op, class T>
 __device__ void scalar_map(const T* a, T value, T* out, i64 n) {
   for (i64 i = global_thread(); i < n; i += grid_threads()) out[i] = Op()(a[i], value);
+}
+
+// A true select: the branch not taken is never read into out, so its NaN does not leak.
+template <class T>
+__device__ void select_map(const T* cond, const T* a, const T* b, T* out, i64 n) {
+  for (i64 i = global_thread(); i < n; i += grid_threads()) out[i] = cond[i] != T(0) ? a[i] : b[i];
 }
 
 template <class T>
@@ -67,6 +73,15 @@ NEEDLE_BINARY(lt, Lt)
 NEEDLE_BINARY(le, Le)
 NEEDLE_BINARY(gt, Gt)
 NEEDLE_BINARY(ge, Ge)
+
+extern "C" __global__ void needle_select_f32(const float* cond, const float* a, const float* b,
+                                             float* out, needle::i64 n) {
+  needle::select_map(cond, a, b, out, n);
+}
+extern "C" __global__ void needle_select_f64(const double* cond, const double* a, const double* b,
+                                             double* out, needle::i64 n) {
+  needle::select_map(cond, a, b, out, n);
+}
 
 extern "C" __global__ void needle_fill_f32(float* out, float value, needle::i64 n) {
   needle::fill(out, value, n);
