@@ -12,7 +12,8 @@ after inlining headers, the NVRTC options, the GPU architecture (compute capabil
 NVRTC version and Needle's version. A stale cubin can therefore never be loaded.
 
 Environment switches:
-  NEEDLE_DEBUG=1           log each compile and cache hit to stderr
+  NEEDLE_DEBUG=1           log each compile and cache hit to stderr (a comma list with
+                           other switches works too: NEEDLE_DEBUG=ir,1)
   NEEDLE_DEBUG=2           also dump the numbered source when a compile fails
   NEEDLE_CUDA_NO_COMPILE=1 raise instead of compiling (to prove a run is fully cached)
   NEEDLE_CACHE_DIR=path    cache root (the cubins go to path/cuda)
@@ -35,10 +36,10 @@ _PRAGMA_ONCE = re.compile(r"^\s*#\s*pragma\s+once\s*$")
 
 
 def debug_level():
-    try:
-        return int(os.environ.get("NEEDLE_DEBUG", "0"))
-    except ValueError:
-        return 0
+    """The number in ``NEEDLE_DEBUG``, a comma list that may also name other switches
+    (``NEEDLE_DEBUG=ir,2``: the compiler's ``ir`` and this level 2); 0 without one."""
+    words = os.environ.get("NEEDLE_DEBUG", "").split(",")
+    return max([int(w) for w in (w.strip() for w in words) if w.isdigit()] or [0])
 
 
 def load_source(filename):
