@@ -1,6 +1,7 @@
 """Shared checks: forward against a float64 NumPy reference, gradients against finite
 differences (computed by Needle in float64 on the CPU) on fresh random inputs."""
 import numpy as np
+import pytest
 
 import needle
 
@@ -78,6 +79,19 @@ def upload(backend, x):
     buf = backend.alloc(x.size, x.dtype)
     backend.from_numpy(np.ascontiguousarray(x).reshape(-1), buf)
     return buf
+
+
+def download(backend, buf):
+    """A flat NumPy copy of backend buffer ``buf``."""
+    return backend.to_numpy(buf, (buf.size,), (1,), 0)
+
+
+def held(device, dtype):
+    """``device``'s backend, or skip the test when it cannot hold ``dtype`` (webgpu holds
+    float32 only)."""
+    if dtype not in device.backend.dtypes:
+        pytest.skip(f"{device} holds no {dtype}")
+    return device.backend
 
 
 def course_gradient_check(f, *args, tol=1e-6, backward=False, **kwargs):

@@ -15,7 +15,8 @@ each run (the seed is recorded on the test).
 import numpy as np
 import pytest
 import torch
-from helpers import fresh_rng, upload
+from helpers import download as get
+from helpers import fresh_rng, held, upload
 
 import needle
 import needle.ops as ops
@@ -29,17 +30,6 @@ TOL = {"float32": dict(rtol=1e-5, atol=1e-6), "float64": dict(rtol=1e-12, atol=1
 @pytest.fixture
 def rng(request):
     return fresh_rng(request)
-
-
-def held(device, dtype):
-    """The device's backend, or skip: webgpu holds float32 only."""
-    if dtype not in device.backend.dtypes:
-        pytest.skip(f"{device} holds no {dtype}")
-    return device.backend
-
-
-def get(be, buf):
-    return be.to_numpy(buf, (buf.size,), (1,), 0)
 
 
 def sentinel(n, dtype):

@@ -8,7 +8,8 @@ inputs each run (the seed is recorded on the test).
 """
 import numpy as np
 import pytest
-from helpers import fresh_rng, upload
+from helpers import download as get
+from helpers import fresh_rng, held, upload
 
 import needle
 import needle.backend_ndarray as nd
@@ -21,17 +22,6 @@ DTYPES = ("float32", "float64")
 @pytest.fixture
 def rng(request):
     return fresh_rng(request)
-
-
-def held(device, dtype):
-    """The device's backend, or skip: webgpu holds float32 only."""
-    if dtype not in device.backend.dtypes:
-        pytest.skip(f"{device} holds no {dtype}")
-    return device.backend
-
-
-def get(be, buf):
-    return be.to_numpy(buf, (buf.size,), (1,), 0)
 
 
 def operands(rng, n, dtype):

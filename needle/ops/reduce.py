@@ -78,6 +78,10 @@ class LogSumExp(TensorOp):
 
 def _check_axes(axes, op):
     """``axes`` as given (None, an int or a sequence of ints), or a TypeError naming it."""
+    # (every summation asks, gradients included: plain ints and tuples of them go straight)
+    if axes is None or type(axes) is int or (
+            type(axes) is tuple and all([type(a) is int for a in axes])):
+        return axes
     items = (axes,) if isinstance(axes, numbers.Number) else axes
     if axes is not None and not (isinstance(items, (tuple, list)) and all(
             isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in items)):
