@@ -1,6 +1,6 @@
 """Train a small CNN on the 8x8 handwritten digits that ship with Needle.
 
-    python examples/train_digits.py [--device cpu|cuda|cudnn|webgpu] [--epochs 8]
+    python examples/train_digits.py [--device cpu|cuda|cudnn|webgpu] [--epochs 8] [--compile]
 
 Prints a progress bar per epoch, the mean training loss of each epoch and the final test
 accuracy (about 98% after 8 epochs, well above 90%). The bar is drawn only on a terminal.
@@ -53,6 +53,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compile", action="store_true",
+                        help="run the training step as one compiled graph (needle.compile)")
     args = parser.parse_args(argv)
 
     np.random.seed(args.seed)
@@ -66,14 +68,20 @@ def main(argv=None):
     model = build_model(device)
     loss_fn = nn.SoftmaxLoss()
     opt = needle.optim.Adam(model.parameters(), lr=args.lr)
+
+    def train_step(x, y):
+        opt.reset_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    step = needle.compile(train_step) if args.compile else train_step
     for epoch in range(args.epochs):
         model.train()
         losses, start = [], time.perf_counter()
         for i, (x, y) in enumerate(train):
-            opt.reset_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            opt.step()
+            loss = step(x, y)
             losses.append(loss.numpy().item())
             progress(i, len(train), np.mean(losses), start)
         print(f"\repoch {epoch + 1}/{args.epochs}: train loss {np.mean(losses):.4f} "

@@ -10,10 +10,12 @@ from . import backend_ndarray, data, init, nn, ops, optim
 from .autograd import Tensor, TensorTuple, no_grad
 from .backend_ndarray import (NDArray, all_devices, cpu, cuda, cudnn, default_device, device,
                               webgpu)
-from .errors import DeviceMismatchError, DeviceUnavailableError, DTypeError, NeedleError, ShapeError
+from .errors import (CompileError, DeviceMismatchError, DeviceUnavailableError, DTypeError,
+                     NeedleError, ShapeError)
 from .ops import *  # noqa: F401,F403 - classic Needle exposes ops at the top level
 from .dlpack import from_dlpack
 from .serialization import load, save
+from .compiler.api import compile  # noqa: A001 - needle.compile, as torch.compile
 
 float32, float64 = "float32", "float64"
 __version__ = "0.1.0"

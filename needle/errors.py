@@ -19,3 +19,9 @@ class DTypeError(NeedleError, TypeError):
 
 class DeviceUnavailableError(NeedleError, RuntimeError):
     """A device was asked to hold data but cannot run here (no GPU, driver or package)."""
+
+
+class CompileError(NeedleError, RuntimeError):
+    """``needle.compile`` cannot trace a function faithfully: a host read of a traced value,
+    a random draw, state replaced instead of updated in place, a graph that keeps changing.
+    The message names the op and the source line."""

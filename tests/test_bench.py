@@ -1,6 +1,9 @@
-"""needle-bench: the quick run end to end (Needle cpu vs PyTorch CPU), the validation that
-keeps wrong results out of the timings, and the statistics. No timing is asserted."""
+"""needle-bench: the quick run end to end (Needle cpu vs PyTorch CPU, and compiled Needle),
+the validation that keeps wrong results out of the timings, and the statistics. No timing is
+asserted."""
+import contextlib
 import csv
+import io
 import json
 import math
 
@@ -68,6 +71,60 @@ def test_quick_csv_has_metadata_and_rows(quick_run):
     rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
     assert len(rows) == len(json.loads((out / "results.json").read_text())["rows"])
     assert all(r["status"] == "ok" and float(r["median_ms"]) > 0 for r in rows)
+
+
+@pytest.fixture(scope="module")
+def compiled_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-compiled")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = cli.main(["--quick", "--suite", "mlp,resnet9", "--out", str(out), "--backends",
+                         "needle-cpu,needle-cpu-compiled", "--no-progress"])
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    return code, rows, printed.getvalue(), out
+
+
+def test_compiled_rows_are_valid_and_report_compile_time_apart(compiled_run):
+    code, rows, printed, out = compiled_run
+    assert code == 0
+    compiled = [r for r in rows if r["backend"] == "needle-cpu-compiled"]
+    assert {r["suite"] for r in compiled} == {"mlp", "resnet9"}
+    for r in compiled:
+        assert r["status"] == "ok" and r["valid"] and r["rel_err"] <= r["tol"], r
+        assert r["compile_s"] > 0 and r["opt_level"] == 2 and r["launches_per_call"] > 0
+        assert r["traces"] == (3 if r["suite"] == "mlp" else 2)  # SGD makes its state lazily
+        assert r["iters"] == 3
+    assert all("compile_s" not in r for r in rows if r["backend"] == "needle-cpu")
+    for suite in ("mlp", "resnet9"):
+        table = printed.split(f"== {suite} ==")[1]
+        assert "compile s" in table.splitlines()[1]
+    header = next(line for line in (out / "results.csv").read_text().splitlines()
+                  if not line.startswith("#"))
+    assert "compile_s" in header.split(",")
+
+
+def test_compiled_mlp_validates_and_times_replays():
+    # the validated step runs after the weights are restored in place: it and every timed
+    # step must replay the graph, not trace again
+    (backend,) = select(all_backends(), ["needle-cpu-compiled"])
+    case = suites.cases("mlp", quick=True)[0]
+    data = suites.make_data(case)
+    runnable = backend.build(case, data)
+    compiled = runnable.step.func
+    assert validate(suites.checks(case, runnable.output, suites.reference(case, data),
+                                  data)).ok
+    before = compiled.stats()
+    runnable.step()
+    after = compiled.stats()
+    assert before["cache_hits"] == 2 and after["cache_hits"] == 3
+    assert after["traces"] == before["traces"] == 3 and after["recompiles"] == 0
+
+
+def test_compiled_backends_skip_the_other_suites():
+    (backend,) = select(all_backends(), ["needle-cpu-compiled"])
+    case = suites.cases("matmul", quick=True)[0]
+    row = cli.run_row(backend, case, suites.make_data(case), None, timing.Settings())
+    assert row["status"] == "skipped: compiled Needle runs the mlp and resnet9 suites"
 
 
 def test_commit_passed_in_wins_over_the_checkout(monkeypatch):
@@ -260,9 +317,14 @@ def test_resnet9_models_agree_with_each_other():
 def test_backend_selection():
     backends = all_backends()
     names = [b.name for b in backends]
-    assert {"needle-cpu", "torch-cpu", "torch-cpu-1t", "torch-cuda", "torch-compile",
-            "torch-compile-ro", "torch-cudagraph", "jax-jit"} <= set(names)
+    assert {"needle-cpu", "needle-cpu-compiled", "needle-cuda-compiled",
+            "needle-cudnn-compiled", "needle-webgpu-compiled", "torch-cpu", "torch-cpu-1t",
+            "torch-cuda", "torch-compile", "torch-compile-ro", "torch-cudagraph",
+            "jax-jit"} <= set(names)
     assert [b.name for b in select(backends, ["torch-cpu*"])] == ["torch-cpu-1t", "torch-cpu"]
+    assert [b.name for b in select(backends, ["needle-cpu*"])] == ["needle-cpu",
+                                                                    "needle-cpu-compiled"]
+    assert "opt_level=0" in select(all_backends(opt_level=0), ["needle-cpu-compiled"])[0].note
     with pytest.raises(ValueError):
         select(backends, ["nope"])
 
@@ -287,6 +349,9 @@ def test_ratios():
 def test_cli_rejects_unknown_suite_and_backend():
     with pytest.raises(SystemExit):
         cli.parse_args(["--suite", "nope"])
+    assert cli.parse_args([])[0].opt_level == 2
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--opt-level", "7"])
     with pytest.raises(SystemExit):
         cli.main(["--backends", "nope", "--quick"])
 

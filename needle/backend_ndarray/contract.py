@@ -14,6 +14,7 @@ Op table (grouped as tinygrad groups its ops):
 group       methods
 =========== ===================================================================
 memory      ``alloc``, ``from_numpy``, ``to_numpy``, ``synchronize``
+queueing    ``one_submission()``: a context manager batching its block's work
 movement    ``fill``, ``compact``, ``ewise_setitem``, ``scalar_setitem``
 unary       ``unary(op, a, out)`` for ``op`` in :data:`UNARY_OPS`
 binary      ``binary(op, a, b, out)`` for ``op`` in :data:`BINARY_OPS`
@@ -47,12 +48,17 @@ Conventions:
 * ``conv2d`` takes an already padded NHWC input ``in_shape = (N, H, W, C)``, weights
   ``(kernel, kernel, C, out_channels)``, and writes ``(N, Ho, Wo, out_channels)`` with
   ``Ho = (H - kernel) // stride + 1``.
+* ``with backend.one_submission():`` asks that the block's work reach the device in one
+  submission (webgpu: one ``queue.submit``); it is a hint, a no-op where a backend has no
+  such batching, and it never waits for the work.
 * Floating-point exceptions are not errors: ``log(-1)`` is NaN, as on a GPU.
 * NaN and infinities behave as in NumPy and PyTorch: ``max``, ``maximum``, ``minimum`` and
   ``relu`` of a NaN are NaN, comparisons with a NaN are false but ``ne``; logsumexp of a row
   holding +inf is +inf, of a row of -inf is -inf; softmax and cross_entropy rows whose max
   is not finite are NaN.
 """
+import contextlib
+
 import numpy as np
 
 UNARY_OPS = ("neg", "exp", "log", "tanh", "sigmoid", "sqrt", "relu", "abs", "sin", "cos")
@@ -110,6 +116,11 @@ class Backend:
 
     def synchronize(self):
         """Block until all queued work on this device has finished."""
+
+    def one_submission(self):
+        """A context manager asking that the work of its block go to the device in one
+        submission; by default a no-op (a backend that batches submissions overrides it)."""
+        return contextlib.nullcontext()
 
     # -- movement -----------------------------------------------------------------------
     def fill(self, out, value):

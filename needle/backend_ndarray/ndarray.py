@@ -11,6 +11,7 @@ import operator
 
 import numpy as np
 
+from .. import _trace_state
 from ..errors import DeviceMismatchError, DTypeError, ShapeError
 from .device import canonical_dtype, default_device
 from .device import device as lookup_device
@@ -375,7 +376,8 @@ class NDArray:
             self._backend.ewise_setitem(src._handle, self._handle, view.shape, view.strides,
                                         view.offset)
         else:
-            self._backend.scalar_setitem(view.size, float(other), self._handle, view.shape,
+            value = other if isinstance(other, float) else float(other)
+            self._backend.scalar_setitem(view.size, value, self._handle, view.shape,
                                          view.strides, view.offset)
 
     def pad(self, axes):
@@ -424,7 +426,9 @@ class NDArray:
         elif isinstance(other, numbers.Number):
             out, (a,) = self._new_like()
             if out.size:
-                self._backend.scalar(op, a._handle, float(other), out._handle)
+                # a float subclass passes as is: needle.compile traces optimizer numbers so
+                value = other if isinstance(other, float) else float(other)
+                self._backend.scalar(op, a._handle, value, out._handle)
         else:
             return NotImplemented
         return out
@@ -657,6 +661,9 @@ def random_host(sample, shape, dtype="float32"):
     global legacy generator (``np.random.seed``) gives the same stream drawn in chunks as
     in one call, so the values are those of ``sample(size).astype(dtype)``."""
     shape = _as_shape(shape, "random")
+    if _trace_state.ACTIVE is not None:
+        _trace_state.ACTIVE.refuse("a random draw (init.rand / randn / randb, Dropout in "
+                                   "training mode)", "it would be frozen into the graph")
     out = np.empty(prod(shape), dtype=canonical_dtype(dtype))
     for start in range(0, out.size, RANDOM_CHUNK):
         stop = min(start + RANDOM_CHUNK, out.size)

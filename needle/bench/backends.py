@@ -2,7 +2,8 @@
 
 A backend has a name, an availability check (``None`` or why it cannot run here) and a
 ``build(case, data)`` that turns the shared NumPy weights and inputs into a ``Runnable``:
-the output of its first execution (for validation) and a step function (for timing).
+the output of its first execution (for validation), a step function (for timing) and any
+extra fields of its row (the compiled Needle backends' compile time).
 The framework modules (backends_needle, backends_torch, backends_jax) each provide one
 build function per suite; this module only lists them.
 """
@@ -27,6 +28,7 @@ class Runnable:
     sync: Callable[[], None] = _nothing  # wait for queued device work
     timer: str = "host"                 # "host", "cuda-events" or "cupy-events" (timing.py)
     cleanup: Callable[[], None] = _nothing
+    info: dict = field(default_factory=dict)  # extra fields of the row, e.g. compile_s
 
 
 @dataclass
@@ -49,10 +51,12 @@ class Backend:
         return self._reason
 
 
-def all_backends():
-    """Every backend in display order: each Needle device, PyTorch variants, JAX."""
+def all_backends(opt_level=2):
+    """Every backend in display order: each Needle device (eager, then compiled at
+    ``opt_level``), PyTorch variants, JAX."""
     from . import backends_jax, backends_needle, backends_torch
-    return backends_needle.backends() + backends_torch.backends() + backends_jax.backends()
+    return (backends_needle.backends(opt_level) + backends_torch.backends()
+            + backends_jax.backends())
 
 
 def select(backends, patterns):

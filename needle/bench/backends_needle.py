@@ -1,30 +1,73 @@
-"""Needle on each of its devices. Written against the public API only, so a new device
-appears here (as ``needle-<name>``) without any change."""
+"""Needle on each of its devices, eager (``needle-<name>``) and compiled with
+``needle.compile`` (``needle-<name>-compiled``, the mlp and resnet9 suites). Written against
+the public API only, so a new device appears here without any change."""
+import functools
+import time
+
 import numpy as np
 
-from .backends import Backend, Runnable
+from .backends import Backend, NotInSuite, Runnable
 from .suites import BN_EPS
 
 
-def backends():
+def backends(opt_level=2):
     import needle
-    return [Backend(name=f"needle-{d.name}", family="needle", note=f"needle.{d.name}()",
-                    build=_builder(d), check=d.unavailable_reason)
-            for d in needle.all_devices()]
+    out = []
+    for d in needle.all_devices():
+        out.append(Backend(name=f"needle-{d.name}", family="needle", note=f"needle.{d.name}()",
+                           build=_builder(d), check=d.unavailable_reason))
+        out.append(Backend(name=f"needle-{d.name}-compiled", family="needle",
+                           note=f"needle.compile(opt_level={opt_level}) on needle.{d.name}()",
+                           build=_builder(d, opt_level), check=d.unavailable_reason))
+    return out
 
 
 #: devices whose kernels run on CuPy's current stream: timed with CUDA events, as PyTorch
 CUDA_DEVICES = ("cuda", "cudnn")
+#: suites with a compiled variant (the step compiled as one function)
+COMPILED_SUITES = ("mlp", "resnet9")
+#: calls a compiled step may take to replay its graph (it does from the 2nd or 3rd)
+MAX_COMPILE_CALLS = 6
 
 
-def _builder(device):
+def _builder(device, opt_level=None):
+    """Eager when ``opt_level`` is None, else compiled at that level."""
     def build(case, data):
         suites = {"matmul": matmul, "mlp": mlp, "resnet9": resnet9, "attention": attention}
-        runnable = suites[case.suite](device, case, data)
+        if opt_level is None:
+            runnable = suites[case.suite](device, case, data)
+        elif case.suite in COMPILED_SUITES:
+            runnable = suites[case.suite](device, case, data, opt_level)
+        else:
+            raise NotInSuite(f"compiled Needle runs the {' and '.join(COMPILED_SUITES)} suites")
         if device.name in CUDA_DEVICES:
             runnable.timer = "cupy-events"
         return runnable
     return build
+
+
+def _compile(fn, args, opt_level, device):
+    """``fn`` compiled and called on ``args`` until a call has replayed its graph.
+
+    Returns the step (one call: a replay), the replay's result and the row's fields:
+    ``compile_s``, the wall seconds from the first call until that first replay finished
+    (the traced calls, which also run the step, and building the graph), ``traces``,
+    ``launches_per_call`` and ``opt_level``."""
+    import needle
+    compiled = needle.compile(fn, opt_level=opt_level)
+    start = time.perf_counter()
+    for _ in range(MAX_COMPILE_CALLS):
+        out = compiled(*args)
+        if compiled.stats()["cache_hits"]:
+            break
+    else:
+        raise RuntimeError(f"needle.compile: no replay in {MAX_COMPILE_CALLS} calls "
+                           f"({compiled.stats()['traces']} traces)")
+    device.synchronize()
+    stats = compiled.stats()
+    info = {"compile_s": time.perf_counter() - start, "traces": stats["traces"],
+            "launches_per_call": stats["launches_per_call"], "opt_level": opt_level}
+    return functools.partial(compiled, *args), out, info
 
 
 def _tensor(array, device, requires_grad=False):
@@ -100,7 +143,7 @@ def matmul(device, case, data):
     return Runnable(output=step().numpy(), step=step, sync=device.synchronize)
 
 
-def mlp(device, case, data):
+def mlp(device, case, data, opt_level=None):
     import needle
     from needle import nn
     model = mlp_model(case.params["sizes"], data["weights"], device)
@@ -108,32 +151,46 @@ def mlp(device, case, data):
     y = _tensor(data["y"].astype(np.float32), device)  # class indices
     opt = needle.optim.SGD(model.parameters(), lr=data["lr"])
     loss_fn = nn.SoftmaxLoss()
+    linears = [m for m in model.modules if isinstance(m, nn.Linear)]
 
-    def step():
+    def train_step(x, y):
         opt.reset_grad()
         loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
         return loss
 
+    if opt_level is None:
+        step, info = functools.partial(train_step, x, y), {}
+    else:
+        # The validated step is one step from the initial weights, run as it will be timed:
+        # a replay, after the calls that compiled it (which moved the weights, so they are
+        # restored in place, where the graph reads them; plain SGD keeps no other state).
+        step, _, info = _compile(train_step, (x, y), opt_level, device)
+        for lin, (w, b) in zip(linears, data["weights"]):
+            lin.weight.data[...] = _tensor(w, device)
+            lin.bias.data[...] = _tensor(b.reshape(1, -1), device)
     loss = step()
-    linears = [m for m in model.modules if isinstance(m, nn.Linear)]
     params = [a for lin in linears for a in (lin.weight.numpy(), lin.bias.numpy().reshape(-1))]
     return Runnable(output={"loss": float(loss.numpy()), "params": params}, step=step,
-                    sync=device.synchronize)
+                    sync=device.synchronize, info=info)
 
 
-def resnet9(device, case, data):
+def resnet9(device, case, data, opt_level=None):
     import needle
     from .suites import RESNET9
     model = resnet9_model(RESNET9, data["layers"], device).eval()
     x = _tensor(data["x"], device)
 
-    def step():
+    def forward(x):
         with needle.no_grad():
             return model(x)
 
-    return Runnable(output=step().numpy(), step=step, sync=device.synchronize)
+    if opt_level is None:
+        step = functools.partial(forward, x)
+        return Runnable(output=step().numpy(), step=step, sync=device.synchronize)
+    step, out, info = _compile(forward, (x,), opt_level, device)  # out: a replay's
+    return Runnable(output=out.numpy(), step=step, sync=device.synchronize, info=info)
 
 
 def attention(device, case, data):

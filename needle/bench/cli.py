@@ -15,6 +15,7 @@ import sys
 import time
 import traceback
 
+from ..compiler.passes import PIPELINES
 from . import metadata, report, suites
 from .backends import NotInSuite, all_backends, select
 from .progress import bar
@@ -64,6 +65,9 @@ def parse_args(argv=None):
                    help="skip the remaining rows once the run has taken this long "
                         "(default 450; 0 = no limit)")
     p.add_argument("--seed", type=int, default=0, help="seed of the shared weights and inputs")
+    p.add_argument("--opt-level", type=int, default=2, choices=sorted(PIPELINES),
+                   help="needle.compile optimisation level of the needle-*-compiled "
+                        "backends (default 2)")
     p.add_argument("--list", action="store_true",
                    help="list the backends and whether each can run here, then exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -117,6 +121,7 @@ def run_row(backend, case, data, ref, settings, deadline=None):
             t0 = time.perf_counter()
             runnable = backend.build(case, data)
             row["first_call_s"] = time.perf_counter() - t0
+            row.update(runnable.info)
             if isinstance(ref, Exception):
                 unvalidated = f"unvalidated: no reference ({_first_line(ref)})"
             else:
@@ -151,8 +156,8 @@ def run_row(backend, case, data, ref, settings, deadline=None):
 
 def _settings_meta(args, settings, backends, out_dir):
     return {"suites": args.suites, "backends": [b.name for b in backends], "quick": args.quick,
-            "seed": args.seed, "time_limit_s": args.time_limit, "out": out_dir,
-            **dataclasses.asdict(settings)}
+            "seed": args.seed, "opt_level": args.opt_level, "time_limit_s": args.time_limit,
+            "out": out_dir, **dataclasses.asdict(settings)}
 
 
 def write_outputs(out_dir, meta, rows, args, plots=True):
@@ -180,13 +185,13 @@ def write_outputs(out_dir, meta, rows, args, plots=True):
 def main(argv=None):
     args, parser = parse_args(argv)
     try:
-        backends = select(all_backends(), args.backend_patterns)
+        backends = select(all_backends(args.opt_level), args.backend_patterns)
     except ValueError as e:
         parser.error(str(e))
     if args.list:
         for b in backends:
             reason = b.unavailable_reason()
-            print(f"{b.name:18s} {'available' if reason is None else 'unavailable: ' + reason}")
+            print(f"{b.name:22s} {'available' if reason is None else 'unavailable: ' + reason}")
         return 0
 
     start = time.perf_counter()

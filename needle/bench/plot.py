@@ -14,9 +14,10 @@ TITLES = {
 }
 
 
-# tab10, then darker tones: distinct colours for up to 14 backends, fixed by backend order
+# tab10, then darker tones: distinct colours for up to 15 backends, fixed by backend order
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39")
+           "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39",
+           "#7b4173")
 
 
 def _short(v):

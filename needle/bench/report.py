@@ -3,6 +3,7 @@
 Ratios are time ratios of medians, ``t(backend) / t(peer)`` on the same case: below 1 is
 faster than the peer. ``vs_torch_cuda`` compares with PyTorch CUDA eager, ``vs_best_torch``
 with the fastest valid PyTorch variant of that case (which one is in ``best_torch``).
+``compile_s`` (the compiled Needle backends) is its own column: never part of a step time.
 """
 import csv
 import io
@@ -13,7 +14,8 @@ import math
 CSV_FIELDS = ("suite", "case", "backend", "status", "valid", "median_ms", "gflops", "mean_ms",
               "std_ms", "min_ms", "p95_ms", "p99_ms", "iters", "samples", "steps_per_sample",
               "warmup", "timer", "vs_torch_cuda", "vs_best_torch", "best_torch", "rel_err",
-              "tol", "check", "first_call_s", "family", "note")
+              "tol", "check", "first_call_s", "compile_s", "traces", "launches_per_call",
+              "opt_level", "family", "note")
 
 
 def add_ratios(rows):
@@ -85,8 +87,10 @@ def table(rows, suite, width=None):
     """The terminal table of one suite, less the backends that cannot run here (see
     unavailable())."""
     show_rate = any(r.get("gflops") is not None for r in rows if r["suite"] == suite)
+    show_compile = any(r.get("compile_s") is not None for r in rows if r["suite"] == suite)
     head = ["case", "backend", "median ms"] + (["GFLOP/s"] if show_rate else []) + \
-        ["p95 ms", "iters", "/torch-cuda", "/best torch", "status"]
+        ["p95 ms", "iters", "/torch-cuda", "/best torch"] + \
+        (["compile s"] if show_compile else []) + ["status"]
     lines = []
     for r in rows:
         if r["suite"] != suite or r.get("unavailable"):
@@ -98,8 +102,10 @@ def table(rows, suite, width=None):
         if show_rate:
             cells.append(_num(r.get("gflops"), ".1f"))
         cells += [_num(r.get("p95_ms"), ".4f"), _num(r.get("iters"), "d"),
-                  _ratio(r.get("vs_torch_cuda")), _ratio(r.get("vs_best_torch")), status]
-        lines.append(cells)
+                  _ratio(r.get("vs_torch_cuda")), _ratio(r.get("vs_best_torch"))]
+        if show_compile:
+            cells.append(_num(r.get("compile_s"), ".3f"))
+        lines.append(cells + [status])
     widths = [max(len(str(c)) for c in col) for col in zip(head, *lines)]
     numeric = set(range(2, len(head) - 1))
 
@@ -118,7 +124,8 @@ def table(rows, suite, width=None):
 
 
 def markdown(meta, rows, suites):
-    """A Markdown summary (median ms, GFLOP/s, ratios) for pasting into bench/README.md."""
+    """A Markdown summary (median ms, GFLOP/s, ratios, compile s) for pasting into
+    bench/README.md."""
     out = io.StringIO()
     out.write(f"Run: {meta.get('date')}, GPU {meta.get('gpu')} (driver {meta.get('driver')}), "
               f"CPU {meta.get('cpu')}, commit {(meta.get('git_commit') or 'unknown')[:10]}.\n"
@@ -128,16 +135,20 @@ def markdown(meta, rows, suites):
         if not srows:
             continue
         rate = any(r.get("gflops") is not None for r in srows)
+        compiled = any(r.get("compile_s") is not None for r in srows)
         out.write(f"\n### {suite}\n\n| case | backend | median ms |"
-                  + (" GFLOP/s |" if rate else "") + " / torch-cuda | / best torch | status |\n"
-                  + "|---|---|---:|" + ("---:|" if rate else "") + "---:|---:|---|\n")
+                  + (" GFLOP/s |" if rate else "") + " / torch-cuda | / best torch |"
+                  + (" compile s |" if compiled else "") + " status |\n"
+                  + "|---|---|---:|" + ("---:|" if rate else "") + "---:|---:|"
+                  + ("---:|" if compiled else "") + "---|\n")
         for r in srows:
             if r.get("unavailable"):
                 continue
             out.write(f"| {r['case']} | {r['backend']} | {_num(r.get('median_ms'), '.4f')} |"
                       + (f" {_num(r.get('gflops'), '.1f')} |" if rate else "")
                       + f" {_ratio(r.get('vs_torch_cuda'))} | {_ratio(r.get('vs_best_torch'))} |"
-                      f" {r['status'].replace('|', '/')} |\n")
+                      + (f" {_num(r.get('compile_s'), '.3f')} |" if compiled else "")
+                      + f" {r['status'].replace('|', '/')} |\n")
         missing = unavailable(rows, suite)
         if missing:
             out.write("\nNot run here: " + "; ".join(f"{k} ({v})" for k, v in missing.items())

@@ -62,8 +62,9 @@ class BatchNorm1d(Module):
         with no_grad():
             m = self.momentum
             unbiased = var * (n / (n - 1))
-            self.running_mean = (self.running_mean * (1 - m) + mean * m).detach()
-            self.running_var = (self.running_var * (1 - m) + unbiased * m).detach()
+            # in place, as PyTorch: a compiled step updates the same buffers every call
+            self.running_mean[...] = self.running_mean * (1 - m) + mean * m
+            self.running_var[...] = self.running_var * (1 - m) + unbiased * m
         return y
 
 

@@ -4,6 +4,7 @@ where the backend has it (see ``Backend.supports``) and otherwise as a compositi
 ops."""
 import numpy as np
 
+from .. import _trace_state
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import ACTIVATIONS, Declined, NDArray, prod
 from ..backend_ndarray.ndarray import _normalize_axes
@@ -131,7 +132,8 @@ def _labels_like(labels, logits):
         data = NDArray(np.asarray(labels), device=logits.device, dtype=logits.dtype)
     # (keyed by the labels' version too: an in-place write to them must be checked again)
     checked = (logits.shape[1], labels._version if isinstance(labels, Tensor) else None)
-    if getattr(data, "_checked_classes", None) != checked:
+    # (not while needle.compile traces: a check would read traced labels on the host)
+    if getattr(data, "_checked_classes", None) != checked and _trace_state.ACTIVE is None:
         class_indices(data.numpy(), checked[0])
         data._checked_classes = checked
     return Tensor.make_const(data)

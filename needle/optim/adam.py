@@ -78,8 +78,8 @@ class Adam(Optimizer):
             t = state["step"] = state["step"] + 1
             l2 = self.weight_decay
             if self.decoupled_weight_decay:
-                if self.lr * self.weight_decay:
-                    data = data * (1.0 - self.lr * self.weight_decay)
+                if self.lr * self.weight_decay:  # in place: the parameter keeps its buffer
+                    data[...] = data * (1.0 - self.lr * self.weight_decay)
                 l2 = 0.0
             m, v = state["exp_avg"], state["exp_avg_sq"]
             backend = data.device.backend

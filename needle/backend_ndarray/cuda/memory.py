@@ -74,7 +74,8 @@ class CudaBuffer:
     ``from_numpy``, the setitems and the optimizer updates) are the only callers of it.
     """
 
-    __slots__ = ("size", "dtype", "nbytes", "mem", "stream", "ptr", "derived", "owner")
+    __slots__ = ("size", "dtype", "nbytes", "mem", "stream", "ptr", "derived", "owner",
+                 "__weakref__")  # needle.compile tells state from temporaries by liveness
 
     def __init__(self, size, dtype):
         self.mem = None  # first: __del__ runs even when the allocation below fails

@@ -165,6 +165,18 @@ class WebGPUBackend(Backend):
         """Submit the recorded work without waiting for it (it still runs in order)."""
         self._rec.flush()
 
+    def one_submission(self):
+        """A context manager: every op recorded in the block (and whatever was pending
+        before it) goes into one ``queue.submit``, made without waiting when the outermost
+        block ends, however many dispatches that is. A host read or ``synchronize`` inside
+        the block still submits at once (so the block then makes more than one).
+
+        Example:
+            >>> with backend.one_submission():
+            ...     y = train_step(x)  # hundreds of dispatches, one submission
+        """
+        return self._rec.one_submission()
+
     # -- movement -----------------------------------------------------------------------
     def fill(self, out, value):
         self._elementwise("buffers.wgsl", "fill", {}, {2: out},

@@ -18,7 +18,8 @@ class Buffer:
     may be larger than ``size`` elements (pool buckets).
     """
 
-    __slots__ = ("gpu", "size", "dtype", "_pool")
+    __slots__ = ("gpu", "size", "dtype", "_pool",
+                 "__weakref__")  # needle.compile tells state from temporaries by liveness
 
     def __init__(self, gpu, size, pool=None):
         self.gpu, self.size, self.dtype, self._pool = gpu, size, FLOAT32, pool

@@ -3,11 +3,17 @@ together, on ``flush()`` (``synchronize``, ``to_numpy``) or when ``batch`` dispa
 pending. One ``queue.submit`` costs tens of microseconds; a chain of eager ops pays it
 once per batch, not once per op.
 
-Each dispatch's scalars and shapes go into a 256-byte slot of one uniform buffer (the
-parameter arena), filled on the host while recording and written with one
+Each dispatch's scalars and shapes go into a 256-byte slot of a uniform buffer (the
+parameter arena, ``batch`` slots), filled on the host while recording and written with
 ``queue.write_buffer`` just before the submit. The queue orders that write after every
 earlier submission and before this one, so one arena serves every batch.
+
+Inside ``one_submission()`` nothing is submitted on reaching ``batch``: a batch that fills
+the arena chains another one (kept for later batches), and every arena in use is written
+before the one submit at the end of the block.
 """
+import contextlib
+
 import numpy as np
 
 
@@ -20,15 +26,19 @@ class Recorder:
         wgpu = ctx.wgpu
         self._slot = -(-256 // ctx.limits.uniform_align) * ctx.limits.uniform_align
         self.batch = batch
-        self._arena = self._device.create_buffer(
-            label="needle_params", size=self._slot * batch,
-            usage=wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC)
-        self._params = bytearray(self._slot * batch)
+        self._arena_bytes = self._slot * batch
+        self._arena_usage = (wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST
+                             | wgpu.BufferUsage.COPY_SRC)
+        self._arenas = []
+        self._params = bytearray()  # the host copy of every arena, end to end
+        self._add_arena()
         self._map_read = wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
         self._copy_src = wgpu.BufferUsage.COPY_SRC
         self._encoder = self._pass = None
         self._fence = None
-        self._pending = 0
+        self._pending = 0   # commands recorded since the last submit
+        self._slots = 0     # parameter slots those commands use (dispatches only)
+        self._held = 0      # depth of nested one_submission() blocks
         self.dispatches = 0    # counters, for tests and curiosity
         self.submissions = 0
 
@@ -36,6 +46,27 @@ class Recorder:
     def pending(self):
         """How many commands are recorded but not yet submitted."""
         return self._pending
+
+    def _add_arena(self):
+        self._arenas.append(self._device.create_buffer(
+            label="needle_params", size=self._arena_bytes, usage=self._arena_usage))
+        self._params += bytes(self._arena_bytes)
+
+    @contextlib.contextmanager
+    def one_submission(self):
+        """Record everything up to the end of the block, and what was pending before it,
+        into one ``queue.submit`` made (not waited for) when the outermost block ends.
+
+        A flush inside the block (``to_numpy``, ``synchronize``, ``flush``) still submits
+        at once, so the block then makes more than one submission.
+        """
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+            if not self._held:
+                self.flush()
 
     def _compute_pass(self):
         if self._encoder is None:
@@ -57,11 +88,15 @@ class Recorder:
             params: the bytes of the kernel's ``Params`` struct (at most 256).
             groups: the ``(x, y, z)`` workgroup counts.
         """
-        if self._pending >= self.batch:
+        if self._pending >= self.batch and not self._held:
             self.flush()
-        at = self._pending * self._slot
+        arena, slot = divmod(self._slots, self.batch)
+        if arena == len(self._arenas):  # held past batch slots: chain another arena
+            self._add_arena()
+        at = self._slots * self._slot
         self._params[at:at + len(params)] = params
-        entries = [{"binding": 0, "resource": {"buffer": self._arena, "offset": at,
+        entries = [{"binding": 0, "resource": {"buffer": self._arenas[arena],
+                                               "offset": slot * self._slot,
                                                "size": self._slot}}]
         entries += [{"binding": b, "resource": {"buffer": buf, "offset": off, "size": size}}
                     for b, (buf, off, size) in bindings.items()]
@@ -71,11 +106,12 @@ class Recorder:
         compute.set_bind_group(0, group)
         compute.dispatch_workgroups(*groups)
         self._pending += 1
+        self._slots += 1
         self.dispatches += 1
 
     def copy(self, src, src_offset, dst, dst_offset, nbytes):
         """Record a buffer-to-buffer copy, ordered after everything recorded before it."""
-        if self._pending >= self.batch:
+        if self._pending >= self.batch and not self._held:
             self.flush()
         self._end_pass()
         if self._encoder is None:
@@ -88,12 +124,13 @@ class Recorder:
         if self._encoder is None:
             return
         self._end_pass()
-        if self._pending:
-            self._ctx.queue.write_buffer(self._arena, 0, self._params, 0,
-                                         self._pending * self._slot)
+        used = self._slots * self._slot
+        for arena, start in zip(self._arenas, range(0, used, self._arena_bytes)):
+            self._ctx.queue.write_buffer(arena, 0, self._params, start,
+                                         min(used - start, self._arena_bytes))
         self._ctx.queue.submit([self._encoder.finish()])
         self._encoder = None
-        self._pending = 0
+        self._pending = self._slots = 0
         self.submissions += 1
 
     def synchronize(self):
@@ -101,7 +138,7 @@ class Recorder:
         writes waits for every submission; wgpu-py 0.32's on_submitted_work_done is broken.)"""
         if self._fence is None:
             self._fence = self._device.create_buffer(size=4, usage=self._map_read)
-        self.copy(self._arena, 0, self._fence, 0, 4)
+        self.copy(self._arenas[0], 0, self._fence, 0, 4)
         self.flush()
         self._fence.map_sync(self._ctx.wgpu.MapMode.READ)
         self._fence.unmap()

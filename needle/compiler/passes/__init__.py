@@ -11,6 +11,24 @@ graph computed (see each module for the exact sense).
 * :func:`cse`: merge equal nodes (:mod:`.cse`)
 * :func:`fold_constants`: evaluate nodes of constants (:mod:`.fold`)
 * :func:`simplify`: algebraic rewrites, ``x * 1 -> x`` and the like (:mod:`.simplify`)
+* :func:`canonicalize`: one spelling per computation: transposes folded into dot_general's
+  dimension numbers, a movement of a broadcast or of a splat as one broadcast, splat
+  operands second (:mod:`.canonicalize`)
+* :func:`fuse_elementwise`: groups of elementwise ops and their reduction as one
+  ``needle.fusion`` composite each (:mod:`.fuse_elementwise`)
+
+The pipelines, per level (:data:`PIPELINES`):
+
+* O0: nothing;
+* O1: ``dce, cse, fold_constants, simplify, dce``;
+* O2: O1's, then ``canonicalize, simplify, cse, dce`` (what canonicalisation exposes:
+  broadcast chains to compose, equal scalar constants, transposes no one reads), then
+  ``fuse_elementwise, dce`` (the splats and feeders that groups rebuilt inside);
+* O3: O2's with :data:`PATTERN_PASSES` (fusion of known patterns) before
+  ``fuse_elementwise``, which fuses what they leave.
+
+:func:`~.common.launched_work` counts the nodes that launch device work, the measure
+fusion lowers.
 
 ``NEEDLE_DEBUG`` (a comma list, e.g. ``NEEDLE_DEBUG=ir,src``) containing ``ir`` prints the
 IR after every pass.
@@ -29,16 +47,23 @@ import os
 from ..ops import VerifyError
 from ..printer import as_text
 from ..verifier import verify
+from .canonicalize import canonicalize
+from .common import launched_work
 from .cse import cse
 from .dce import dce
 from .fold import fold_constants
+from .fuse_elementwise import fuse_elementwise
 from .simplify import simplify
 
 O1 = [dce, cse, fold_constants, simplify, dce]
+CANONICAL = [canonicalize, simplify, cse, dce]
+#: O3's fusion of known patterns, run before fuse_elementwise (none yet)
+PATTERN_PASSES = []
+FUSION = [fuse_elementwise, dce]
 
-#: opt level -> the passes it runs, in order. Levels 2 and 3 run O1's passes for now: the
-#: passes that are theirs (fusion, layout, memory planning) are not written yet.
-PIPELINES = {0: [], 1: O1, 2: list(O1), 3: list(O1)}
+#: opt level -> the passes it runs, in order (the module docstring says why each is there)
+PIPELINES = {0: [], 1: O1, 2: O1 + CANONICAL + FUSION,
+             3: O1 + CANONICAL + PATTERN_PASSES + FUSION}
 
 
 def debug_flags():
@@ -80,5 +105,6 @@ def run_passes(graph, opt_level, verify_each=False):
     return graph, stats
 
 
-__all__ = ["O1", "PIPELINES", "cse", "dce", "debug_flags", "fold_constants", "run_passes",
-           "simplify"]
+__all__ = ["CANONICAL", "FUSION", "O1", "PATTERN_PASSES", "PIPELINES", "canonicalize", "cse",
+           "dce", "debug_flags", "fold_constants", "fuse_elementwise", "launched_work",
+           "run_passes", "simplify"]

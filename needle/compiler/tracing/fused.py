@@ -1,0 +1,102 @@
+"""The fused backend ops a traced step keeps as composites: cross-entropy and the optimizer
+updates. Each builds its decomposition in plain IR ops, written to compute what the NumPy
+backend (the contract's specification) computes.
+
+These three are recorded as the one op they are, not as the ops layer's compositions: the
+composition of cross-entropy reads the labels on the host, and the optimizers' fallbacks
+rebind a parameter to a new array instead of updating it in place.
+"""
+from ..ir import Graph
+from ..ops import add_node
+from .builder import Builder
+
+
+def composite(b, name, inputs, body):
+    """Append a ``composite`` named ``needle.<name>`` over ``inputs`` whose decomposition
+    ``body(builder, *inner inputs)`` builds; returns its outputs."""
+    inner = Graph(name=f"needle.{name}")
+    args = [inner.add_input(v.type) for v in inputs]
+    inner.outputs = list(body(Builder(inner), *args))
+    node = add_node(b.graph, "composite", inputs, {"name": f"needle.{name}"}, inner)
+    return node.outputs
+
+
+def _splat(b, scalar, like):
+    return b.broadcast(scalar, like.shape)
+
+
+def cross_entropy(b, logits, labels):
+    """``(loss per row, gradient)`` of softmax cross-entropy; labels are class indices
+    stored as floats. ``loss = (max - z_label) + log(sum exp(z - max))``."""
+    def body(b, z, y):
+        rows, cols = z.shape
+        m = b.reduce(z, [1], "max", float("-inf"))
+        e = b.emit("exponential", [b.emit("subtract", [z, _row(b, m, z)])])
+        s = b.reduce(e, [1], "add", 0.0)
+        classes = b.emit("iota", [], iota_dimension=1, shape=[rows, cols], dtype=z.dtype)
+        hit = b.emit("compare", [classes, _row(b, y, z)], comparison_direction="EQ")
+        picked = b.reduce(b.emit("select", [hit, z, b.full(0.0, z.shape, z.dtype)]), [1],
+                          "add", 0.0)
+        loss = b.emit("add", [b.emit("subtract", [m, picked]), b.emit("log", [s])])
+        grad = b.emit("subtract", [b.emit("divide", [e, _row(b, s, z)]),
+                                   b.emit("convert", [hit], dtype=z.dtype)])
+        return loss, grad
+    return composite(b, "cross_entropy", [logits, labels], body)
+
+
+def _row(b, per_row, like):
+    return b.emit("broadcast_in_dim", [per_row], broadcast_dimensions=[0], shape=list(like.shape))
+
+
+def sgd_update(b, param, grad, buf, lr, momentum, weight_decay, with_buffer):
+    """PyTorch's SGD step: ``(new param, new momentum buffer or None)``. ``buf`` is the
+    momentum buffer's value (None on its first step, which sets it to the gradient);
+    ``with_buffer`` says whether there is momentum at all. ``lr``, ``momentum`` and
+    ``weight_decay`` are rank-0 values; momentum and weight_decay are None when unused."""
+    scalars = [s for s in (lr, momentum, weight_decay) if s is not None]
+
+    def body(b, p, g, *rest):
+        rest = list(rest)
+        m = rest.pop(0) if buf is not None else None
+        s_lr = rest.pop(0)
+        s_mom = rest.pop(0) if momentum is not None else None
+        s_wd = rest.pop(0) if weight_decay is not None else None
+        if s_wd is not None:
+            g = b.emit("add", [g, b.emit("multiply", [_splat(b, s_wd, p), p])])
+        outs = []
+        if with_buffer:
+            if m is not None:  # not the first step: buf = momentum * buf + g
+                g = b.emit("add", [b.emit("multiply", [m, _splat(b, s_mom, m)]), g])
+            outs.append(g)
+        new_p = b.emit("subtract", [p, b.emit("multiply", [_splat(b, s_lr, p), g])])
+        return [new_p] + outs
+
+    inputs = [param, grad] + ([buf] if buf is not None else []) + scalars
+    outs = composite(b, "sgd_update", inputs, body)
+    return outs[0], (outs[1] if with_buffer else None)
+
+
+def adam_update(b, param, grad, m, v, s):
+    """PyTorch's Adam step: ``(new param, new m, new v)``. ``s`` maps names to rank-0
+    values: lr, beta1, one_minus_beta1, beta2, one_minus_beta2, the bias corrections
+    bias1 and bias2, eps, and weight_decay (absent when 0)."""
+    names = ["lr", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "bias1", "bias2",
+             "eps"] + (["weight_decay"] if "weight_decay" in s else [])
+
+    def body(b, p, g, m, v, *scalars):
+        k = dict(zip(names, scalars))
+        like = lambda name: _splat(b, k[name], p)  # noqa: E731
+        if "weight_decay" in k:
+            g = b.emit("add", [g, b.emit("multiply", [like("weight_decay"), p])])
+        m = b.emit("add", [b.emit("multiply", [m, like("beta1")]),
+                           b.emit("multiply", [like("one_minus_beta1"), g])])
+        v = b.emit("add", [b.emit("multiply", [v, like("beta2")]),
+                           b.emit("multiply", [b.emit("multiply", [like("one_minus_beta2"), g]),
+                                               g])])
+        m_hat = b.emit("divide", [m, like("bias1")])
+        v_hat = b.emit("divide", [v, like("bias2")])
+        step = b.emit("divide", [b.emit("multiply", [like("lr"), m_hat]),
+                                 b.emit("add", [b.emit("sqrt", [v_hat]), like("eps")])])
+        return b.emit("subtract", [p, step]), m, v
+
+    return composite(b, "adam_update", [param, grad, m, v] + [s[n] for n in names], body)

@@ -1,0 +1,358 @@
+"""needle.compile: compiled steps equal eager ones (losses, parameters, optimizer state,
+BatchNorm statistics) at every opt level on every device; guards; errors."""
+import numpy as np
+import pytest
+
+import needle
+from needle import nn, optim
+
+STEPS = 5
+LEVELS = [0, 1, 2, 3]
+
+
+# -- models: each returns (model, optimizer, loss function, batches) on a device ----------------
+def _batches(rng, device, x_shape, classes=None, target_shape=None):
+    out = []
+    for _ in range(STEPS):
+        x = needle.Tensor(rng.standard_normal(x_shape).astype("float32"), device=device)
+        if classes is not None:
+            y = needle.Tensor(rng.integers(0, classes, x_shape[0]).astype("float32"),
+                              device=device)
+        else:
+            y = needle.Tensor(rng.standard_normal(target_shape).astype("float32"), device=device)
+        out.append((x, y))
+    return out
+
+
+def mlp_sgd(device, rng):
+    model = nn.Sequential(nn.Linear(12, 32, device=device), nn.ReLU(),
+                          nn.Linear(32, 5, device=device))
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    return model, opt, nn.SoftmaxLoss(), _batches(rng, device, (8, 12), classes=5)
+
+
+def mlp_adam(device, rng):
+    model = nn.Sequential(nn.Linear(12, 32, device=device), nn.Tanh(),
+                          nn.Linear(32, 5, device=device))
+    opt = optim.Adam(model.parameters(), lr=0.01, weight_decay=1e-4)
+    return model, opt, nn.SoftmaxLoss(), _batches(rng, device, (8, 12), classes=5)
+
+
+def mlp_adamw(device, rng):
+    model = nn.Sequential(nn.Linear(12, 32, device=device), nn.GELU(),
+                          nn.Linear(32, 5, device=device))
+    opt = optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.1)
+    return model, opt, nn.SoftmaxLoss(), _batches(rng, device, (8, 12), classes=5)
+
+
+def cnn_batchnorm(device, rng):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, device=device),
+                          nn.BatchNorm2d(4, device=device), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 3, device=device))
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return model, opt, nn.SoftmaxLoss(), _batches(rng, device, (4, 3, 6, 6), classes=3)
+
+
+def transformer_layer(device, rng):
+    model = nn.TransformerLayer(16, 4, 32, device=device)
+    # (not Adam: the key bias's gradient is zero up to round-off, which Adam would scale up
+    # to full-size steps of random sign, in eager and compiled alike)
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return model, opt, nn.MSELoss(), _batches(rng, device, (2, 5, 16), target_shape=(2, 5, 16))
+
+
+class _LastStep(nn.Module):
+    def __init__(self, device):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 8, device=device)
+        self.head = nn.Linear(8, 3, device=device)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return self.head(out[-1])
+
+
+def lstm(device, rng):
+    model = _LastStep(device)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    return model, opt, nn.SoftmaxLoss(), [
+        (needle.Tensor(rng.standard_normal((5, 3, 4)).astype("float32"), device=device),
+         needle.Tensor(rng.integers(0, 3, 3).astype("float32"), device=device))
+        for _ in range(STEPS)]
+
+
+MODELS = [mlp_sgd, mlp_adam, mlp_adamw, cnn_batchnorm, transformer_layer, lstm]
+
+
+def _train(make, device, seed, opt_level=None):
+    np.random.seed(seed)  # needle.init draws from NumPy's global generator
+    model, opt, loss_fn, batches = make(device, np.random.default_rng(seed))
+
+    def step(x, y):
+        opt.reset_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    run = step if opt_level is None else needle.compile(step, opt_level=opt_level)
+    losses = [run(x, y).numpy() for x, y in batches]
+    return losses, model, opt, run
+
+
+def _optimizer_state(opt):
+    return {i: {k: np.asarray(v) for k, v in s.items()}
+            for i, s in opt.state_dict()["state"].items()}
+
+
+@pytest.mark.parametrize("opt_level", LEVELS)
+@pytest.mark.parametrize("make", MODELS, ids=lambda m: m.__name__)
+def test_compiled_equals_eager(make, opt_level, device):
+    tol = dict(rtol=2e-4, atol=2e-5)
+    e_losses, e_model, e_opt, _ = _train(make, device, 7)
+    c_losses, c_model, c_opt, step = _train(make, device, 7, opt_level)
+    assert step.stats()["cache_hits"] >= 2  # the later steps were replays
+    np.testing.assert_allclose(np.array(c_losses), np.array(e_losses), **tol)
+    e_state, c_state = e_model.state_dict(), c_model.state_dict()  # BatchNorm stats too
+    assert e_state.keys() == c_state.keys()
+    for name in e_state:
+        np.testing.assert_allclose(c_state[name], e_state[name], err_msg=name, **tol)
+    e_opt_state, c_opt_state = _optimizer_state(e_opt), _optimizer_state(c_opt)
+    assert e_opt_state.keys() == c_opt_state.keys()
+    for i in e_opt_state:
+        for k in e_opt_state[i]:
+            np.testing.assert_allclose(c_opt_state[i][k], e_opt_state[i][k],
+                                       err_msg=f"state {i} {k}", **tol)
+
+
+# -- guards and runtime scalars ------------------------------------------------------------------
+def _mlp_step(device, optimizer=optim.SGD, **hyper):
+    np.random.seed(3)
+    model = nn.Sequential(nn.Linear(6, 8, device=device), nn.ReLU(), nn.Linear(8, 3, device=device))
+    opt = optimizer(model.parameters(), **hyper)
+
+    def step(x, y):
+        opt.reset_grad()
+        loss = nn.SoftmaxLoss()(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return model, opt, step
+
+
+def _data(rng, device, rows=4):
+    return (needle.Tensor(rng.standard_normal((rows, 6)).astype("float32"), device=device),
+            needle.Tensor(rng.integers(0, 3, rows).astype("float32"), device=device))
+
+
+@pytest.mark.parametrize("optimizer", [optim.SGD, optim.Adam])
+def test_changing_lr_takes_effect_without_recompiling(optimizer, device, rng):
+    """A scheduler-style lr change every step: the compiled step follows it, as eager does."""
+    results = []
+    for compiled in (False, True):
+        model, opt, step = _mlp_step(device, optimizer, lr=0.05)
+        run = needle.compile(step) if compiled else step
+        batches = [_data(np.random.default_rng(1), device) for _ in range(6)]
+        for i, (x, y) in enumerate(batches):
+            opt.lr = 0.05 / (i + 1)
+            run(x, y)
+        results.append([p.numpy() for p in model.parameters()])
+        if compiled:
+            stats = run.stats()
+            assert stats["traces"] <= 3 and stats["cache_hits"] >= 3
+            assert len(stats["graphs"]) == 1
+    for e, c in zip(*results):
+        np.testing.assert_allclose(c, e, rtol=1e-5, atol=1e-6)
+
+
+def test_adam_step_counts_advance(device, rng):
+    model, opt, step = _mlp_step(device, optim.Adam, lr=0.01)
+    run = needle.compile(step)
+    x, y = _data(rng, device)
+    for _ in range(5):
+        run(x, y)
+    assert run.stats()["cache_hits"] >= 2
+    assert {s["step"] for s in opt.state.values()} == {5}
+    assert all(type(s["step"]) is int for s in opt.state.values())
+
+
+def test_new_shape_compiles_a_second_graph(device, rng):
+    _, _, step = _mlp_step(device, lr=0.1)
+    run = needle.compile(step)
+    for rows in (4, 4, 4, 7, 7, 7, 4):
+        run(*_data(rng, device, rows))
+    stats = run.stats()
+    assert len(stats["graphs"]) == 2
+    # 4 rows: the graph is fixed on the 3rd call (the 1st made the optimizer's state);
+    # 7 rows: on the 2nd; then the 7-row call and the last 4-row call replay
+    assert stats["cache_hits"] == 2
+    assert stats["graphs"][1]["reason"] == "arguments changed"
+
+
+def test_train_and_eval_graphs_are_kept_apart(device, rng):
+    np.random.seed(0)
+    model = nn.Sequential(nn.Linear(6, 4, device=device), nn.BatchNorm1d(4, device=device))
+    run = needle.compile(lambda x: model(x))
+    x, _ = _data(rng, device)
+    train = [run(x).numpy() for _ in range(3)]
+    model.eval()
+    evals = [run(x).numpy() for _ in range(3)]
+    expected = model(x).numpy()
+    np.testing.assert_allclose(evals[-1], expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(train[-1], evals[-1])
+    model.train()
+    run(x)
+    assert len(run.stats()["graphs"]) == 2 and run.stats()["cache_hits"] == 3
+
+
+def test_returned_tensors_belong_to_the_caller(device, rng):
+    _, _, step = _mlp_step(device, lr=0.1)
+    run = needle.compile(step)
+    x, y = _data(rng, device)
+    losses = [run(x, y) for _ in range(5)]
+    values = [float(l.numpy()) for l in losses]
+    assert len(set(values)) == 5  # each call's loss kept its own value
+    assert losses[-1].op is None and not losses[-1].requires_grad
+
+
+def test_decorator_forms(device, rng):
+    x, _ = _data(rng, device)
+
+    @needle.compile
+    def double(t):
+        return t * 2.0
+
+    @needle.compile(opt_level=0)
+    def triple(t):
+        return t * 3.0
+
+    assert isinstance(double, needle.compiler.api.Compiled) and double.opt_level == 2
+    assert triple.opt_level == 0
+    for _ in range(3):
+        np.testing.assert_allclose(double(x).numpy(), x.numpy() * 2, rtol=1e-6)
+        np.testing.assert_allclose(triple(x).numpy(), x.numpy() * 3, rtol=1e-6)
+    with pytest.raises(ValueError, match="opt_level"):
+        needle.compile(lambda t: t, opt_level=4)
+
+
+# -- errors ---------------------------------------------------------------------------------------
+def test_host_read_raises_with_the_line(device, rng):
+    model, _, _ = _mlp_step(device, lr=0.1)
+    x, _ = _data(rng, device)
+
+    @needle.compile
+    def peek(t):
+        h = model(t)
+        if h.sum().numpy() > 0:  # the line the error names
+            return h
+        return -h
+
+    with pytest.raises(needle.CompileError, match=r"numpy\(\) reads a traced value.*"
+                                                  r"test_compile.py:\d+: if h.sum\(\).numpy\(\) > 0"):
+        peek(x)
+    with pytest.raises(needle.CompileError, match="item"):
+        needle.compile(lambda t: model(t).sum().item())(x)
+
+
+def test_random_draw_raises(device, rng):
+    x, _ = _data(rng, device)
+    drop = nn.Dropout(0.5)
+    with pytest.raises(needle.CompileError, match="random draw.*Dropout"):
+        needle.compile(lambda t: drop(t))(x)
+    drop.eval()
+    np.testing.assert_array_equal(needle.compile(lambda t: drop(t))(x).numpy(), x.numpy())
+
+
+def test_numpy_arguments_are_refused(device):
+    with pytest.raises(TypeError, match="numpy array; pass a needle Tensor"):
+        needle.compile(lambda t: t)(np.ones(3, dtype="float32"))
+
+
+def test_replaced_state_raises(device, rng):
+    """State rebound to a new tensor (not updated in place) would be read stale by replays."""
+    x, _ = _data(rng, device)
+    holder = nn.Linear(6, 3, device=device)
+
+    @needle.compile
+    def rebind(t):
+        holder.weight = nn.Parameter((holder.weight * 0.5).detach())
+        return holder(t)
+
+    with pytest.raises(needle.CompileError, match="replaced .*weight.* instead of updating it in place"):
+        rebind(x)
+
+
+def test_scheduler_inside_the_step_raises(device, rng):
+    _, opt, step = _mlp_step(device, lr=0.1)
+    x, y = _data(rng, device)
+
+    @needle.compile
+    def step_and_decay(x, y):
+        loss = step(x, y)
+        opt.lr = opt.lr * 0.5
+        return loss
+
+    with pytest.raises(needle.CompileError, match="assigned SGD.lr"):
+        step_and_decay(x, y)
+
+
+def test_graph_changing_every_call_raises(device, rng):
+    x, _ = _data(rng, device)
+    calls = []
+
+    @needle.compile
+    def counting(t):
+        calls.append(1)
+        return t * float(len(calls))  # a Python value that changes every call
+
+    with pytest.raises(needle.CompileError, match="different graph on each of 4 calls"):
+        for _ in range(5):
+            counting(x)
+
+
+# -- lowering, stats, debugging ----------------------------------------------------------------------
+def test_lower_leaves_the_model_as_it_was(device, rng):
+    model, opt, step = _mlp_step(device, lr=0.1, momentum=0.9)
+    run = needle.compile(step)
+    x, y = _data(rng, device)
+    before = [p.numpy() for p in model.parameters()]
+    low = run.lower(x, y)
+    assert [p.grad for p in model.parameters()] == [None] * len(before)
+    assert opt.state == {}
+    for b, p in zip(before, model.parameters()):
+        np.testing.assert_array_equal(p.numpy(), b)
+    text = low.as_text()
+    assert text.startswith("func @main(") and "dot_general" in text
+    assert "needle.sgd_update" in text and "needle.cross_entropy" in text
+    for _ in range(3):
+        run(x, y)
+    compiled = run.lower(x, y)  # now the graph the calls replay
+    assert compiled.graph is run._entries[next(iter(run._entries))].graph
+
+
+def test_stats_show_each_pass_and_the_fusion(device, rng):
+    _, _, step = _mlp_step(device, lr=0.1, momentum=0.9)
+    counts = {}
+    for level in LEVELS:
+        run = needle.compile(step, opt_level=level)
+        x, y = _data(rng, device)
+        for _ in range(4):
+            run(x, y)
+        stats = run.stats()
+        names = [name for name, _ in stats["passes"]]
+        assert names[0] == "initial"
+        counts[level] = (stats["passes"][0][1], stats["launches_per_call"])
+        assert stats["planned_peak_bytes"] > 0 and stats["compile_seconds"] > 0
+        assert stats["replay_host_us"] > 0
+    assert "fuse_elementwise" in names
+    assert counts[1][1] < counts[0][1] and counts[3][1] <= counts[2][1] < counts[1][1]
+
+
+def test_debug_ir_prints_every_pass(device, rng, monkeypatch, capsys):
+    monkeypatch.setenv("NEEDLE_DEBUG", "ir")
+    x, _ = _data(rng, device)
+    run = needle.compile(lambda t: (t * 1.0 + 0.0).exp(), opt_level=1)
+    for _ in range(2):
+        run(x)
+    out = capsys.readouterr().out
+    assert "IR after pass 0 (dce, O1)" in out and "IR after pass 3 (simplify, O1)" in out
