@@ -356,3 +356,78 @@ def test_debug_ir_prints_every_pass(device, rng, monkeypatch, capsys):
         run(x)
     out = capsys.readouterr().out
     assert "IR after pass 0 (dce, O1)" in out and "IR after pass 3 (simplify, O1)" in out
+
+
+def test_data_dependent_indexing_raises(device):
+    emb = nn.Embedding(10, 4, device=device)
+    tokens = needle.Tensor(np.array([1, 2, 3], dtype="float32"), device=device)
+    with pytest.raises(needle.CompileError, match=r"through embedding at needle/ops/indexing.py"):
+        needle.compile(lambda t: emb(t))(tokens)
+
+
+def test_state_guards(device, rng):
+    """load_state_dict writes in place (the graph stays); rebinding .data rebuilds it."""
+    model, _, step = _mlp_step(device, lr=0.1)
+    run = needle.compile(step)
+    x, y = _data(rng, device)
+    for _ in range(3):
+        run(x, y)
+    saved = model.state_dict()
+    run(x, y)
+    model.load_state_dict(saved)
+    run(x, y)
+    assert len(run.stats()["graphs"]) == 1 and run.stats()["cache_hits"] == 2
+    w = model.parameters()[0]
+    w.data = needle.Tensor(w.numpy() * 0.5, device=device)  # a new buffer
+    for _ in range(2):
+        run(x, y)
+    graphs = run.stats()["graphs"]
+    assert len(graphs) == 2 and "holds a new tensor" in graphs[1]["reason"]
+    # the replays after the rebuild update the new buffer
+    before = w.numpy()
+    run(x, y)
+    assert not np.allclose(w.numpy(), before)
+
+
+def test_deep_mlp_o3_launches_at_most_a_third_of_the_traced_nodes(device, rng):
+    """needle-bench's deep-6L MLP step (six Linear layers, ReLU between, SGD), narrower: the
+    node counts do not depend on the width."""
+    sizes = [32] * 6 + [10]
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers += [nn.Linear(a, b, device=device)] + ([nn.ReLU()] if i < len(sizes) - 2 else [])
+    model = nn.Sequential(*layers)
+    opt = optim.SGD(model.parameters(), lr=0.01)
+    x = needle.Tensor(rng.standard_normal((8, 32)).astype("float32"), device=device)
+    y = needle.Tensor(rng.integers(0, 10, 8).astype("float32"), device=device)
+
+    def step(x, y):
+        opt.reset_grad()
+        loss = nn.SoftmaxLoss()(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    counts = {}
+    for level in (0, 3):
+        run = needle.compile(step, opt_level=level)
+        for _ in range(3):
+            run(x, y)
+        stats = run.stats()
+        counts[level] = (stats["passes"][0][1], stats["launches_per_call"])
+    traced, launched = counts[0][0], counts[3][1]
+    assert counts[3][0] == traced  # the same trace at both levels
+    assert launched * 3 <= traced, counts
+
+
+def test_a_function_that_changes_a_module_raises(device, rng):
+    x, _ = _data(rng, device)
+    layer = nn.Linear(6, 3, device=device)
+
+    def forward(t):
+        layer.calls = getattr(layer, "calls", 0) + 1
+        return layer(t)
+
+    layer.calls = 0
+    with pytest.raises(needle.CompileError, match="changes Linear.calls"):
+        needle.compile(forward)(x)

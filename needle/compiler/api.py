@@ -66,7 +66,7 @@ class Compiled:
         functools.update_wrapper(self, fn)
         self.fn, self.opt_level = fn, opt_level
         self._entries = {}   # argument key -> _Entry
-        self._pending = {}   # argument key -> (signature, attempts, seconds) of the last trace
+        self._pending = {}   # argument key -> (signature, attempts, seconds, reason) so far
         self._counts = {"calls": 0, "traces": 0, "cache_hits": 0, "recompiles": 0}
         self._built = []     # stats of every graph built, oldest first
         self._modules = ()   # the modules the last trace reached: their modes key graphs
@@ -98,12 +98,14 @@ class Compiled:
             key = self._key(args, kwargs)
         module_state = _module_state(modules)
         result, program = trace_call(self.fn, args, kwargs, modules, optimizers, tensors)
+        _check_unchanged(module_state, _module_state(modules))
         self._counts["traces"] += 1
         signature = program.signature()
         seconds = time.perf_counter() - start
         last = self._pending.pop(key, None)
         if last is not None and last[0] == signature:
-            entry = _Entry(program, module_state, self.opt_level, reason, last[2] + seconds)
+            # (why the first of the two traces was needed)
+            entry = _Entry(program, module_state, self.opt_level, last[3], last[2] + seconds)
             self._entries[key] = entry
             self._built.append(entry.stats)
             return result
@@ -114,7 +116,8 @@ class Compiled:
                                f"same work on every call (state read by Python control flow, "
                                f"a counter in the function?); the last two differ in "
                                f"{_difference(last[0], signature)}")
-        self._pending[key] = (signature, attempts, (last[2] if last else 0.0) + seconds)
+        self._pending[key] = (signature, attempts, (last[2] if last else 0.0) + seconds,
+                              last[3] if last else reason)
         return result
 
     def lower(self, *args, **kwargs):
@@ -202,7 +205,7 @@ class _Entry:
         self.device = program.device or cpu()
         before = program.graph.count()
         self.graph, passes = run_passes(program.graph, opt_level)
-        self.executor = Executor(self.graph, self.device)
+        self.executor = Executor(self.graph, self.device, fused_kernels=opt_level >= 3)
         self.backend = self.device.backend
         self.state = {}
         for i, (kind, ref) in enumerate(program.sources):
@@ -215,6 +218,7 @@ class _Entry:
             "reason": reason, "opt_level": opt_level, "nodes_traced": before,
             "passes": passes, "launches_per_call": launched_work(self.graph),
             "fused_groups": sum(n.op == "composite" for n in self.graph.nodes),
+            "fused_kernels": self.executor.info["fused_kernels"],
             "planned_peak_bytes": self.executor.info["planned_peak_bytes"],
             "inputs": len(self.graph.inputs), "outputs": len(self.graph.outputs),
             "runtime_scalars": len(program.scalars),
@@ -252,10 +256,8 @@ class _Entry:
                 inputs.append(NDArray._make((h.size,), None, data.device, h, 0, data.dtype))
             else:
                 inputs.append(self.state[i])
-        if program.scalars:
-            inputs.append(NDArray(np.array(evaluate_scalars(program, slots),
-                                           dtype=program.scalar_dtype),
-                                  device=self.device, dtype=program.scalar_dtype))
+        if program.scalars:  # as NumPy: the executor uploads it and keeps the host copy
+            inputs.append(np.array(evaluate_scalars(program, slots), dtype=program.scalar_dtype))
         with self.backend.one_submission():
             outputs = self.executor(*inputs)
         for k, expr in program.updates:
@@ -319,6 +321,20 @@ def _module_state(modules):
                         and not (type(v) is float and math.isnan(v)))
         out.append((m, m.training, numbers))
     return out
+
+
+def _check_unchanged(before, after):
+    """A function that changes a module's mode or numbers would change them on every call;
+    a replay would not (and the guard on them would fail every call)."""
+    for (module, training, numbers), (_, now_training, now_numbers) in zip(before, after):
+        changed = [k for (k, v), (_, w) in zip(numbers, now_numbers) if v != w]
+        if training != now_training:
+            changed.append("training")
+        if changed or len(numbers) != len(now_numbers):
+            names = ", ".join(f"{type(module).__name__}.{k}" for k in changed) or \
+                f"the attributes of {type(module).__name__}"
+            raise CompileError(f"needle.compile: the function changes {names}; a replay would "
+                               f"not: change it between calls")
 
 
 class _Snapshot:

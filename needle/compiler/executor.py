@@ -53,21 +53,27 @@ class Executor:
         device: a Needle device (or its name).
         index_dtype: the float dtype that stores int and bool values (default: float64 if
             the graph holds a float64 value, else float32).
+        fused_kernels: run each composite that has a fused op of the device's backend
+            (:data:`FUSED`) as that op, not as its decomposition (equal to float32
+            round-off: a kernel sums in its own order); every other composite, and all of
+            them without this, runs its decomposition.
 
     Attributes:
         info: the static plan: ``planned_peak_bytes``, ``constant_bytes``,
             ``max_live_values`` (the most values alive at once) and ``last_use``
-            (``{value: step}``; graph outputs map to ``len(graph.nodes)``); after a call,
+            (``{value: step}``; graph outputs map to ``len(graph.nodes)``),
+            ``fused_kernels`` (the composites run as one backend op each); after a call,
             ``max_live_values_run``, the most values the call actually held.
     """
 
-    def __init__(self, graph, device, index_dtype=None):
+    def __init__(self, graph, device, index_dtype=None, fused_kernels=False):
         self.graph, self.device = graph, lookup_device(device)
         self.index_dtype = index_dtype or ("float64" if _has_float64(graph) else "float32")
         self._constants = {}  # constant / iota outputs: uploaded once, at build time
         self._host = {}  # their host values (static gather and scatter indices)
         self._static = {}  # node -> host positions a gather or scatter computed once
         self._sub = {}  # composite node -> Executor of its decomposition
+        self._fused = {}  # composite node -> the FUSED function that runs it as one kernel
         for node in graph.nodes:
             if node.op not in OPS:
                 raise NotImplementedError(f"the executor has no op {node.op!r}")
@@ -76,11 +82,78 @@ class Executor:
                 self._host[node.output] = value
                 self._constants[node.output] = self.upload(value, node.output)
             elif node.op == "composite":
-                if node.decomposition is None:
+                kernel = self._kernel(node) if fused_kernels else None
+                if kernel is not None:
+                    self._fused[node] = kernel
+                elif node.decomposition is None:
                     raise NotImplementedError(f"composite {node.attrs.get('name')!r} has no "
                                               f"decomposition to run")
-                self._sub[node] = Executor(node.decomposition, self.device, self.index_dtype)
+                else:
+                    self._sub[node] = Executor(node.decomposition, self.device,
+                                               self.index_dtype, fused_kernels)
         self._plan()
+        self.info["fused_kernels"] = len(self._fused)
+        self._checked = False
+        self._constant_outputs = [i for i, v in enumerate(graph.outputs) if v in self._constants]
+
+    def _kernel(self, node):
+        """The :data:`FUSED` function that runs composite ``node`` as one kernel of this
+        device's backend, or ``None``: no kernel by that name, an attribute it reads
+        missing, the backend without the op for the dtype, values of several storage
+        dtypes or an empty one (the ops layer runs no kernel on those either)."""
+        if node.attrs["name"] in UPDATES:
+            return self._update_kernel(node)
+        entry = FUSED.get(node.attrs["name"])
+        if entry is None:
+            return None
+        op, attrs, fn = entry
+        values = node.inputs + node.outputs
+        dtypes = {self.storage(v) for v in values}
+        if any(k not in node.attrs for k in attrs) or len(dtypes) != 1 or \
+                not all(math.prod(v.shape) for v in values):
+            return None
+        return fn if self.device.backend.supports(op, dtypes.pop()) else None
+
+    def _update_kernel(self, node):
+        """An optimizer-update composite as the backend's in-place update (on copies), when
+        each of its scalars is a constant or an element of a graph input: the caller passes
+        that input as a NumPy array (the runtime scalar vector), so its host values are
+        known without a device read."""
+        op, tensors = UPDATES[node.attrs["name"]]
+        count = tensors(node.attrs)
+        sources = [self._scalar_source(v) for v in node.inputs[count:]]
+        dtypes = {self.storage(v) for v in node.inputs[:count] + node.outputs}
+        if None in sources or len(dtypes) != 1 or \
+                not self.device.backend.supports(op, dtypes.pop()):
+            return None
+        run = _UPDATE_KERNELS[op]
+        return lambda node, *args: run(node, [self._host_scalar(s) for s in sources],
+                                       *args[:count])
+
+    def _scalar_source(self, value):
+        """``("const", x)`` or ``(graph input, flat index)`` for a rank-0 value sliced (and
+        reshaped or converted) from an input, or from a constant; else None."""
+        index = 0
+        while value.producer is not None and value.producer.op in ("reshape", "convert",
+                                                                   "slice"):
+            node = value.producer
+            if node.op == "slice":
+                index += node.attrs["start_indices"][0] if node.inputs[0].shape else 0
+            value = node.inputs[0]
+        if value in self._host:
+            return ("const", float(np.asarray(self._host[value]).reshape(-1)[index]))
+        if value.producer is None and value in self.graph.inputs and len(value.shape) <= 1:
+            return (value, index)
+        return None
+
+    def _host_scalar(self, source):
+        where, index = source
+        if where == "const":
+            return index
+        host = self._host_inputs.get(where)
+        if host is None:  # given on the device: one read (the api passes NumPy)
+            host = self._given[self.graph.inputs.index(where)].numpy()
+        return float(np.asarray(host).reshape(-1)[index])
 
     # -- dtypes and transfers ---------------------------------------------------------------
     def storage(self, value):
@@ -138,7 +211,7 @@ class Executor:
         for v in graph.outputs:
             last[v] = end
         self._drop_first = [v for v in graph.inputs if last[v] == -1]
-        self._steps = [(OPS[node.op], node, []) for node in graph.nodes]
+        self._steps = [(_scalar_form(node) or OPS[node.op], node, []) for node in graph.nodes]
         for v, i in last.items():
             if 0 <= i < end and v not in self._constants:
                 self._steps[i][2].append(v)
@@ -174,30 +247,41 @@ class Executor:
         if len(arrays) != len(graph.inputs):
             raise ValueError(f"{graph.name} takes {len(graph.inputs)} inputs, got {len(arrays)}")
         given = [self._bring(a, v, i) for i, (a, v) in enumerate(zip(arrays, graph.inputs))]
+        # host copies of inputs given as NumPy: an optimizer kernel reads its scalars there
+        self._host_inputs = {v: a for a, v in zip(arrays, graph.inputs)
+                             if isinstance(a, np.ndarray)}
+        self._given = given
         for o, i in graph.aliases.items():
             if isinstance(arrays[i], NDArray) and arrays[i] is not given[i]:
                 raise ValueError(f"output {o} of {graph.name} updates input {i} in place: pass "
                                  f"an NDArray on {self.device} of dtype "
                                  f"{self.storage(graph.inputs[i])}, not {arrays[i].dtype} on "
                                  f"{arrays[i].device}")
+        return self._finish(self.execute(given), given, arrays)
+
+    def execute(self, given):
+        """Run the steps on ``given`` (NDArrays already on this device, in the inputs'
+        storage dtypes and shapes): the outputs, aliased ones not yet written back. What
+        ``__call__`` does after its checks, and a parent graph's composite step."""
         env = dict(self._constants)
-        env.update(zip(graph.inputs, given))
+        env.update(zip(self.graph.inputs, given))
         for v in self._drop_first:
             env.pop(v, None)
-        most = len(env)
+        most, check = len(env), not self._checked
         for fn, node, free in self._steps:
             out = fn(self, node, *[env[v] for v in node.inputs])
             outs = out if isinstance(out, list) else [out]
             for v, o in zip(node.outputs, outs):
-                if o.shape != v.shape or o.dtype != self.storage(v):
+                if check and (o.shape != v.shape or o.dtype != self.storage(v)):
                     raise RuntimeError(f"executor {node.op}: made {o.dtype}{list(o.shape)} "
                                        f"for {v.type}")
                 env[v] = o
             most = max(most, len(env))
             for v in free:
                 del env[v]
+        self._checked = True  # every step made its value's type once: the plan is sound
         self.info["max_live_values_run"] = most
-        return self._finish([env[v] for v in graph.outputs], given, arrays)
+        return [env[v] for v in self.graph.outputs]
 
     def _finish(self, outputs, given, arrays):
         """Aliased outputs written into their inputs; outputs that share a buffer with an
@@ -587,8 +671,146 @@ def _scatter(ex, node, operand, indices, updates):
     return out
 
 
+#: binary ops whose NDArray form takes a Python number for its second operand
+_SCALAR_BINARY = {"add": lambda a, s: a + s, "subtract": lambda a, s: a - s,
+                  "multiply": lambda a, s: a * s, "divide": lambda a, s: a / s,
+                  "maximum": NDArray.maximum, "minimum": NDArray.minimum,
+                  "power": lambda a, s: a ** s}
+
+
+def _scalar_form(node):
+    """A step for a float binary op whose second operand is a splat constant: the backend's
+    scalar op on the first (one kernel), not a broadcast copy and a binary op."""
+    from .passes.common import splat  # noqa: PLC0415 - passes import the executor's modules
+    if node.op not in _SCALAR_BINARY or node.output.dtype not in FLOAT_DTYPES:
+        return None
+    value = splat(node.inputs[1])
+    if value is None or node.inputs[0].shape != node.output.shape:
+        return None
+    fn, value = _SCALAR_BINARY[node.op], float(value)
+    return lambda ex, node, a, b: fn(a, value)
+
+
 def _composite(ex, node, *args):
-    return ex._sub[node](*args)
+    kernel = ex._fused.get(node)
+    if kernel is not None:
+        return kernel(node, *args)
+    sub = ex._sub[node]
+    outs = sub.execute(list(args))
+    for i in sub._constant_outputs:  # a cached constant handed out would be shared by calls
+        outs[i] = NDArray(outs[i])
+    return outs
+
+
+# -- composites as fused backend ops (Executor(fused_kernels=True)) ---------------------------
+def _new(like, shape):
+    return NDArray.make(shape, device=like.device, dtype=like.dtype)
+
+
+def _handles(*arrays):
+    return [a.compact()._handle for a in arrays]
+
+
+def _softmax_kernel(node, x):
+    out = _new(x, node.output.shape)
+    x.device.backend.softmax(*_handles(x), out._handle, node.attrs["rows"], node.attrs["cols"])
+    return out
+
+
+def _logsumexp_kernel(node, x):
+    out = _new(x, node.output.shape)
+    x.device.backend.logsumexp(*_handles(x), out._handle, node.attrs["rows"],
+                               node.attrs["cols"])
+    return out
+
+
+def _layer_norm_kernel(node, x, weight, bias):
+    a = node.attrs
+    out, mean, rstd = _new(x, node.output.shape), _new(x, (a["rows"],)), _new(x, (a["rows"],))
+    x.device.backend.layernorm(*_handles(x, weight, bias), out._handle, mean._handle,
+                               rstd._handle, a["rows"], a["cols"], a["eps"])
+    return out
+
+
+def _batch_norm_kernel(node, x, mean, var, weight, bias, x_bias=None):
+    a = node.attrs
+    out = _new(x, node.output.shape)
+    x.device.backend.batchnorm(
+        *_handles(x), x_bias.compact()._handle if x_bias is not None else None,
+        *_handles(mean, var, weight, bias), out._handle, a["channels"], a["inner"], a["eps"],
+        a["activation"])
+    return out
+
+
+def _linear_kernel(node, x, w, bias):
+    (m, k), n = x.shape, w.shape[1]
+    out = _new(x, node.output.shape)
+    x.device.backend.linear(*_handles(x, w, bias), out._handle, m, k, n,
+                            node.attrs["activation"])
+    return out
+
+
+def _attention_kernel(node, q, k, v):
+    if node.attrs["key_transposed"]:  # (.., dim, seq) -> the (.., seq, dim) the op takes
+        k = k.permute(tuple(range(k.ndim - 2)) + (k.ndim - 1, k.ndim - 2))
+    batch, (seq_q, dim), seq_k = math.prod(q.shape[:-2]), q.shape[-2:], k.shape[-2]
+    out, stats = _new(q, node.output.shape), _new(q, (batch, seq_q))
+    q.device.backend.attention(*_handles(q, k, v), out._handle, stats._handle, batch, seq_q,
+                               seq_k, dim, node.attrs["scale"], node.attrs["causal"])
+    return out
+
+
+#: composite name -> (the backend's fused op, the attributes it reads, function(node,
+#: *input NDArrays) -> output NDArray or list). The composites are those of
+#: :mod:`.passes.fuse_patterns`. Not here: needle.gelu (no backend op of its own); the
+#: tracer's cross-entropy (the kernels index the logits by label, and a replay does not
+#: check the labels as eager calls do: an out-of-range label would read out of bounds,
+#: where the decomposition just finds no target). The optimizer updates are in
+#: :data:`UPDATES`: their kernels take host floats.
+FUSED = {
+    "needle.softmax": ("softmax", ("rows", "cols"), _softmax_kernel),
+    "needle.logsumexp": ("logsumexp", ("rows", "cols"), _logsumexp_kernel),
+    "needle.layer_norm": ("layernorm", ("rows", "cols", "eps"), _layer_norm_kernel),
+    "needle.batch_norm": ("batchnorm", ("channels", "inner", "eps", "activation"),
+                          _batch_norm_kernel),
+    "needle.linear": ("linear", ("activation",), _linear_kernel),
+    "needle.attention": ("attention", ("scale", "causal", "key_transposed"), _attention_kernel),
+}
+
+
+def _sgd_kernel(node, scalars, p, g, buf=None):
+    a = node.attrs
+    lr, rest = scalars[0], scalars[1:]
+    momentum = rest.pop(0) if buf is not None else 0.0
+    weight_decay = rest.pop(0) if a["weight_decay"] else 0.0
+    new_p = NDArray(p)  # the graph's values stay: the kernel updates copies
+    new_buf = None
+    if a["momentum_buffer"]:
+        new_buf = NDArray(buf) if buf is not None else _new(p, p.shape)
+    p.device.backend.sgd_update(new_p._handle, g.compact()._handle,
+                                new_buf._handle if new_buf is not None else None, lr,
+                                momentum, weight_decay, a["first_step"])
+    return [new_p] + ([new_buf] if new_buf is not None else [])
+
+
+def _adam_kernel(node, scalars, p, g, m, v):
+    lr, beta1, _, beta2, _, _, _, eps = scalars[:8]
+    weight_decay = scalars[8] if node.attrs["weight_decay"] else 0.0
+    step = int(round(scalars[-1]))
+    new_p, new_m, new_v = NDArray(p), NDArray(m), NDArray(v)
+    p.device.backend.adam_update(new_p._handle, g.compact()._handle, new_m._handle,
+                                 new_v._handle, lr, beta1, beta2, eps, weight_decay, step)
+    return [new_p, new_m, new_v]
+
+
+#: optimizer composites -> (the backend op, how many of the inputs are tensors given the
+#: attributes; the rest are scalars) — see :meth:`Executor._update_kernel`
+UPDATES = {
+    "needle.sgd_update": ("sgd_update",
+                          lambda a: 3 if a["momentum_buffer"] and not a["first_step"] else 2),
+    "needle.adam_update": ("adam_update", lambda a: 4),
+}
+_UPDATE_KERNELS = {"sgd_update": _sgd_kernel, "adam_update": _adam_kernel}
 
 
 def _constant(ex, node):

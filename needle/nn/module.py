@@ -217,7 +217,11 @@ class Module:
             values[name] = value
         for name, value in values.items():
             t = tensors[name]
-            t.cached_data = NDArray(value, device=t.device, dtype=t.dtype)
+            new = NDArray(value, device=t.device, dtype=t.dtype)
+            if t.cached_data is not None and t.cached_data.is_compact():
+                t.cached_data[...] = new  # into the same buffer, as PyTorch copies (and a
+            else:                         # compiled step keeps reading it)
+                t.cached_data = new
             t._version += 1  # an in-place write
         return IncompatibleKeys(missing, unexpected)
 

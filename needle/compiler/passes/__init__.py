@@ -53,12 +53,14 @@ from .cse import cse
 from .dce import dce
 from .fold import fold_constants
 from .fuse_elementwise import fuse_elementwise
+from .fuse_patterns import fuse_patterns
 from .simplify import simplify
 
 O1 = [dce, cse, fold_constants, simplify, dce]
 CANONICAL = [canonicalize, simplify, cse, dce]
-#: O3's fusion of known patterns, run before fuse_elementwise (none yet)
-PATTERN_PASSES = []
+#: O3's fusion of Needle's fused ops (softmax, LayerNorm, linear + bias + activation, ...),
+#: run before fuse_elementwise so that it sees the patterns whole
+PATTERN_PASSES = [fuse_patterns]
 FUSION = [fuse_elementwise, dce]
 
 #: opt level -> the passes it runs, in order (the module docstring says why each is there)
@@ -105,6 +107,6 @@ def run_passes(graph, opt_level, verify_each=False):
     return graph, stats
 
 
-__all__ = ["CANONICAL", "FUSION", "O1", "PATTERN_PASSES", "PIPELINES", "canonicalize", "cse",
+__all__ = ["CANONICAL", "FUSION", "O1", "PATTERN_PASSES", "PIPELINES", "canonicalize", "cse", "fuse_patterns",
            "dce", "debug_flags", "fold_constants", "fuse_elementwise", "launched_work",
            "run_passes", "simplify"]

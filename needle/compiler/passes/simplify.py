@@ -17,15 +17,7 @@ only when the inner one has no other use, so that nothing is computed twice; a p
 cancels (gives ``x`` back) is always removed. The replaced nodes are dropped; nodes left
 without uses are :mod:`.dce`'s.
 """
-from ..ir import Node
-from ..ops import infer_types
-from .common import is_splat, rename, use_counts
-
-
-def _producer(value, op):
-    """The node making ``value`` when it is an ``op`` node, else ``None``."""
-    node = value.producer
-    return node if node is not None and node.op == op else None
+from .common import is_splat, made_by, rewrite_until_fixed
 
 
 def _identity(perm):
@@ -36,7 +28,7 @@ def _transpose(r, node, x):
     perm = list(node.attrs["permutation"])
     if _identity(perm):
         return x
-    inner = _producer(x, "transpose")
+    inner = made_by(x, "transpose")
     if inner is None:
         return None
     composed = [inner.attrs["permutation"][p] for p in perm]
@@ -49,7 +41,7 @@ def _broadcast(r, node, x):
     dims, shape = list(node.attrs["broadcast_dimensions"]), tuple(node.attrs["shape"])
     if _identity(dims) and shape == x.shape:
         return x
-    inner = _producer(x, "broadcast_in_dim")
+    inner = made_by(x, "broadcast_in_dim")
     if inner is None or not r.single(x):
         return None
     return r.emit("broadcast_in_dim", inner.inputs, {
@@ -58,7 +50,7 @@ def _broadcast(r, node, x):
 
 
 def _reshape_reshape(r, node, x):
-    inner = _producer(x, "reshape")
+    inner = made_by(x, "reshape")
     if inner is None or not r.single(x):
         return None
     return r.emit("reshape", inner.inputs, {"shape": list(node.attrs["shape"])})
@@ -78,7 +70,7 @@ RULES = [
     ("add", lambda r, n, x, y: y if is_splat(x, 0) else None),               # 0 + x -> x
     ("subtract", lambda r, n, x, y: x if is_splat(y, 0) else None),          # x - 0 -> x
     ("divide", lambda r, n, x, y: x if is_splat(y, 1) else None),            # x / 1 -> x
-    ("negate", lambda r, n, x: _producer(x, "negate") and x.producer.inputs[0]),  # --x -> x
+    ("negate", lambda r, n, x: made_by(x, "negate") and x.producer.inputs[0]),  # --x -> x
     ("convert", lambda r, n, x: x if n.attrs["dtype"] == x.dtype else None),
     ("reshape", lambda r, n, x: x if tuple(n.attrs["shape"]) == x.shape else None),
     ("reshape", _reshape_reshape),                                 # reshape(reshape(x))
@@ -87,52 +79,6 @@ RULES = [
     ("slice", lambda r, n, x: x if _full_slice(n, x) else None),
 ]
 
-_BY_OP = {}
-for _op, _rewrite in RULES:
-    _BY_OP.setdefault(_op, []).append(_rewrite)
-
-
-class _Rewriter:
-    """One sweep's state: the new node list and the use counts."""
-
-    def __init__(self, graph):
-        self.nodes, self.counts = [], use_counts(graph)
-
-    def emit(self, op, inputs, attrs):
-        node = Node(op, inputs, infer_types(op, [v.type for v in inputs], attrs), attrs)
-        self.nodes.append(node)
-        for v in inputs:
-            self.counts[v] = self.counts.get(v, 0) + 1
-        return node.output
-
-    def single(self, value):
-        return self.counts.get(value, 0) == 1
-
-
-def _sweep(graph):
-    r, mapping = _Rewriter(graph), {}
-    for node in graph.nodes:
-        node.inputs = [mapping.get(v, v) for v in node.inputs]
-        new = None
-        if len(node.outputs) == 1:
-            for rewrite in _BY_OP.get(node.op, ()):
-                new = rewrite(r, node, *node.inputs) or None
-                if new is not None and new.type == node.output.type:
-                    break
-                new = None
-        if new is None:
-            r.nodes.append(node)
-            continue
-        r.counts[new] = r.counts.get(new, 0) + r.counts.get(node.output, 0)
-        mapping[node.output] = new
-    graph.nodes = r.nodes
-    rename(graph, mapping)
-    return bool(mapping)
-
-
 def simplify(graph, max_sweeps=100):
     """Apply :data:`RULES` until nothing changes; in place, returns ``graph``."""
-    for _ in range(max_sweeps):
-        if not _sweep(graph):
-            break
-    return graph
+    return rewrite_until_fixed(graph, RULES, max_sweeps)

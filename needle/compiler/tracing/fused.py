@@ -11,13 +11,14 @@ from ..ops import add_node
 from .builder import Builder
 
 
-def composite(b, name, inputs, body):
+def composite(b, name, inputs, body, **attrs):
     """Append a ``composite`` named ``needle.<name>`` over ``inputs`` whose decomposition
-    ``body(builder, *inner inputs)`` builds; returns its outputs."""
+    ``body(builder, *inner inputs)`` builds; returns its outputs. ``attrs`` say what a
+    fused kernel needs to know to run it."""
     inner = Graph(name=f"needle.{name}")
     args = [inner.add_input(v.type) for v in inputs]
     inner.outputs = list(body(Builder(inner), *args))
-    node = add_node(b.graph, "composite", inputs, {"name": f"needle.{name}"}, inner)
+    node = add_node(b.graph, "composite", inputs, {"name": f"needle.{name}", **attrs}, inner)
     return node.outputs
 
 
@@ -72,16 +73,19 @@ def sgd_update(b, param, grad, buf, lr, momentum, weight_decay, with_buffer):
         return [new_p] + outs
 
     inputs = [param, grad] + ([buf] if buf is not None else []) + scalars
-    outs = composite(b, "sgd_update", inputs, body)
+    outs = composite(b, "sgd_update", inputs, body, momentum_buffer=with_buffer,
+                     first_step=with_buffer and buf is None,
+                     weight_decay=weight_decay is not None)
     return outs[0], (outs[1] if with_buffer else None)
 
 
 def adam_update(b, param, grad, m, v, s):
     """PyTorch's Adam step: ``(new param, new m, new v)``. ``s`` maps names to rank-0
     values: lr, beta1, one_minus_beta1, beta2, one_minus_beta2, the bias corrections
-    bias1 and bias2, eps, and weight_decay (absent when 0)."""
+    bias1 and bias2, eps, weight_decay (absent when 0) and step (the count the bias
+    corrections come from: the decomposition does not read it, a fused kernel does)."""
     names = ["lr", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "bias1", "bias2",
-             "eps"] + (["weight_decay"] if "weight_decay" in s else [])
+             "eps"] + (["weight_decay"] if "weight_decay" in s else []) + ["step"]
 
     def body(b, p, g, m, v, *scalars):
         k = dict(zip(names, scalars))
@@ -99,4 +103,5 @@ def adam_update(b, param, grad, m, v, s):
                                  b.emit("add", [b.emit("sqrt", [v_hat]), like("eps")])])
         return b.emit("subtract", [p, step]), m, v
 
-    return composite(b, "adam_update", [param, grad, m, v] + [s[n] for n in names], body)
+    return composite(b, "adam_update", [param, grad, m, v] + [s[n] for n in names], body,
+                     weight_decay="weight_decay" in s)

@@ -32,15 +32,28 @@ RECORDED_FUSED = ("cross_entropy", "sgd_update", "adam_update")
 _NEEDLE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+#: Needle's plumbing between an op and the backend: not worth naming in an error
+_PLUMBING = ("recorder.py", "ndarray.py", "autograd.py")
+
+
 def user_line():
     """``(where, what)``: the innermost frame outside Needle (``file:line: code``) and the
-    Needle function it called (the op that was asked for)."""
+    Needle function it called, with the Needle code that made the request when that is
+    deeper inside (an op reading indices on the host, say)."""
     frames = traceback.extract_stack()[:-1]
-    called = None
+    called, inner = None, None
     for frame in reversed(frames):
-        if os.path.abspath(frame.filename).startswith(_NEEDLE_DIR + os.sep):
+        path = os.path.abspath(frame.filename)
+        if path.startswith(_NEEDLE_DIR + os.sep):
             called = frame.name
+            if inner is None and os.path.basename(path) not in _PLUMBING:
+                inner = frame
             continue
+        called = f"{called}()" if called else "a host read"
+        if inner is not None and inner.name + "()" != called:
+            called += (f" (through {inner.name} at "
+                       f"{os.path.relpath(inner.filename, os.path.dirname(_NEEDLE_DIR))}"
+                       f":{inner.lineno})")
         return f"{frame.filename}:{frame.lineno}: {(frame.line or '').strip()}", called
     return "<unknown>", called
 
@@ -135,8 +148,8 @@ class Trace:
         if value is None or self.varying(value):
             where, what = user_line()
             raise CompileError(
-                f"needle.compile: {what or 'a host read'}() reads a traced value back to the "
-                f"host at {where}. A compiled function cannot look at its data (the graph "
+                f"needle.compile: {what} reads a traced value back to the host at "
+                f"{where}. A compiled function cannot look at its data (the graph "
                 f"would freeze what it saw): return the tensor and read it after the call")
 
 
@@ -334,6 +347,7 @@ class RecordingBackend:
                 "bias2": 1 - beta2 ** step, "eps": eps}
         if _maybe_nonzero(weight_decay):
             host["weight_decay"] = weight_decay
+        host["step"] = step
         p = t.read(param)
         new_p, new_m, new_v = fused.adam_update(
             t.b, p, t.read(grad, p.shape), t.read(m, p.shape), t.read(v, p.shape),
