@@ -94,6 +94,7 @@ class Executor:
         self._plan()
         self.info["fused_kernels"] = len(self._fused)
         self._checked = False
+        self._host_inputs, self._given = {}, []  # of the current call (see __call__)
         self._constant_outputs = [i for i, v in enumerate(graph.outputs) if v in self._constants]
 
     def _kernel(self, node):
@@ -126,9 +127,27 @@ class Executor:
         if None in sources or len(dtypes) != 1 or \
                 not self.device.backend.supports(op, dtypes.pop()):
             return None
-        run = _UPDATE_KERNELS[op]
+        run, inplace = _UPDATE_KERNELS[op], self._updates_in_place(node, count)
         return lambda node, *args: run(node, [self._host_scalar(s) for s in sources],
-                                       *args[:count])
+                                       inplace, *args[:count])
+
+    def _updates_in_place(self, node, count):
+        """Whether the update may write its tensor inputs themselves: each is a graph input
+        read by no later node, whose new value (this node's output) is the graph output
+        aliased to it. Then ``_finish`` has nothing to copy back (eager's in-place step)."""
+        graph, position = self.graph, self.graph.nodes.index(node)
+        later = {v for n in graph.nodes[position + 1:] for v in n.inputs}
+        tensors = node.inputs[:count]
+        outputs = [node.outputs[0]] + node.outputs[1:]
+        # which output updates which input: the param first, then the buffers in order
+        pairs = [(tensors[0], outputs[0])] + list(zip(tensors[2:], outputs[1:]))
+        for x, y in pairs:
+            if x not in graph.inputs or x in later or x in graph.outputs:
+                return False
+            i = graph.inputs.index(x)
+            if not any(graph.aliases.get(o) == i for o, v in enumerate(graph.outputs) if v is y):
+                return False
+        return len(pairs) == len(outputs)
 
     def _scalar_source(self, value):
         """``("const", x)`` or ``(graph input, flat index)`` for a rank-0 value sliced (and
@@ -778,26 +797,27 @@ FUSED = {
 }
 
 
-def _sgd_kernel(node, scalars, p, g, buf=None):
+def _sgd_kernel(node, scalars, inplace, p, g, buf=None):
     a = node.attrs
     lr, rest = scalars[0], scalars[1:]
     momentum = rest.pop(0) if buf is not None else 0.0
     weight_decay = rest.pop(0) if a["weight_decay"] else 0.0
-    new_p = NDArray(p)  # the graph's values stay: the kernel updates copies
+    copy = (lambda x: x) if inplace else NDArray  # else the graph's values must stay
+    new_p = copy(p)
     new_buf = None
     if a["momentum_buffer"]:
-        new_buf = NDArray(buf) if buf is not None else _new(p, p.shape)
+        new_buf = copy(buf) if buf is not None else _new(p, p.shape)
     p.device.backend.sgd_update(new_p._handle, g.compact()._handle,
                                 new_buf._handle if new_buf is not None else None, lr,
                                 momentum, weight_decay, a["first_step"])
     return [new_p] + ([new_buf] if new_buf is not None else [])
 
 
-def _adam_kernel(node, scalars, p, g, m, v):
+def _adam_kernel(node, scalars, inplace, p, g, m, v):
     lr, beta1, _, beta2, _, _, _, eps = scalars[:8]
     weight_decay = scalars[8] if node.attrs["weight_decay"] else 0.0
     step = int(round(scalars[-1]))
-    new_p, new_m, new_v = NDArray(p), NDArray(m), NDArray(v)
+    new_p, new_m, new_v = (p, m, v) if inplace else (NDArray(p), NDArray(m), NDArray(v))
     p.device.backend.adam_update(new_p._handle, g.compact()._handle, new_m._handle,
                                  new_v._handle, lr, beta1, beta2, eps, weight_decay, step)
     return [new_p, new_m, new_v]
