@@ -16,7 +16,7 @@ import pytest
 
 import needle
 from needle import nn, optim
-from needle.compiler import Executor, Graph, as_text, evaluate, parse, verify
+from needle.compiler import Executor, Graph, as_text, evaluate, parse
 from needle.compiler.executor import FUSED, UPDATES
 from needle.compiler.passes import run_passes
 from needle.compiler.passes.fuse_patterns import fuse_patterns

@@ -376,7 +376,7 @@ class NDArray:
             self._backend.ewise_setitem(src._handle, self._handle, view.shape, view.strides,
                                         view.offset)
         else:
-            value = other if isinstance(other, float) else float(other)
+            value = other if getattr(other, "_traced", False) else float(other)
             self._backend.scalar_setitem(view.size, value, self._handle, view.shape,
                                          view.strides, view.offset)
 
@@ -426,8 +426,8 @@ class NDArray:
         elif isinstance(other, numbers.Number):
             out, (a,) = self._new_like()
             if out.size:
-                # a float subclass passes as is: needle.compile traces optimizer numbers so
-                value = other if isinstance(other, float) else float(other)
+                # needle.compile's traced numbers (optimizer hyperparameters) pass as they are
+                value = other if getattr(other, "_traced", False) else float(other)
                 self._backend.scalar(op, a._handle, value, out._handle)
         else:
             return NotImplemented

@@ -9,8 +9,8 @@ fixed; a training step replays from its third call (its second for steps without
 state). See ``docs/compile.md``.
 """
 import functools
-import math
 import time
+import warnings
 
 import numpy as np
 
@@ -23,11 +23,15 @@ from .passes import PIPELINES, run_passes
 from .passes.common import launched_work
 from .printer import as_text
 from .tracing.discovery import discover
-from .tracing.program import evaluate_scalars, trace_call, unflatten
+from .tracing.guards import PythonState
+from .tracing.program import call_arguments, evaluate_scalars, trace_call, unflatten
 from .tracing.scalars import evaluate
 
 #: traces in a row that may disagree before the function is declared untraceable
 MAX_TRACES = 4
+#: graphs kept per compiled function; beyond it the oldest goes (with a warning, once):
+#: an argument that changes every call (a float, a new shape) would otherwise grow it
+MAX_GRAPHS = 32
 
 
 def compile(fn=None, *, opt_level=2):
@@ -70,6 +74,7 @@ class Compiled:
         self._counts = {"calls": 0, "traces": 0, "cache_hits": 0, "recompiles": 0}
         self._built = []     # stats of every graph built, oldest first
         self._modules = ()   # the modules the last trace reached: their modes key graphs
+        self._warned = False
 
     def __call__(self, *args, **kwargs):
         self._counts["calls"] += 1
@@ -92,30 +97,47 @@ class Compiled:
 
     def _trace(self, key, args, kwargs, reason):
         start = time.perf_counter()
-        modules, optimizers, tensors = discover(self.fn, args, kwargs)
+        modules, optimizers, tensors, objects = discover(self.fn, args, kwargs)
         if [id(m) for m in modules] != [id(m) for m in self._modules]:
             self._modules = tuple(modules)
             key = self._key(args, kwargs)
-        module_state = _module_state(modules)
+        # the state this trace starts from: a replay of its graph needs the same (state the
+        # call itself makes, an optimizer's first-step buffers, fails it: the next call
+        # traces again, from the state with them)
+        python_state = PythonState(self.fn, objects, modules, optimizers)
+        module_state = PythonState(None, [], modules, [])
         result, program = trace_call(self.fn, args, kwargs, modules, optimizers, tensors)
-        _check_unchanged(module_state, _module_state(modules))
+        changed = module_state.check()
+        if changed is not None:  # a replay would not change it
+            raise CompileError(f"needle.compile: the function changes a module ({changed}); "
+                               f"a replay would not: change it between calls")
         self._counts["traces"] += 1
         signature = program.signature()
         seconds = time.perf_counter() - start
         last = self._pending.pop(key, None)
         if last is not None and last[0] == signature:
             # (why the first of the two traces was needed)
-            entry = _Entry(program, module_state, self.opt_level, last[3], last[2] + seconds)
+            entry = _Entry(program, python_state, self.opt_level, last[3], last[2] + seconds)
+            if len(self._entries) >= MAX_GRAPHS:
+                del self._entries[next(iter(self._entries))]
+                if not self._warned:
+                    self._warned = True
+                    warnings.warn(f"needle.compile: {_name(self.fn)} has built more than "
+                                  f"{MAX_GRAPHS} graphs (arguments with new shapes or Python "
+                                  f"values on most calls?); the oldest are dropped",
+                                  stacklevel=3)
             self._entries[key] = entry
             self._built.append(entry.stats)
             return result
         attempts = 1 if last is None else last[1] + 1
         if attempts >= MAX_TRACES:
-            raise CompileError(f"needle.compile: {self.fn.__name__} recorded a different graph "
+            raise CompileError(f"needle.compile: {_name(self.fn)} recorded a different graph "
                                f"on each of {attempts} calls in a row; its Python must do the "
                                f"same work on every call (state read by Python control flow, "
                                f"a counter in the function?); the last two differ in "
                                f"{_difference(last[0], signature)}")
+        if len(self._pending) >= MAX_GRAPHS:
+            del self._pending[next(iter(self._pending))]
         self._pending[key] = (signature, attempts, (last[2] if last else 0.0) + seconds,
                               last[3] if last else reason)
         return result
@@ -129,7 +151,7 @@ class Compiled:
         entry = self._entries.get(self._key(args, kwargs))
         if entry is not None:
             return Lowered(entry.graph, entry.stats, entry.program)
-        modules, optimizers, tensors = discover(self.fn, args, kwargs)
+        modules, optimizers, tensors, _ = discover(self.fn, args, kwargs)
         snapshot = _Snapshot(tensors, optimizers)
         try:
             _, program = trace_call(self.fn, args, kwargs, modules, optimizers, tensors)
@@ -141,7 +163,7 @@ class Compiled:
     def stats(self):
         """Counts (calls, traces, cache hits, recompiles), and per graph built: why, the node
         count before and after each pass, fused groups, kernels launched per call, planned
-        peak bytes, compile seconds and the mean host microseconds of a replay."""
+        peak bytes, compile seconds and the median host microseconds of a replay."""
         graphs = [dict(s) for s in self._built]
         out = dict(self._counts, graphs=graphs)
         out["compile_seconds"] = sum(s["compile_seconds"] for s in graphs)
@@ -152,7 +174,7 @@ class Compiled:
         return out
 
     def __repr__(self):
-        return f"needle.compile({self.fn.__name__}, opt_level={self.opt_level})"
+        return f"needle.compile({_name(self.fn)}, opt_level={self.opt_level})"
 
 
 class Lowered:
@@ -167,7 +189,7 @@ class Lowered:
         runtime scalars. With them the exported StableHLO runs anywhere (tests run it on
         jaxlib's interpreter)."""
         program = self._program
-        given = list(args) + list(kwargs.values())
+        given = call_arguments(args, kwargs)
         out = []
         for kind, ref in program.sources:
             if kind == "arg":
@@ -199,9 +221,9 @@ class Lowered:
 class _Entry:
     """A compiled graph for one argument key, with its guards and its bound executor."""
 
-    def __init__(self, program, module_state, opt_level, reason, trace_seconds):
+    def __init__(self, program, python_state, opt_level, reason, trace_seconds):
         start = time.perf_counter()
-        self.program, self.module_state = program, module_state
+        self.program, self.python_state = program, python_state
         self.device = program.device or cpu()
         before = program.graph.count()
         self.graph, passes = run_passes(program.graph, opt_level)
@@ -227,12 +249,9 @@ class _Entry:
 
     def check(self):
         """``None`` if the graph still applies, else why not."""
-        for module, training, numbers in self.module_state:
-            if module.training != training:
-                return f"{type(module).__name__}.training changed"
-            for name, value in numbers:
-                if getattr(module, name, None) != value:
-                    return f"{type(module).__name__}.{name} changed"
+        changed = self.python_state.check()
+        if changed is not None:
+            return changed
         for name, tensor, buf in self.program.identity:
             data = tensor.cached_data
             if data is None or data._handle is not buf:
@@ -247,7 +266,7 @@ class _Entry:
     def run(self, args, kwargs):
         start = time.perf_counter()
         program, slots = self.program, self._slots
-        given = list(args) + list(kwargs.values())
+        given = call_arguments(args, kwargs)
         inputs = []
         for i, (kind, ref) in enumerate(program.sources):
             if kind == "arg":
@@ -267,6 +286,8 @@ class _Entry:
                 setattr(container, key, value)
             else:
                 container[key] = value
+        for tensor, grad in program.grads:
+            tensor.grad = grad
         result = unflatten(program.result,
                            [Tensor.make_const(o) for o in outputs[:self.returned]])
         self._host_us.append((time.perf_counter() - start) * 1e6)
@@ -274,6 +295,10 @@ class _Entry:
             del self._host_us[:50]
         self.stats["replay_host_us"] = float(np.median(self._host_us))
         return result
+
+
+def _name(fn):
+    return getattr(fn, "__name__", None) or repr(fn)
 
 
 def _difference(a, b):
@@ -309,32 +334,6 @@ def _key(args, kwargs):
         else:
             parts.append((name, "object", id(a)))
     return tuple(parts)
-
-
-def _module_state(modules):
-    """Per module: its training flag and its plain numeric attributes (Python values the
-    trace may have read, e.g. BatchNorm's momentum)."""
-    out = []
-    for m in modules:
-        numbers = tuple((k, v) for k, v in vars(m).items()
-                        if k != "training" and type(v) in (int, float, bool)
-                        and not (type(v) is float and math.isnan(v)))
-        out.append((m, m.training, numbers))
-    return out
-
-
-def _check_unchanged(before, after):
-    """A function that changes a module's mode or numbers would change them on every call;
-    a replay would not (and the guard on them would fail every call)."""
-    for (module, training, numbers), (_, now_training, now_numbers) in zip(before, after):
-        changed = [k for (k, v), (_, w) in zip(numbers, now_numbers) if v != w]
-        if training != now_training:
-            changed.append("training")
-        if changed or len(numbers) != len(now_numbers):
-            names = ", ".join(f"{type(module).__name__}.{k}" for k in changed) or \
-                f"the attributes of {type(module).__name__}"
-            raise CompileError(f"needle.compile: the function changes {names}; a replay would "
-                               f"not: change it between calls")
 
 
 class _Snapshot:

@@ -133,16 +133,18 @@ class Executor:
 
     def _updates_in_place(self, node, count):
         """Whether the update may write its tensor inputs themselves: each is a graph input
-        read by no later node, whose new value (this node's output) is the graph output
-        aliased to it. Then ``_finish`` has nothing to copy back (eager's in-place step)."""
+        that nothing reads after this node — neither itself nor a view of its buffer (the
+        movement ops run as NDArray views) — whose new value (this node's output) is the
+        graph output aliased to it. Then ``_finish`` has nothing to copy back (eager's
+        in-place step)."""
         graph, position = self.graph, self.graph.nodes.index(node)
-        later = {v for n in graph.nodes[position + 1:] for v in n.inputs}
+        later = {v for n in graph.nodes[position + 1:] for v in n.inputs} | set(graph.outputs)
         tensors = node.inputs[:count]
         outputs = [node.outputs[0]] + node.outputs[1:]
         # which output updates which input: the param first, then the buffers in order
         pairs = [(tensors[0], outputs[0])] + list(zip(tensors[2:], outputs[1:]))
         for x, y in pairs:
-            if x not in graph.inputs or x in later or x in graph.outputs:
+            if x not in graph.inputs or _views_of(graph, x) & later:
                 return False
             i = graph.inputs.index(x)
             if not any(graph.aliases.get(o) == i for o, v in enumerate(graph.outputs) if v is y):
@@ -276,7 +278,10 @@ class Executor:
                                  f"an NDArray on {self.device} of dtype "
                                  f"{self.storage(graph.inputs[i])}, not {arrays[i].dtype} on "
                                  f"{arrays[i].device}")
-        return self._finish(self.execute(given), given, arrays)
+        try:
+            return self._finish(self.execute(given), given, arrays)
+        finally:
+            self._host_inputs, self._given = {}, []  # keep nothing of the call alive
 
     def execute(self, given):
         """Run the steps on ``given`` (NDArrays already on this device, in the inputs'
@@ -688,6 +693,27 @@ def _scatter(ex, node, operand, indices, updates):
         values = updates if sources.size == updates.size else _take(updates, sources)
         out.device.backend.scatter_add(values.compact()._handle, targets, out._handle)
     return out
+
+
+#: ops whose result may share its operand's buffer (views, a conversion to the same dtype)
+_VIEW_OPS = frozenset({"reshape", "transpose", "slice", "broadcast_in_dim", "reverse",
+                       "convert"})
+
+
+def _views_of(graph, x):
+    """``x`` and every value that may be a view of its buffer (through movement ops, and
+    composites whose decomposition returns an input as is)."""
+    views = {x}
+    for node in graph.nodes:
+        if node.op in _VIEW_OPS and node.inputs[0] in views:
+            views.add(node.output)
+        elif node.op == "composite" and views.intersection(node.inputs):
+            inner = node.decomposition
+            for out, inner_out in zip(node.outputs, inner.outputs):
+                if inner_out in inner.inputs and \
+                        node.inputs[inner.inputs.index(inner_out)] in views:
+                    views.add(out)
+    return views
 
 
 #: binary ops whose NDArray form takes a Python number for its second operand

@@ -5,6 +5,7 @@ gets them as arguments). The tracer needs them for three things: optimizer numbe
 runtime scalars (:mod:`.scalars`), every state tensor gets a name for error messages and an
 identity guard, and the modules' ``training`` flags and numeric attributes are guards.
 """
+import functools
 import types
 
 from ...autograd import Tensor
@@ -27,6 +28,8 @@ def _function_roots(fn):
     if isinstance(fn, types.MethodType):
         roots.append(fn.__self__)
         fn = fn.__func__
+    if isinstance(fn, functools.partial):
+        return roots + _function_roots(fn.func) + list(fn.args) + list(fn.keywords.values())
     if not isinstance(fn, types.FunctionType):  # a callable object
         return roots + [fn]
     for cell in fn.__closure__ or ():
@@ -40,12 +43,13 @@ def _function_roots(fn):
 
 
 def discover(fn, args, kwargs, depth=3):
-    """``(modules, optimizers, tensors)`` reachable from ``fn`` (its closure, the globals
-    its code names, a bound method's object), its arguments, and the attributes of plain
-    objects among those, ``depth`` levels deep. ``tensors`` maps ``id(tensor)`` to
-    ``(name, tensor)`` for every tensor of a module, an optimizer's parameters and any
-    tensor found on the way."""
-    modules, optimizers, tensors = {}, {}, {}
+    """``(modules, optimizers, tensors, objects)`` reachable from ``fn`` (its closure, the
+    globals its code names, a bound method's object, a partial's function and arguments),
+    its arguments, and the attributes of plain objects among those, ``depth`` levels deep.
+    ``tensors`` maps ``id(tensor)`` to ``(name, tensor)`` for every tensor of a module, an
+    optimizer's parameters and any tensor found on the way; ``objects`` lists ``(name,
+    object)`` for the plain objects (a config, a trainer)."""
+    modules, optimizers, tensors, objects = {}, {}, {}, []
     seen = set()
     frontier = [(name, v) for name, v in
                 [(f"arg{i}", a) for i, a in enumerate(args)] + list(kwargs.items())]
@@ -74,9 +78,12 @@ def discover(fn, args, kwargs, depth=3):
                 nxt += [(f"{name}[{k!r}]", v) for k, v in value.items()]
             elif isinstance(value, (types.FunctionType, types.MethodType)):
                 nxt += [("", r) for r in _function_roots(value)]
+            elif isinstance(value, functools.partial):
+                nxt += [("", r) for r in _function_roots(value)]
             elif hasattr(value, "__dict__"):  # a plain object: a trainer holding a model
+                objects.append((name or type(value).__name__, value))
                 nxt += [(f"{name}.{k}" if name else k, v) for k, v in vars(value).items()]
         frontier = nxt
         if not frontier or level == depth:
             break
-    return list(modules.values()), list(optimizers.values()), tensors
+    return list(modules.values()), list(optimizers.values()), tensors, objects

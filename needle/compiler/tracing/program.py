@@ -8,6 +8,7 @@ each output goes (the returned structure, a state buffer updated in place) and t
 Python-side updates (step counts) and guards a replay must respect.
 """
 import gc
+import numbers
 import sys
 import weakref
 
@@ -23,7 +24,7 @@ from ..passes.common import rename
 from . import views
 from .discovery import discover
 from .recorder import RecordingBackend, Trace
-from .scalars import IntScalar, Scalar, evaluate, plain
+from .scalars import IntScalar, Scalar, evaluate, is_traced, plain
 
 
 class Program:
@@ -47,22 +48,28 @@ class Program:
         self.graph = None
         self.sources, self.scalars, self.slots, self.updates = [], [], [], []
         self.guards, self.identity, self.result, self.device = [], [], None, None
+        self._new_ids = set()  # ids of state buffers the trace itself made
+        self.grads = []        # (parameter, its gradient tensor) to put back after a call
 
     def signature(self):
         """What two traces must share for the graph to be the same program."""
         from ..printer import as_text
         return (as_text(self.graph),
-                tuple(kind if kind == "arg" else ("state", id(ref) if not self._escaped(ref)
-                                                   else "new")
+                tuple((kind, ref) if kind == "arg" else
+                      (kind, "new" if id(ref) in self._new_ids else id(ref))
                       for kind, ref in self.sources),
                 tuple(map(repr, self.scalars)), tuple(repr(u) for u in self.updates),
                 tuple(repr(g) for g in self.guards), repr(self.result))
 
-    def _escaped(self, buf):
-        return id(buf) in self._new_ids
-
     def read_slots(self):
         return [getattr(c, k) if attr else c[k] for c, k, attr in self.slots]
+
+
+def call_arguments(args, kwargs):
+    """A call's arguments in the order graphs number them: positional ones, then keyword
+    ones sorted by name (as the cache key has them: ``f(x=a, y=b)`` and ``f(y=b, x=a)`` are
+    one call)."""
+    return list(args) + [kwargs[k] for k in sorted(kwargs)]
 
 
 def _flatten(value, tensors):
@@ -101,16 +108,17 @@ class _Slots:
         self.entries = []  # (container, key, is_attribute, original, scalar)
         for opt in optimizers:
             for key, value in list(vars(opt).items()):
-                if type(value) in (int, float):
-                    self._install(opt, key, True, value, guards)
+                if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+                    self._install(opt, key, True, value, guards)  # (NumPy numbers too)
             for state in opt.state.values():
-                if type(state.get("step")) is int:
+                if isinstance(state.get("step"), numbers.Integral):
                     self._install(state, "step", False, state["step"], guards)
 
     def _install(self, container, key, attr, value, guards):
         k = len(self.entries)
-        cls = IntScalar if type(value) is int else Scalar
-        scalar = cls.make(value, ("slot", k), guards)
+        integral = isinstance(value, numbers.Integral)
+        value = int(value) if integral else float(value)
+        scalar = (IntScalar if integral else Scalar)(value, ("slot", k), guards)
         self.entries.append((container, key, attr, value, scalar))
         if attr:
             setattr(container, key, scalar)
@@ -128,7 +136,7 @@ class _Slots:
             elif attr:  # a scheduler's arithmetic could hide Python state of its own
                 assigned.append(f"{type(c).__name__}.{key}")
                 value = plain(now)
-            elif isinstance(now, (Scalar, IntScalar)):  # a step count: step + 1
+            elif is_traced(now):  # a step count: step + 1
                 updates.append((k, now.expr))
                 value = plain(now)
             else:
@@ -144,7 +152,7 @@ def trace_call(fn, args, kwargs, modules, optimizers, tensors):
     """Run ``fn(*args, **kwargs)`` once, recording it; returns ``(result, Program)``. The
     result holds new Tensors (without history) with the call's values."""
     arg_handles, data_args = {}, []
-    for i, a in enumerate(list(args) + list(kwargs.values())):
+    for i, a in enumerate(call_arguments(args, kwargs)):
         if isinstance(a, Tensor):
             arg_handles.setdefault(id(a.realize_cached_data()._handle), i)
             if a.requires_grad:  # arguments are data: no gradient accumulates on them
@@ -179,13 +187,18 @@ def trace_call(fn, args, kwargs, modules, optimizers, tensors):
     caller = unflatten(program.result, [Tensor.make_const(NDArray(t.realize_cached_data()))
                                         for t in returned])
     returned.clear()
-    _, _, after = discover(fn, args, kwargs)
+    after = discover(fn, args, kwargs)[2]
     _bind_state(program, trace, graph, outputs, tensors, after)
     _pack_scalars(program, trace, graph)
     program.slots = [(c, key, attr) for c, key, attr, _, _ in slots.entries]
     program.updates = updates
     program.guards = list(trace.guards)
     program.identity = _identity_guards(program, tensors)
+    # gradients the step left on parameters, in buffers it made: a replay writes those
+    # buffers and puts the tensors back (a reset_grad() between calls took them away)
+    program.grads = [(t, t.grad) for _, t in after.values()
+                     if t.grad is not None and t.grad.cached_data is not None
+                     and id(t.grad.cached_data._handle) in program._new_ids]
     return caller, program
 
 

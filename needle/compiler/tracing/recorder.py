@@ -18,7 +18,7 @@ from ...errors import CompileError
 from ..ir import TensorType
 from . import fused, views
 from .builder import Builder
-from .scalars import IntScalar, Scalar, expression, plain
+from .scalars import is_traced, plain
 
 _UNARY = {"neg": "negate", "exp": "exponential", "log": "log", "tanh": "tanh",
           "sigmoid": "logistic", "sqrt": "sqrt", "abs": "abs", "sin": "sine", "cos": "cosine"}
@@ -109,7 +109,7 @@ class Trace:
     def scalar(self, x, dtype):
         """A rank-0 value for a scalar argument: a runtime input when it is a traced
         :class:`~.scalars.Scalar`, else a constant."""
-        if isinstance(x, (Scalar, IntScalar)):
+        if is_traced(x):
             key = (x.expr, dtype)
             if key not in self.scalars:
                 self.scalars[key] = self.graph.add_input(TensorType((), dtype))
@@ -362,7 +362,7 @@ def _dtype(buf):
 
 def _maybe_nonzero(x):
     """A traced scalar may change to non-zero later; a plain 0 never does."""
-    return isinstance(x, (Scalar, IntScalar)) or plain(x) != 0
+    return is_traced(x) or plain(x) != 0
 
 
-__all__ = ["RECORDED_FUSED", "RecordingBackend", "Trace", "expression", "user_line"]
+__all__ = ["RECORDED_FUSED", "RecordingBackend", "Trace", "user_line"]

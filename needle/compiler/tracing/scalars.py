@@ -14,6 +14,7 @@ graph holds only while that decision comes out the same, and a call where it doe
 traces again.
 """
 import math
+import numbers
 import operator
 
 #: expression nodes: ("slot", k), ("const", c) or (op name, operand expressions...)
@@ -46,32 +47,36 @@ def evaluate(expr, slots):
 
 def expression(x):
     """The expression of a Scalar, or a constant for a plain number."""
-    return x.expr if isinstance(x, (Scalar, IntScalar)) else ("const", x)
+    return x.expr if isinstance(x, _Traced) else ("const", x)
 
 
 class _Traced:
-    """The behaviour Scalar (a float) and IntScalar (an int) share."""
+    """A traced number: its value, its expression, and the trace's guard list.
+
+    Deliberately *not* a float or int subclass: C code reads a subclass's raw value without
+    asking it (``math.sqrt``, NumPy), which would freeze the number silently. Here every
+    such read goes through ``__float__`` / ``__int__`` / ``__index__``, which record a
+    guard, and arithmetic goes through the operators, which record an expression."""
+
+    __slots__ = ("value", "expr", "guards")
+    #: NDArray passes a number with this mark to the backend as is (not through float())
+    _traced = True
+
+    def __init__(self, value, expr, guards):
+        self.value, self.expr, self.guards = value, expr, guards
 
     def _wrap(self, value, expr):
         if isinstance(value, bool):
             return value
         cls = IntScalar if isinstance(value, int) else Scalar
-        return cls.make(value, expr, self.guards)
+        return cls(value, expr, self.guards)
 
     def _binary(self, other, op, reflected=False):
-        if not isinstance(other, (int, float)):
+        if not isinstance(other, (int, float, _Traced)):
             return NotImplemented
         a, b = (other, self) if reflected else (self, other)
-        value = _BINARY[op](self._plain(a), self._plain(b))
+        value = _BINARY[op](plain(a), plain(b))
         return self._wrap(value, (op, expression(a), expression(b)))
-
-    @staticmethod
-    def _plain(x):
-        if isinstance(x, Scalar):
-            return float.__float__(x)
-        if isinstance(x, IntScalar):
-            return int.__int__(x)
-        return x
 
     def _decide(self, kind, value, *operands):
         """A Python decision made on this value: the graph is valid while it repeats."""
@@ -79,19 +84,22 @@ class _Traced:
         return value
 
     def __bool__(self):
-        return self._decide("bool", self._plain(self) != 0, self)
+        return self._decide("bool", self.value != 0, self)
 
     def __float__(self):
-        return self._decide("float", float(self._plain(self)), self)
+        return self._decide("float", float(self.value), self)
 
     def __int__(self):
-        return self._decide("int", int(self._plain(self)), self)
+        return self._decide("int", int(self.value), self)
 
     def __index__(self):
         return self.__int__()
 
     def __hash__(self):
-        return hash(self._plain(self))
+        return hash(self.value)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.value!r})"
 
 
 def _arith(op):
@@ -101,55 +109,45 @@ def _arith(op):
 
 def _compare(op):
     def fn(self, other):
-        if not isinstance(other, (int, float)):
+        if not isinstance(other, (int, float, _Traced)):
             return NotImplemented
-        return self._decide(op, _COMPARE[op](self._plain(self), self._plain(other)), self, other)
+        return self._decide(op, _COMPARE[op](plain(self), plain(other)), self, other)
     return fn
 
 
-def _install(cls):
-    for op in _BINARY:
-        forward, reflected = _arith(op)
-        setattr(cls, f"__{op}__", forward)
-        setattr(cls, f"__r{op}__", reflected)
-    for op in _COMPARE:
-        setattr(cls, f"__{op}__", _compare(op))
-    cls.__neg__ = lambda self: self._wrap(-self._plain(self), ("neg", self.expr))
-    cls.__abs__ = lambda self: self._wrap(abs(self._plain(self)), ("abs", self.expr))
-    cls.__pos__ = lambda self: self
-    cls.__round__ = lambda self, n=None: round(float(self), n)
-    cls.__trunc__ = lambda self: math.trunc(float(self))
-    return cls
+for _op in _BINARY:
+    _forward, _reflected = _arith(_op)
+    setattr(_Traced, f"__{_op}__", _forward)
+    setattr(_Traced, f"__r{_op}__", _reflected)
+for _op in _COMPARE:
+    setattr(_Traced, f"__{_op}__", _compare(_op))
+_Traced.__neg__ = lambda self: self._wrap(-self.value, ("neg", self.expr))
+_Traced.__abs__ = lambda self: self._wrap(abs(self.value), ("abs", self.expr))
+_Traced.__pos__ = lambda self: self
+_Traced.__round__ = lambda self, n=None: round(float(self), n)
+_Traced.__trunc__ = lambda self: math.trunc(float(self))
 
 
-@_install
-class Scalar(_Traced, float):
+class Scalar(_Traced):
     """A float traced through a compiled step (see the module docstring)."""
 
-    @classmethod
-    def make(cls, value, expr, guards):
-        s = float.__new__(cls, value)
-        s.expr, s.guards = expr, guards
-        return s
-
-    def __repr__(self):
-        return f"Scalar({float.__repr__(self)})"
+    __slots__ = ()
 
 
-@_install
-class IntScalar(_Traced, int):
+class IntScalar(_Traced):
     """An int traced through a compiled step (an optimizer's step count)."""
 
-    @classmethod
-    def make(cls, value, expr, guards):
-        s = int.__new__(cls, value)
-        s.expr, s.guards = expr, guards
-        return s
+    __slots__ = ()
 
-    def __repr__(self):
-        return f"IntScalar({int.__repr__(self)})"
+
+numbers.Real.register(Scalar)
+numbers.Integral.register(IntScalar)
 
 
 def plain(x):
-    """A Scalar's value as a plain float or int (other values unchanged)."""
-    return _Traced._plain(x)
+    """A traced number's value as a plain float or int (other values unchanged)."""
+    return x.value if isinstance(x, _Traced) else x
+
+
+def is_traced(x):
+    return isinstance(x, _Traced)
