@@ -107,7 +107,8 @@ def _optimizer_state(opt):
 
 @pytest.mark.parametrize("opt_level", LEVELS)
 @pytest.mark.parametrize("make", MODELS, ids=lambda m: m.__name__)
-def test_compiled_equals_eager(make, opt_level, device):
+def test_compiled_equals_eager(make, opt_level, device, monkeypatch):
+    monkeypatch.setenv("NEEDLE_DEBUG", "verify")  # the verifier after every pass, too
     tol = dict(rtol=2e-4, atol=2e-5)
     e_losses, e_model, e_opt, _ = _train(make, device, 7)
     c_losses, c_model, c_opt, step = _train(make, device, 7, opt_level)

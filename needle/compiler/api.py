@@ -19,7 +19,7 @@ from ..backend_ndarray import NDArray
 from ..backend_ndarray.device import cpu
 from ..errors import CompileError
 from .executor import Executor
-from .passes import PIPELINES, run_passes
+from .passes import PIPELINES, debug_flags, run_passes
 from .passes.common import launched_work
 from .printer import as_text
 from .tracing.discovery import discover
@@ -157,7 +157,7 @@ class Compiled:
             _, program = trace_call(self.fn, args, kwargs, modules, optimizers, tensors)
         finally:
             snapshot.restore()
-        graph, passes = run_passes(program.graph, self.opt_level)
+        graph, passes = run_passes(program.graph, self.opt_level, _verify())
         return Lowered(graph, {"opt_level": self.opt_level, "passes": passes}, program)
 
     def stats(self):
@@ -226,7 +226,7 @@ class _Entry:
         self.program, self.python_state = program, python_state
         self.device = program.device or cpu()
         before = program.graph.count()
-        self.graph, passes = run_passes(program.graph, opt_level)
+        self.graph, passes = run_passes(program.graph, opt_level, _verify())
         self.executor = Executor(self.graph, self.device, fused_kernels=opt_level >= 3)
         self.backend = self.device.backend
         self.state = {}
@@ -295,6 +295,11 @@ class _Entry:
             del self._host_us[:50]
         self.stats["replay_host_us"] = float(np.median(self._host_us))
         return result
+
+
+def _verify():
+    """``NEEDLE_DEBUG=verify``: the verifier checks every traced graph after every pass."""
+    return "verify" in debug_flags()
 
 
 def _name(fn):

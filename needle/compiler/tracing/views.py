@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from ...backend_ndarray.ndarray import compact_strides
+
 
 def positions(shape, strides, offset):
     """The flat buffer position of every element of the view, row-major."""
@@ -63,7 +65,7 @@ def read_view(b, flat, size, shape, strides, offset):
     if 0 in shape:
         return b.full(0.0, shape, flat.dtype)
     flat = b.reshape(flat, (size,))
-    if offset == 0 and math.prod(shape) == size and strides == _compact(shape):
+    if offset == 0 and math.prod(shape) == size and strides == compact_strides(shape):
         return b.reshape(flat, shape)
     found = _base(size, shape, strides, offset)
     if found is None:
@@ -99,7 +101,7 @@ def write_view(b, old, size, shape, strides, offset, update):
     """The new value of a buffer (``size`` elements, old value ``old``) after writing
     ``update`` (a value of ``shape``) into its view ``(shape, strides, offset)``."""
     shape, strides = tuple(shape), tuple(strides)
-    if offset == 0 and math.prod(shape) == size and strides == _compact(shape):
+    if offset == 0 and math.prod(shape) == size and strides == compact_strides(shape):
         return b.reshape(update, (size,))
     padded = _as_pad(b, old, size, shape, strides, offset, update)
     if padded is not None:
@@ -135,11 +137,3 @@ def _as_pad(b, old, size, shape, strides, offset, update):
                edge_padding_high=[n - s - k for n, s, k in zip(base, starts, sizes)],
                interior_padding=[0] * len(base))
     return b.reshape(x, (size,))
-
-
-def _compact(shape):
-    strides, step = [], 1
-    for d in reversed(shape):
-        strides.append(step)
-        step *= d
-    return tuple(reversed(strides))
