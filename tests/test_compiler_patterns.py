@@ -456,9 +456,11 @@ def pattern_names(g):
 
 MODELS = {
     "mlp": (lambda: nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 5)), (8, 12),
-            True, ["needle.cross_entropy", "needle.linear", "needle.sgd_update"]),
+            True, ["needle.cross_entropy", "needle.linear", "needle.linear_backward",
+                   "needle.sgd_update"]),
     "softmax": (lambda: nn.Sequential(nn.Linear(12, 5), nn.Softmax()), (8, 12), True,
-                ["needle.linear", "needle.sgd_update", "needle.softmax"]),
+                ["needle.linear", "needle.linear_backward", "needle.sgd_update",
+                 "needle.softmax"]),
     "mlp_eval": (lambda: nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 8), nn.GELU(),
                                        nn.Linear(8, 5)), (8, 12), False, ["needle.linear"]),
     "gelu_eval": (lambda: nn.GELU(), (8, 12), False, ["needle.gelu"]),
@@ -470,7 +472,8 @@ MODELS = {
                                                 nn.ReLU()), (2, 3, 6, 6), False,
                           ["needle.batch_norm"]),
     "transformer": (lambda: nn.TransformerLayer(16, 4, 32), (2, 5, 16), True,
-                    ["needle.linear", "needle.sgd_update", "needle.softmax"]),
+                    ["needle.linear", "needle.linear_backward", "needle.sgd_update",
+                     "needle.softmax"]),
     "transformer_eval": (lambda: nn.TransformerLayer(16, 4, 32), (2, 5, 16), False,
                          ["needle.attention", "needle.layer_norm", "needle.linear"]),
 }

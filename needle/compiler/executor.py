@@ -805,6 +805,16 @@ def _attention_kernel(node, q, k, v):
     return out
 
 
+def _linear_backward_kernel(node, g, x, w=None):
+    (m, k), n = x.shape, g.shape[1]
+    dx = _new(g, (m, k)) if node.attrs["dx"] else None
+    dw, db = _new(g, (k, n)), _new(g, (n,))  # (db written even without a bias)
+    g.device.backend.linear_backward(*_handles(g, x), w.compact()._handle if w is not None
+                                     else None, dx._handle if dx is not None else None,
+                                     dw._handle, db._handle, m, k, n)
+    return ([dx] if dx is not None else []) + [dw] + ([db] if node.attrs["bias"] else [])
+
+
 #: composite name -> (the backend's fused op, the attributes it reads, function(node,
 #: *input NDArrays) -> output NDArray or list). The composites are those of
 #: :mod:`.passes.fuse_patterns`. Not here: needle.gelu (no backend op of its own); the
@@ -819,6 +829,7 @@ FUSED = {
     "needle.batch_norm": ("batchnorm", ("channels", "inner", "eps", "activation"),
                           _batch_norm_kernel),
     "needle.linear": ("linear", ("activation",), _linear_kernel),
+    "needle.linear_backward": ("linear_backward", ("dx", "bias"), _linear_backward_kernel),
     "needle.attention": ("attention", ("scale", "causal", "key_transposed"), _attention_kernel),
 }
 

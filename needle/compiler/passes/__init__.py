@@ -53,6 +53,7 @@ from .cse import cse
 from .dce import dce
 from .fold import fold_constants
 from .fuse_elementwise import fuse_elementwise
+from .fuse_linear_backward import fuse_linear_backward
 from .fuse_patterns import fuse_patterns
 from .simplify import simplify
 
@@ -60,7 +61,7 @@ O1 = [dce, cse, fold_constants, simplify, dce]
 CANONICAL = [canonicalize, simplify, cse, dce]
 #: O3's fusion of Needle's fused ops (softmax, LayerNorm, linear + bias + activation, ...),
 #: run before fuse_elementwise so that it sees the patterns whole
-PATTERN_PASSES = [fuse_patterns]
+PATTERN_PASSES = [fuse_patterns, fuse_linear_backward]
 FUSION = [fuse_elementwise, dce]
 
 #: opt level -> the passes it runs, in order (the module docstring says why each is there)
@@ -107,6 +108,6 @@ def run_passes(graph, opt_level, verify_each=False):
     return graph, stats
 
 
-__all__ = ["CANONICAL", "FUSION", "O1", "PATTERN_PASSES", "PIPELINES", "canonicalize", "cse", "fuse_patterns",
+__all__ = ["CANONICAL", "FUSION", "O1", "PATTERN_PASSES", "PIPELINES", "canonicalize", "cse", "fuse_linear_backward", "fuse_patterns",
            "dce", "debug_flags", "fold_constants", "fuse_elementwise", "launched_work",
            "run_passes", "simplify"]
