@@ -118,3 +118,17 @@ def course_gradient_check(f, *args, tol=1e-6, backward=False, **kwargs):
     error = sum(np.linalg.norm(computed_grads[i] - numerical_grads[i]) for i in range(len(args)))
     assert error < tol
     return computed_grads
+
+
+def training_step(model, opt, loss_fn=None):
+    """The step ``needle.compile`` is made for: reset, forward, loss (softmax cross-entropy
+    unless ``loss_fn`` says), backward, update; returns the loss."""
+    loss_fn = loss_fn or needle.nn.SoftmaxLoss()
+
+    def step(x, y):
+        opt.reset_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return step

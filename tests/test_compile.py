@@ -6,6 +6,8 @@ import pytest
 import needle
 from needle import nn, optim
 
+from helpers import training_step
+
 STEPS = 5
 LEVELS = [0, 1, 2, 3]
 
@@ -87,14 +89,7 @@ MODELS = [mlp_sgd, mlp_adam, mlp_adamw, cnn_batchnorm, transformer_layer, lstm]
 def _train(make, device, seed, opt_level=None):
     np.random.seed(seed)  # needle.init draws from NumPy's global generator
     model, opt, loss_fn, batches = make(device, np.random.default_rng(seed))
-
-    def step(x, y):
-        opt.reset_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
+    step = training_step(model, opt, loss_fn)
     run = step if opt_level is None else needle.compile(step, opt_level=opt_level)
     losses = [run(x, y).numpy() for x, y in batches]
     return losses, model, opt, run
@@ -131,14 +126,7 @@ def _mlp_step(device, optimizer=optim.SGD, **hyper):
     np.random.seed(3)
     model = nn.Sequential(nn.Linear(6, 8, device=device), nn.ReLU(), nn.Linear(8, 3, device=device))
     opt = optimizer(model.parameters(), **hyper)
-
-    def step(x, y):
-        opt.reset_grad()
-        loss = nn.SoftmaxLoss()(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-    return model, opt, step
+    return model, opt, training_step(model, opt)
 
 
 def _data(rng, device, rows=4):
@@ -401,14 +389,7 @@ def test_deep_mlp_o3_launches_at_most_a_third_of_the_traced_nodes(device, rng):
     opt = optim.SGD(model.parameters(), lr=0.01)
     x = needle.Tensor(rng.standard_normal((8, 32)).astype("float32"), device=device)
     y = needle.Tensor(rng.integers(0, 10, 8).astype("float32"), device=device)
-
-    def step(x, y):
-        opt.reset_grad()
-        loss = nn.SoftmaxLoss()(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
+    step = training_step(model, opt)
     counts = {}
     for level in (0, 3):
         run = needle.compile(step, opt_level=level)

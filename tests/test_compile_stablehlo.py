@@ -11,6 +11,8 @@ import needle  # noqa: E402
 from needle import nn, optim  # noqa: E402
 from needle.compiler import Executor, stablehlo  # noqa: E402
 
+from helpers import training_step  # noqa: E402
+
 
 def _mlp(rng):
     model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
@@ -32,14 +34,7 @@ def _lowered(make, opt_level, composites):
     rng = np.random.default_rng(11)
     np.random.seed(11)
     model, opt, x_shape = make(rng)
-
-    def step(x, y):
-        opt.reset_grad()
-        loss = nn.SoftmaxLoss()(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
+    step = training_step(model, opt)
     x = needle.Tensor(rng.standard_normal(x_shape).astype("float32"))
     y = needle.Tensor(rng.integers(0, 3, x_shape[0]).astype("float32"))
     run = needle.compile(step, opt_level=opt_level)

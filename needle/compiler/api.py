@@ -24,7 +24,7 @@ from .passes.common import launched_work
 from .printer import as_text
 from .tracing.discovery import discover
 from .tracing.guards import PythonState
-from .tracing.program import call_arguments, evaluate_scalars, trace_call, unflatten
+from .tracing.program import call_arguments, flat_view, trace_call, unflatten
 from .tracing.scalars import evaluate
 
 #: traces in a row that may disagree before the function is declared untraceable
@@ -189,21 +189,8 @@ class Lowered:
         runtime scalars. With them the exported StableHLO runs anywhere (tests run it on
         jaxlib's interpreter)."""
         program = self._program
-        given = call_arguments(args, kwargs)
-        out = []
-        for kind, ref in program.sources:
-            if kind == "arg":
-                data = given[ref].realize_cached_data()
-                ref = data._handle
-                device = data.device
-            else:
-                device = program.device
-            out.append(NDArray._make((ref.size,), None, device, ref, 0,
-                                     np.dtype(ref.dtype).name).numpy())
-        if program.scalars:
-            out.append(np.array(evaluate_scalars(program, program.read_slots()),
-                                dtype=program.scalar_dtype))
-        return out
+        inputs = program.bind(call_arguments(args, kwargs), program.read_slots())
+        return [a if isinstance(a, np.ndarray) else a.numpy() for a in inputs]
 
     def as_text(self):
         return as_text(self.graph)
@@ -229,11 +216,8 @@ class _Entry:
         self.graph, passes = run_passes(program.graph, opt_level, _verify())
         self.executor = Executor(self.graph, self.device, fused_kernels=opt_level >= 3)
         self.backend = self.device.backend
-        self.state = {}
-        for i, (kind, ref) in enumerate(program.sources):
-            if kind == "state":
-                self.state[i] = NDArray._make((ref.size,), None, self.device, ref, 0,
-                                              np.dtype(ref.dtype).name)
+        self.state = {i: flat_view(ref, self.device)  # made once: replays reuse them
+                      for i, (kind, ref) in enumerate(program.sources) if kind == "state"}
         self.returned = len(self.graph.outputs) - len(self.graph.aliases)
         self._host_us = []
         self.stats = {
@@ -266,17 +250,8 @@ class _Entry:
     def run(self, args, kwargs):
         start = time.perf_counter()
         program, slots = self.program, self._slots
-        given = call_arguments(args, kwargs)
-        inputs = []
-        for i, (kind, ref) in enumerate(program.sources):
-            if kind == "arg":
-                data = given[ref].cached_data
-                h = data._handle
-                inputs.append(NDArray._make((h.size,), None, data.device, h, 0, data.dtype))
-            else:
-                inputs.append(self.state[i])
-        if program.scalars:  # as NumPy: the executor uploads it and keeps the host copy
-            inputs.append(np.array(evaluate_scalars(program, slots), dtype=program.scalar_dtype))
+        # (the scalars as NumPy: the executor uploads them and keeps the host copy)
+        inputs = program.bind(call_arguments(args, kwargs), slots, self.state)
         with self.backend.one_submission():
             outputs = self.executor(*inputs)
         for k, expr in program.updates:

@@ -40,6 +40,7 @@ from ..backend_ndarray import where as nd_where
 from ..backend_ndarray.device import device as lookup_device
 from ..errors import ShapeError
 from . import reference
+from .passes.common import splat
 from .reference import NP_DTYPES
 
 FLOAT_DTYPES = ("float32", "float64")
@@ -726,7 +727,6 @@ _SCALAR_BINARY = {"add": lambda a, s: a + s, "subtract": lambda a, s: a - s,
 def _scalar_form(node):
     """A step for a float binary op whose second operand is a splat constant: the backend's
     scalar op on the first (one kernel), not a broadcast copy and a binary op."""
-    from .passes.common import splat  # noqa: PLC0415 - passes import the executor's modules
     if node.op not in _SCALAR_BINARY or node.output.dtype not in FLOAT_DTYPES:
         return None
     value = splat(node.inputs[1])

@@ -47,6 +47,14 @@ class Builder:
                          collapsed_slice_dims=[0], start_index_map=[0], index_vector_dim=1,
                          slice_sizes=[1])
 
+    def scatter(self, flat, positions, updates, computation):
+        """``flat`` with ``updates`` added into (``"add"``) or written over (``"replace"``)
+        its elements ``positions[:, 0]``: rank-1 values, constant int64 positions."""
+        return self.emit("scatter", [flat, self.constant(positions), updates],
+                         update_window_dims=[], inserted_window_dims=[0],
+                         scatter_dims_to_operand_dims=[0], index_vector_dim=1,
+                         computation=computation)
+
     def reduce(self, value, dims, computation, init):
         return self.emit("reduce", [value, self.scalar(init, value.dtype)],
                          dimensions=list(dims), computation=computation)

@@ -64,6 +64,27 @@ class Program:
     def read_slots(self):
         return [getattr(c, k) if attr else c[k] for c, k, attr in self.slots]
 
+    def bind(self, given, slot_values, state=None):
+        """The graph's inputs for a call with arguments ``given`` (:func:`call_arguments`):
+        a flat NDArray over each argument's and state buffer (``state`` maps a source's
+        position to one made already), then the runtime scalars as a NumPy vector."""
+        inputs = []
+        for i, (kind, ref) in enumerate(self.sources):
+            if kind == "arg":
+                data = given[ref].realize_cached_data()
+                inputs.append(flat_view(data._handle, data.device))
+            else:
+                inputs.append(state[i] if state is not None else flat_view(ref, self.device))
+        if self.scalars:
+            inputs.append(np.array([evaluate(e, slot_values) for e in self.scalars],
+                                   dtype=self.scalar_dtype))
+        return inputs
+
+
+def flat_view(buf, device):
+    """A backend buffer as the rank-1 NDArray a graph input of its size reads."""
+    return NDArray._make((buf.size,), None, device, buf, 0, np.dtype(buf.dtype).name)
+
 
 def call_arguments(args, kwargs):
     """A call's arguments in the order graphs number them: positional ones, then keyword
@@ -299,7 +320,3 @@ def _identity_guards(program, tensors):
             name, t = where[id(buf)]
             out.append((name, t, buf))
     return out
-
-
-def evaluate_scalars(program, slot_values):
-    return [evaluate(e, slot_values) for e in program.scalars]

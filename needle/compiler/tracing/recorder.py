@@ -281,10 +281,8 @@ class RecordingBackend:
         self.real.scatter_add(a, index, out)
         t = self._use()
         positions = np.asarray(index, dtype=np.int64).reshape(-1, 1)
-        t.write(out, t.b.emit(
-            "scatter", [t.read(out, (out.size,)), t.b.constant(positions), t.read(a, (a.size,))],
-            update_window_dims=[], inserted_window_dims=[0], scatter_dims_to_operand_dims=[0],
-            index_vector_dim=1, computation="add"))
+        t.write(out, t.b.scatter(t.read(out, (out.size,)), positions, t.read(a, (a.size,)),
+                                 "add"))
 
     # -- contractions -----------------------------------------------------------------------------
     def matmul(self, a, b, out, batch, m, k, n):

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from ...backend_ndarray.ndarray import compact_strides
+from ..passes.common import splat
 
 
 def positions(shape, strides, offset):
@@ -108,15 +109,12 @@ def write_view(b, old, size, shape, strides, offset, update):
         return padded
     pos = positions(shape, strides, offset).reshape(-1, 1)
     flat = b.reshape(old, (size,))
-    return b.emit("scatter", [flat, b.constant(pos), b.reshape(update, (pos.shape[0],))],
-                  update_window_dims=[], inserted_window_dims=[0],
-                  scatter_dims_to_operand_dims=[0], index_vector_dim=1, computation="replace")
+    return b.scatter(flat, pos, b.reshape(update, (pos.shape[0],)), "replace")
 
 
 def _as_pad(b, old, size, shape, strides, offset, update):
     """A write of a block into a buffer that holds one value everywhere (``NDArray.pad``:
     zeros, then the input into the middle) as one ``pad``; None when it is not that."""
-    from ..passes.common import splat  # noqa: PLC0415 - passes import the tracer's builder
     fill = splat(old)
     found = _base(size, shape, strides, offset) if fill is not None else None
     if found is None:
