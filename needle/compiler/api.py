@@ -9,6 +9,7 @@ fixed; a training step replays from its third call (its second for steps without
 state). See ``docs/compile.md``.
 """
 import functools
+import os
 import time
 import warnings
 
@@ -18,10 +19,12 @@ from ..autograd import Tensor
 from ..backend_ndarray import NDArray
 from ..backend_ndarray.device import cpu
 from ..errors import CompileError
+from .codegen import generator_for
 from .executor import Executor
 from .passes import PIPELINES, debug_flags, run_passes
 from .passes.common import launched_work
 from .printer import as_text
+from .replay import GraphReplay
 from .tracing.discovery import discover
 from .tracing.guards import PythonState
 from .tracing.program import call_arguments, flat_view, trace_call, unflatten
@@ -169,7 +172,9 @@ class Compiled:
         out["compile_seconds"] = sum(s["compile_seconds"] for s in graphs)
         if graphs:
             last = graphs[-1]
-            for k in ("passes", "launches_per_call", "planned_peak_bytes", "replay_host_us"):
+            for k in ("passes", "launches_per_call", "generated_kernels", "planned_peak_bytes",
+                      "replay_host_us", "device_graph", "graph_launches_per_call",
+                      "graph_nodes"):
                 out[k] = last.get(k)
         return out
 
@@ -214,17 +219,27 @@ class _Entry:
         self.device = program.device or cpu()
         before = program.graph.count()
         self.graph, passes = run_passes(program.graph, opt_level, _verify())
-        self.executor = Executor(self.graph, self.device, fused_kernels=opt_level >= 3)
         self.backend = self.device.backend
         self.state = {i: flat_view(ref, self.device)  # made once: replays reuse them
                       for i, (kind, ref) in enumerate(program.sources) if kind == "state"}
         self.returned = len(self.graph.outputs) - len(self.graph.aliases)
+        options = {"fused_kernels": opt_level >= 3,
+                   "generator": generator_for(self.device) if opt_level >= 2 else None}
+        self.replay = None
+        if getattr(self.backend, "records_graphs", False) and \
+                os.environ.get("NEEDLE_DEVICE_GRAPHS", "1") != "0":
+            self.replay = GraphReplay(self.graph, self.device, self.state, self.returned,
+                                      **options)
+            self.executor = self.replay.executor
+        else:
+            self.executor = Executor(self.graph, self.device, **options)
         self._host_us = []
         self.stats = {
             "reason": reason, "opt_level": opt_level, "nodes_traced": before,
             "passes": passes, "launches_per_call": launched_work(self.graph),
             "fused_groups": sum(n.op == "composite" for n in self.graph.nodes),
             "fused_kernels": self.executor.info["fused_kernels"],
+            "generated_kernels": self.executor.info["generated_kernels"],
             "planned_peak_bytes": self.executor.info["planned_peak_bytes"],
             "inputs": len(self.graph.inputs), "outputs": len(self.graph.outputs),
             "runtime_scalars": len(program.scalars),
@@ -252,8 +267,13 @@ class _Entry:
         program, slots = self.program, self._slots
         # (the scalars as NumPy: the executor uploads them and keeps the host copy)
         inputs = program.bind(call_arguments(args, kwargs), slots, self.state)
-        with self.backend.one_submission():
-            outputs = self.executor(*inputs)
+        if self.replay is not None:
+            outputs = self.replay(inputs)
+            if "device_graph" not in self.stats or self.stats["graph_launches_per_call"] == 0:
+                self.stats.update(self.replay.stats())
+        else:
+            with self.backend.one_submission():
+                outputs = self.executor(*inputs)
         for k, expr in program.updates:
             container, key, attr = program.slots[k]
             value = evaluate(expr, slots)

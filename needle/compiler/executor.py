@@ -40,6 +40,7 @@ from ..backend_ndarray import where as nd_where
 from ..backend_ndarray.device import device as lookup_device
 from ..errors import ShapeError
 from . import reference
+from .codegen import Unsupported
 from .passes.common import splat
 from .reference import NP_DTYPES
 
@@ -58,6 +59,12 @@ class Executor:
             (:data:`FUSED`) as that op, not as its decomposition (equal to float32
             round-off: a kernel sums in its own order); every other composite, and all of
             them without this, runs its decomposition.
+        generator: a kernel generator (:func:`~needle.compiler.codegen.generator_for`):
+            each composite without a fused op, and each optimizer update, runs as one
+            kernel generated from its decomposition where the generator can write one.
+        host_scalars: whether an optimizer update kernel may take its scalars from the
+            host copy of the scalar vector (False for a call replayed as a recorded
+            device graph, which must read them on the device every time).
 
     Attributes:
         info: the static plan: ``planned_peak_bytes``, ``constant_bytes``,
@@ -67,8 +74,10 @@ class Executor:
             ``max_live_values_run``, the most values the call actually held.
     """
 
-    def __init__(self, graph, device, index_dtype=None, fused_kernels=False):
+    def __init__(self, graph, device, index_dtype=None, fused_kernels=False, generator=None,
+                 host_scalars=True):
         self.graph, self.device = graph, lookup_device(device)
+        self.host_scalars = host_scalars
         self.index_dtype = index_dtype or ("float64" if _has_float64(graph) else "float32")
         self._constants = {}  # constant / iota outputs: uploaded once, at build time
         self._host = {}  # their host values (static gather and scatter indices)
@@ -84,6 +93,8 @@ class Executor:
                 self._constants[node.output] = self.upload(value, node.output)
             elif node.op == "composite":
                 kernel = self._kernel(node) if fused_kernels else None
+                if generator is not None and (kernel is None or node.attrs["name"] in UPDATES):
+                    kernel = self._generated(node, generator) or kernel
                 if kernel is not None:
                     self._fused[node] = kernel
                 elif node.decomposition is None:
@@ -91,9 +102,12 @@ class Executor:
                                               f"decomposition to run")
                 else:
                     self._sub[node] = Executor(node.decomposition, self.device,
-                                               self.index_dtype, fused_kernels)
+                                               self.index_dtype, fused_kernels, generator,
+                                               host_scalars)
         self._plan()
         self.info["fused_kernels"] = len(self._fused)
+        self.info["generated_kernels"] = sum(getattr(k, "generated", False)
+                                             for k in self._fused.values())
         self._checked = False
         self._host_inputs, self._given = {}, []  # of the current call (see __call__)
         self._constant_outputs = [i for i, v in enumerate(graph.outputs) if v in self._constants]
@@ -116,6 +130,22 @@ class Executor:
             return None
         return fn if self.device.backend.supports(op, dtypes.pop()) else None
 
+    def _generated(self, node, generator):
+        """Composite ``node`` as one generated kernel, or ``None`` where the generator has
+        none for its decomposition. An optimizer update writes its tensors in place under
+        the conditions of :meth:`_updates_in_place`."""
+        if node.decomposition is None:
+            return None
+        in_place = None
+        if node.attrs["name"] in UPDATES and self._updates_in_place(
+                node, UPDATES[node.attrs["name"]][1](node.attrs)):
+            # output 0 is the parameter (input 0), output j the buffer at input j + 1
+            in_place = {j: (0 if j == 0 else j + 1) for j in range(len(node.outputs))}
+        try:
+            return generator(node.decomposition, self, in_place)
+        except Unsupported:
+            return None
+
     def _update_kernel(self, node):
         """An optimizer-update composite as the backend's in-place update (on copies), when
         each of its scalars is a constant or an element of a graph input: the caller passes
@@ -124,6 +154,8 @@ class Executor:
         op, tensors = UPDATES[node.attrs["name"]]
         count = tensors(node.attrs)
         sources = [self._scalar_source(v) for v in node.inputs[count:]]
+        if not self.host_scalars and any(s is None or s[0] != "const" for s in sources):
+            return None
         dtypes = {self.storage(v) for v in node.inputs[:count] + node.outputs}
         if None in sources or len(dtypes) != 1 or \
                 not self.device.backend.supports(op, dtypes.pop()):

@@ -131,6 +131,29 @@ class CudaBackend(Backend):
             raise ValueError(f"matmul precision must be one of {gemm.PRECISIONS}, not {precision!r}")
         cls.matmul_precision = precision
 
+    # -- generated kernels (needle.compile's fusion groups: compiler/codegen/cuda.py) --------
+    generated_kernels = "cuda"
+
+    def generated_kernel(self, name, text):
+        """The launchable kernel ``name`` of generated CUDA C ``text`` (NVRTC, cached)."""
+        return self.rt.kernels.generated(name, text)
+
+    @property
+    def max_blocks(self):
+        """Blocks a grid-stride kernel needs at most on this GPU."""
+        return self.rt.max_blocks
+
+    def launch_generated(self, kernel, grid, block, args):
+        kernel(grid, block, self.rt.current_stream().ptr, args)
+
+    #: needle.compile replays a call as one recorded CUDA graph here (cuda/capture.py)
+    records_graphs = True
+
+    def device_graph(self):
+        """A new :class:`~.capture.DeviceGraph`."""
+        from .capture import DeviceGraph
+        return DeviceGraph()
+
     # -- memory --------------------------------------------------------------------------
     # the buffer class itself: ``alloc(size, dtype)`` makes one with no extra Python frame
     alloc = staticmethod(CudaBuffer)

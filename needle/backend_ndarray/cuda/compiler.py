@@ -42,19 +42,21 @@ def debug_level():
     return max([int(w) for w in (w.strip() for w in words) if w.isdigit()] or [0])
 
 
-def load_source(filename):
-    """The text of ``kernels/<filename>`` with local includes inlined once each.
+def load_source(filename, text=None):
+    """The text of ``kernels/<filename>`` (or ``text``, a generated source called
+    ``filename``) with local includes from ``kernels/`` inlined once each.
 
     ``#line`` markers keep compiler messages pointing at the original file and line.
     """
     seen = set()
 
-    def expand(name):
+    def expand(name, text=None):
         if name in seen:
             return ""
         seen.add(name)
         out = [f'#line 1 "{name}"']
-        for lineno, line in enumerate((KERNEL_DIR / name).read_text().splitlines(), 1):
+        text = (KERNEL_DIR / name).read_text() if text is None else text
+        for lineno, line in enumerate(text.splitlines(), 1):
             match = _INCLUDE.match(line)
             if match:
                 out += [expand(match.group(1)), f'#line {lineno + 1} "{name}"']
@@ -62,7 +64,7 @@ def load_source(filename):
                 out.append(line)
         return "\n".join(out)
 
-    return expand(filename) + "\n"
+    return expand(filename, text) + "\n"
 
 
 def options(arch):
@@ -98,12 +100,18 @@ def dump_source(name, source, stream=sys.stderr):
     stream.flush()
 
 
-def compile_file(filename, arch, extra_options=()):
+#: options of generated kernels beyond :func:`options`: no FMA contraction, so a fused
+#: group rounds as its members did one kernel each
+GENERATED_OPTIONS = ("--fmad=false",)
+
+
+def compile_file(filename, arch, extra_options=(), text=None):
     """Compile one kernel source for ``sm_<arch>``: returns ``(cubin, params, log)``, where
     ``params`` is ``{kernel: its PTX parameter types}`` (:func:`.launch.entry_params`).
+    ``text`` is a generated source to compile under the name ``filename``.
     Raises :class:`~.nvrtc.NvrtcError` with the compiler log on errors. Used by the CI
     check and the tests too."""
-    source = load_source(filename)
+    source = load_source(filename, text)
     try:
         cubin, ptx, log = nvrtc.compile_cubin(source, filename, options(arch) + list(extra_options))
     except nvrtc.NvrtcError:
@@ -137,6 +145,18 @@ class KernelCache:
                                                          function)
         return kernel
 
+    def generated(self, name, text):
+        """The :class:`~.launch.Kernel` ``name`` of a generated source ``text`` (compiled
+        with :data:`GENERATED_OPTIONS`, cached on disk like the files)."""
+        kernel = self._kernels.get(name)
+        if kernel is None:
+            filename = f"{name}.cu"
+            self._modules[filename] = self._load(filename, text)
+            function = self._modules[filename].get_function(name).kernel
+            kernel = self._kernels[name] = launch.Kernel(name, self._params[filename][name],
+                                                         function)
+        return kernel
+
     def _function(self, filename, name):
         """CuPy's ``Function`` of kernel ``name`` (``RawModule.get_function`` gives a
         ``RawKernel``; its ``.kernel`` is the Function of the current device)."""
@@ -152,13 +172,15 @@ class KernelCache:
             self._modules[filename] = self._cupy_module(filename)
             return self._modules[filename].get_function(name).kernel
 
-    def _load(self, filename):
-        """The CuPy module of ``filename`` from the disk cache (compiling it on a miss);
-        records its kernels' parameter types in ``self._params``."""
+    def _load(self, filename, text=None):
+        """The CuPy module of ``filename`` (or of the generated ``text``) from the disk
+        cache, compiling it on a miss; records its kernels' parameter types in
+        ``self._params``."""
         import cupy
 
-        source = load_source(filename)
-        opts = options(self.arch)
+        source = load_source(filename, text)
+        extra = GENERATED_OPTIONS if text is not None else ()
+        opts = options(self.arch) + list(extra)
         version = nvrtc.version()  # the parameter lists come from our NVRTC's PTX
         path = cache_dir() / f"{Path(filename).stem}-{cache_key(source, opts, self.arch, version)[:40]}.cubin"
         params_path = path.with_suffix(".params.json")
@@ -169,7 +191,7 @@ class KernelCache:
             if os.environ.get("NEEDLE_CUDA_NO_COMPILE") == "1":
                 raise RuntimeError(f"NEEDLE_CUDA_NO_COMPILE=1 but {filename} is not cached ({path})")
             start = time.perf_counter()
-            cubin, params, _ = compile_file(filename, self.arch)
+            cubin, params, _ = compile_file(filename, self.arch, extra, text)
             _log(f"compiled {filename} for sm_{self.arch} with NVRTC {version[0]}.{version[1]} "
                  f"in {time.perf_counter() - start:.2f} s -> {path}")
             _write_atomic(params_path, json.dumps(params).encode())

@@ -25,6 +25,8 @@ import time
 
 import numpy as np
 
+from ..cuda.capture import capturing
+
 #: cuBLASLt scratch space; 32 MiB is what NVIDIA recommends on Hopper
 WORKSPACE_BYTES = 32 << 20
 #: epilogue names of :meth:`CublasLt.gemm` -> cublasLt.Epilogue members
@@ -298,7 +300,7 @@ class CublasLt:
             plan.tune(lambda algo: self._run(plan, a, b, d, bias, algo))
             plan.replays = self._replays_if_faster(plan, (a, b, d, bias))
             self.plans[key] = plan
-        if plan.replays is None:
+        if plan.replays is None or capturing():  # (no graph launch inside a capture)
             self._run(plan, a, b, d, bias, plan.algo)
         else:
             plan.replays.run((a, b, d, bias))

@@ -52,6 +52,7 @@ class Graphs:
         self._cupy_cuda = cupy.cuda
         self._stream = None
         self._workspace, self._workspace_bytes = None, 0
+        self._retired = []
         self.cache = {}
 
     def run(self, graph, pointers):
@@ -65,6 +66,8 @@ class Graphs:
             self._stream = stream
         need = graph.workspace
         if need > self._workspace_bytes:
+            # the old one is kept: a recorded CUDA graph (needle.compile) may still use it
+            self._retired.append(self._workspace)
             self._workspace, self._workspace_bytes = self._cupy_cuda.alloc(need), need
         workspace = self._workspace.ptr if need else None
         raw = graph.raw

@@ -25,6 +25,10 @@ __device__ __forceinline__ float n_abs(float x) { return fabsf(x); }
 __device__ __forceinline__ double n_abs(double x) { return fabs(x); }
 __device__ __forceinline__ float n_pow(float x, float y) { return powf(x, y); }
 __device__ __forceinline__ double n_pow(double x, double y) { return pow(x, y); }
+__device__ __forceinline__ float n_trunc(float x) { return truncf(x); }
+__device__ __forceinline__ double n_trunc(double x) { return trunc(x); }
+__device__ __forceinline__ float n_floor(float x) { return floorf(x); }
+__device__ __forceinline__ double n_floor(double x) { return floor(x); }
 
 // Rounded (never fused) multiply/add: the optimizer kernels match NumPy's separately
 // rounded `buf *= m; buf += g` bit for bit instead of contracting them into one FMA.

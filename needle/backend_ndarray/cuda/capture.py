@@ -1,0 +1,128 @@
+"""A call's device work recorded once as a CUDA graph and launched on later calls.
+
+``needle.compile`` replays a compiled call on cuda and cudnn through :class:`DeviceGraph`:
+
+1. ``with graph.stream:`` the call runs for real once on the graph's own stream, so every
+   plan is tuned, every kernel compiled and every workspace sized (none of which a capture
+   may do);
+2. :meth:`DeviceGraph.reserve` puts one free block per buffer still held back on that
+   stream's free list, so that
+3. :meth:`DeviceGraph.record`, which runs the same call again under stream capture (in
+   relaxed mode: nothing is executed, every launch, cuBLASLt and cuDNN call is recorded),
+   finds every buffer it allocates on the list: no allocation reaches CUDA during capture;
+4. :meth:`DeviceGraph.launch` queues the whole graph on the current stream (one call).
+
+Memory: CudaBuffers allocated on the graph's stream go back to that stream's free list
+(memory.py keys blocks by stream), which only this graph's own call allocates from, so the
+addresses recorded in the graph stay reserved for it; they are released with the graph.
+"""
+import ctypes
+
+from . import launch
+from .memory import CudaBuffer, _Blocks
+
+_RELAXED = 2  # CU_STREAM_CAPTURE_MODE_RELAXED
+_P = ctypes.c_void_p
+
+
+class _Capture:
+    """Whether a capture is under way: cuBLASLt then calls GEMMs directly (its per-GEMM
+    graphs cannot be launched inside another capture)."""
+
+    active = False
+
+
+def capturing():
+    return _Capture.active
+
+
+def _driver():
+    """libcuda with the graph calls' argument types set (they are not on a hot path but
+    cuGraphLaunch, and converting two pointers costs well under a microsecond)."""
+    lib = launch.driver()
+    if not hasattr(lib, "_needle_graphs"):
+        for name, args in (("cuStreamBeginCapture_v2", [_P, ctypes.c_int]),
+                           ("cuStreamEndCapture", [_P, ctypes.POINTER(_P)]),
+                           ("cuGraphGetNodes", [_P, _P, ctypes.POINTER(ctypes.c_size_t)]),
+                           ("cuGraphInstantiateWithFlags", [ctypes.POINTER(_P), _P,
+                                                            ctypes.c_ulonglong]),
+                           ("cuGraphLaunch", [_P, _P]), ("cuGraphExecDestroy", [_P]),
+                           ("cuGraphDestroy", [_P])):
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = args, ctypes.c_int
+        lib._needle_graphs = True
+    return lib
+
+
+def _check(result, what):
+    if result:
+        raise RuntimeError(f"{what} failed: {launch.error_text(result)}")
+
+
+class DeviceGraph:
+    """One recorded call (see the module docstring). Needs CuPy and a GPU.
+
+    Attributes:
+        stream: the CuPy stream the call runs and is recorded on.
+        nodes: the recorded graph's node count (kernels, copies, fills), once recorded.
+    """
+
+    def __init__(self):
+        import cupy
+
+        self._cuda = cupy.cuda
+        self._lib = _driver()
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self._exec = self.nodes = None
+
+    def reserve(self, buffers):
+        """A free block on this graph's stream for each of ``buffers`` (CudaBuffers the
+        first run left alive, which the recording run will need again)."""
+        with self.stream:
+            for buf in buffers:
+                if buf.nbytes:
+                    CudaBuffer(buf.size, buf.dtype)  # dropped at once: kept on our list
+
+    def record(self, fn):
+        """Record what ``fn()`` queues (it runs on this graph's stream, under capture) and
+        return its result. Raises what the capture raised; nothing is left half-done."""
+        lib, stream = self._lib, _P(self.stream.ptr)
+        self._cuda.Device().synchronize()  # earlier work first: the graph waits on nothing
+        graph = _P()
+        with self.stream:
+            _check(lib.cuStreamBeginCapture_v2(stream, _RELAXED), "cuStreamBeginCapture")
+            _Capture.active = True
+            try:
+                result = fn()
+            finally:
+                _Capture.active = False
+                ended = lib.cuStreamEndCapture(stream, ctypes.byref(graph))
+        try:
+            _check(ended, "recording the call (cuStreamEndCapture)")
+            count = ctypes.c_size_t()
+            _check(lib.cuGraphGetNodes(graph, None, ctypes.byref(count)), "cuGraphGetNodes")
+            exec_ = _P()
+            _check(lib.cuGraphInstantiateWithFlags(ctypes.byref(exec_), graph, 0),
+                   "cuGraphInstantiate")
+        finally:
+            if graph.value:
+                lib.cuGraphDestroy(graph)
+        self._exec, self.nodes = exec_, count.value
+        self._launch = lib.cuGraphLaunch
+        return result
+
+    def launch(self):
+        """Queue the recorded work on the current stream."""
+        result = self._launch(self._exec, _P(self._cuda.get_current_stream().ptr))
+        if result:
+            _check(result, "cuGraphLaunch")
+
+    def __del__(self):
+        if _Blocks is None or not hasattr(self, "stream"):
+            return
+        if self._exec is not None:
+            self._lib.cuGraphExecDestroy(self._exec)  # (CUDA finishes a queued launch first)
+            self._exec = None
+        ptr = self.stream.ptr
+        for key in [k for k in _Blocks.free if k[0] == ptr]:
+            _Blocks.cached_bytes -= key[1] * len(_Blocks.free.pop(key))

@@ -1,0 +1,334 @@
+"""A :class:`~.group.Group` as one CUDA C kernel, and the executor step that launches it.
+
+The source includes ``common.cuh`` and spells every op with its functions and functors, the
+ones the hand-written kernels use, so a generated kernel computes what the members did one
+kernel each: it is compiled without contracting multiplies and adds into FMAs, and the
+elementwise results are the same bit for bit (a reduction sums in its own order). Each
+kernel is specialised on its inputs' strides (the executor's views are strided NDArrays)
+and on every size, so its only parameters are the output and input addresses. Sources go
+through the backend's NVRTC cache (:meth:`~needle.backend_ndarray.cuda.compiler.KernelCache.generated`),
+keyed by the text.
+"""
+import hashlib
+import math
+import sys
+
+import numpy as np
+
+from ...backend_ndarray import NDArray
+from ...backend_ndarray.ndarray import compact_strides
+from .group import IDENTITY, MOVEMENT, Group, linear_index, unravel
+
+CTYPE = {"float32": "float", "float64": "double"}
+THREADS = 256
+#: column reductions: a block is COLUMN_TILE outputs wide and COLUMN_TEAMS lanes deep
+COLUMN_TILE, COLUMN_TEAMS = 32, 8
+COMBINE = {"add": "Add", "max": "Maximum", "min": "Minimum", "multiply": "Mul"}
+_COMPARE = {"EQ": "==", "NE": "!=", "LT": "<", "LE": "<=", "GT": ">", "GE": ">="}
+_BITS = {("float", "nan"): "__int_as_float(0x7fc00000)",
+         ("float", "inf"): "__int_as_float(0x7f800000)",
+         ("float", "-inf"): "__int_as_float(0xff800000)",
+         ("double", "nan"): "__longlong_as_double(0x7ff8000000000000LL)",
+         ("double", "inf"): "__longlong_as_double(0x7ff0000000000000LL)",
+         ("double", "-inf"): "__longlong_as_double((long long)0xfff0000000000000ULL)"}
+
+
+def literal(x, ctype):
+    """An exact C literal of ``x`` in ``ctype`` (hexadecimal floats; bit patterns for
+    NaN and the infinities)."""
+    x = float(x)
+    if math.isnan(x) or math.isinf(x):
+        return _BITS[ctype, "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")]
+    if ctype == "float":
+        return f"{float(np.float32(x)).hex()}f"
+    return x.hex()
+
+
+def _is_int(v):
+    return v.dtype in ("int32", "int64")
+
+
+def elementwise(node, a, T):
+    """The C expression of elementwise ``node`` on operand names ``a``, of C type ``T``;
+    the semantics of :mod:`needle.compiler.executor` (integers and booleans held as
+    floats)."""
+    op, x = node.op, node.inputs[0]
+    zero, one = f"({T})0", f"({T})1"
+    binary = {"add": "+", "subtract": "-", "multiply": "*"}
+    if op in binary:
+        return f"{a[0]} {binary[op]} {a[1]}"
+    if op == "divide":
+        q = f"{a[0]} / {a[1]}"
+        return f"n_trunc({q})" if _is_int(x) else q
+    if op == "power":
+        p = f"n_pow({a[0]}, {a[1]})"
+        return f"n_trunc({p})" if _is_int(x) else p
+    if op == "remainder":
+        return f"{a[0]} - n_trunc({a[0]} / {a[1]}) * {a[1]}"
+    functors = {"maximum": "Maximum", "minimum": "Minimum", "or": "Maximum"}
+    if op in functors:
+        return f"{functors[op]}()({a[0]}, {a[1]})"
+    if op == "and":
+        return f"{a[0]} * {a[1]}"
+    calls = {"exponential": "n_exp", "log": "n_log", "tanh": "n_tanh", "sqrt": "n_sqrt",
+             "abs": "n_abs", "sine": "n_sin", "cosine": "n_cos", "floor": "n_floor"}
+    if op in calls:
+        return f"{calls[op]}({a[0]})"
+    if op == "negate":
+        return f"-{a[0]}"
+    if op == "logistic":
+        return f"Sigmoid()({a[0]})"
+    if op == "rsqrt":  # the executor's x ** -0.5
+        return f"n_pow({a[0]}, ({T})-0.5)"
+    if op == "sign":
+        return (f"({T})({a[0]} > {zero}) - ({T})({a[0]} < {zero}) + "
+                f"Minimum()(n_abs({a[0]}), {zero})")
+    if op == "not":
+        return f"{one} - {a[0]}"
+    if op == "compare":
+        return f"({T})({a[0]} {_COMPARE[node.attrs['comparison_direction']]} {a[1]})"
+    if op == "select":
+        return f"{a[0]} != 0 ? {a[1]} : {a[2]}"
+    if op == "clamp":
+        return f"Minimum()(Maximum()({a[1]}, {a[0]}), {a[2]})"
+    if op == "convert":
+        dst = node.output.dtype
+        if dst == "bool":
+            return f"({T})({a[0]} != 0)"
+        if dst in ("int32", "int64") and x.dtype in CTYPE:
+            return f"({T})n_trunc({a[0]})"
+        return f"({T}){a[0]}"
+    raise AssertionError(f"no C expression for {op}")  # Group._check admits no other op
+
+
+class _Emitter:
+    """C statements evaluating group values at given coordinates (memoised per value and
+    coordinates: each is computed once per thread)."""
+
+    def __init__(self, group, strides, storage):
+        self.inputs = {v: k for k, v in enumerate(group.graph.inputs)}
+        self.strides, self.storage = strides, storage
+        self.lines, self.memo, self.count = [], {}, 0
+
+    def ctype(self, v):
+        return CTYPE[self.storage(v)]
+
+    def name(self, expr, ctype):
+        name = f"v{self.count}"
+        self.count += 1
+        self.lines.append(f"const {ctype} {name} = {expr};")
+        return name
+
+    def index(self, expr):
+        name = f"x{self.count}"
+        self.count += 1
+        self.lines.append(f"const i64 {name} = {expr};")
+        return name
+
+    def at(self, v, coords):
+        key = (v, coords)
+        if key not in self.memo:
+            self.memo[key] = self._value(v, coords)
+        return self.memo[key]
+
+    def _value(self, v, coords):
+        if v in self.inputs:
+            k = self.inputs[v]
+            terms = [c if s == 1 else f"{c} * {s}"
+                     for c, s in zip(coords, self.strides[k]) if s and c != "0"]
+            return self.name(f"i{k}[{' + '.join(terms) or 0}]", self.ctype(v))
+        node = v.producer
+        if node.op in MOVEMENT:
+            return self.at(node.inputs[0], Group.operand_coordinates(node, coords, self.index))
+        if node.op == "constant":
+            return literal(np.asarray(node.attrs["value"]).reshape(()), self.ctype(v))
+        args = [self.at(x, () if x.shape == () else coords) for x in node.inputs]
+        return self.name(elementwise(node, args, self.ctype(v)), self.ctype(v))
+
+
+def source(group, name, strides, storage):
+    """CUDA C of ``group`` as kernel ``name``: ``strides[k]`` are the element strides of
+    input ``k``; ``storage(value)`` names a value's device dtype. Parameters: one pointer
+    per graph output (written compact), then one per input (at its first element)."""
+    graph = group.graph
+    em = _Emitter(group, strides, storage)
+    params = [f"{em.ctype(v)}* o{j}" for j, v in enumerate(graph.outputs)]
+    params += [f"const {em.ctype(v)}* i{k}" for k, v in enumerate(graph.inputs)]
+    head = ['#include "common.cuh"', "using namespace needle;", "",
+            f'extern "C" __global__ void {name}({", ".join(params)}) {{']
+    if group.kind == "loop":
+        body = _loop(group, em)
+    else:
+        body = _reduction(group, em)
+    return "\n".join(head + body + ["}", ""])
+
+
+def _loop(group, em):
+    n = group.n_out
+    lines, coords = unravel("i", group.shape, "c")
+    em.lines = lines
+    names = [em.at(v, coords) for v in group.graph.outputs]
+    lines += [f"o{j}[i] = {x};" for j, x in enumerate(names)]
+    return [f"  for (i64 i = global_thread(); i < {n}; i += grid_threads()) {{"] + \
+        [f"    {line}" for line in lines] + ["  }"]
+
+
+def _reduction(group, em):
+    """Row or column reduction: the operand and the elementwise outputs at every element,
+    each output element's values combined by its team of lanes."""
+    node, graph = group.reduce, group.graph
+    acc_t = em.ctype(node.output)
+    op = COMBINE[group.computation]
+    identity = literal(IDENTITY[group.computation], acc_t)
+    kept_shape = [group.shape[d] for d in group.kept]
+    red_shape = [group.shape[d] for d in group.dims]
+    kept_lines, kept = unravel("o", kept_shape, "k")
+    red_lines, red = unravel("r", red_shape, "r")
+    coords = [None] * len(group.shape)
+    for d, c in zip(group.kept, kept):
+        coords[d] = c
+    for d, c in zip(group.dims, red):
+        coords[d] = c
+    coords = tuple(coords)
+    em.lines = list(red_lines)
+    value = em.at(node.inputs[0], coords)
+    writes = [f"o{j}[{linear_index(coords, group.shape)}] = {em.at(v, coords)};"
+              for j, v in enumerate(graph.outputs) if v is not node.output]
+    inner = em.lines + writes + [f"acc = {op}()(acc, {value});"]
+    em.lines, em.memo = [], {}  # the init value, after the loop (scalars only)
+    init = node.inputs[1]
+    init_value = init.producer is not None and init.producer.op == "constant" and \
+        float(np.asarray(init.producer.attrs["value"])) == IDENTITY[group.computation]
+    result = "acc" if init_value else f"{op}()(acc, ({acc_t}){em.at(init, ())})"
+    out = graph.outputs.index(node.output)
+    final = em.lines + [f"o{out}[o] = {result};"]
+    if group.kind == "row":
+        tpr = row_lanes(group.n_red)
+        per_block = THREADS // tpr
+        return ([f"  const int lane = threadIdx.x % {tpr};",
+                 f"  for (i64 o = (i64)blockIdx.x * {per_block} + threadIdx.x / {tpr}; "
+                 f"o < {group.n_out}; o += (i64)gridDim.x * {per_block}) {{"]
+                + [f"    {line}" for line in kept_lines]
+                + [f"    {acc_t} acc = {identity};",
+                   f"    for (i64 r = lane; r < {group.n_red}; r += {tpr}) {{"]
+                + [f"      {line}" for line in inner]
+                + ["    }", f"    acc = group_reduce<{tpr}, {op}>(acc);", "    if (lane == 0) {"]
+                + [f"      {line}" for line in final] + ["    }", "  }"])
+    return ([f"  __shared__ {acc_t} part[{COLUMN_TEAMS}][{COLUMN_TILE + 1}];",
+             f"  for (i64 base = (i64)blockIdx.x * {COLUMN_TILE}; base < {group.n_out}; "
+             f"base += (i64)gridDim.x * {COLUMN_TILE}) {{",
+             "    const i64 o = base + threadIdx.x;",
+             f"    {acc_t} acc = {identity};",
+             f"    if (o < {group.n_out}) {{"]
+            + [f"      {line}" for line in kept_lines]
+            + [f"      for (i64 r = threadIdx.y; r < {group.n_red}; r += {COLUMN_TEAMS}) {{"]
+            + [f"        {line}" for line in inner]
+            + ["      }", "    }", "    part[threadIdx.y][threadIdx.x] = acc;", "    __syncthreads();",
+               f"    if (threadIdx.y == 0 && o < {group.n_out}) {{",
+               f"      for (int y = 1; y < {COLUMN_TEAMS}; ++y) acc = {op}()(acc, part[y][threadIdx.x]);"]
+            + [f"      {line}" for line in final] + ["    }", "    __syncthreads();", "  }"])
+
+
+def row_lanes(n_red):
+    """Lanes that reduce one row: a warp, or the whole block for long rows."""
+    return 32 if n_red < 4096 else THREADS
+
+
+def launch_shape(group, max_blocks):
+    """``(grid, block)`` for the group's kernel on a GPU allowing ``max_blocks`` blocks."""
+    if group.kind == "loop":
+        return (max(1, min(-(-group.n_out // THREADS), max_blocks)), 1, 1), (THREADS, 1, 1)
+    if group.kind == "row":
+        per_block = THREADS // row_lanes(group.n_red)
+        return (max(1, min(-(-group.n_out // per_block), max_blocks)), 1, 1), (THREADS, 1, 1)
+    return ((max(1, min(-(-group.n_out // COLUMN_TILE), max_blocks)), 1, 1),
+            (COLUMN_TILE, COLUMN_TEAMS, 1))
+
+
+def kernel_name(text):
+    return "needle_gen_" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class CudaGroupKernel:
+    """An executor step running a composite's decomposition as one generated kernel.
+
+    Args:
+        graph: the decomposition (raises :class:`~.group.Unsupported` if no kernel runs it).
+        executor: the :class:`~needle.compiler.executor.Executor` that owns the step (its
+            storage dtypes and device).
+        in_place: ``{output: input}`` pairs the kernel may write into the input's own
+            buffer (an optimizer update whose old value nothing reads afterwards); used
+            when that input is compact.
+    """
+
+    generated = True  # (what Executor.info counts)
+
+    def __init__(self, graph, executor, in_place=None):
+        self.group = Group(graph)
+        if not all(math.prod(v.shape) for v in list(graph.inputs) + list(graph.outputs)):
+            from .group import Unsupported
+            raise Unsupported("an empty value")
+        self.executor, self.in_place = executor, dict(in_place or {})
+        self.outputs = [(v.shape, executor.storage(v)) for v in graph.outputs]
+        self._variants = {}  # input strides -> (kernel, grid, block, in-place outputs)
+
+    def source(self, args):
+        """The kernel source for inputs ``args`` (NDArrays) and its name."""
+        strides = [a.strides for a in args]
+        body = source(self.group, "KERNEL", strides, self.executor.storage)
+        name = kernel_name(body)
+        return body.replace("KERNEL", name), name
+
+    def _build(self, args):
+        text, name = self.source(args)
+        if "src" in _debug_flags():
+            sys.stderr.write(f"---- generated {name} ({self.group.kind}, "
+                             f"{len(self.group.graph.nodes)} nodes) ----\n{text}")
+        backend = self.executor.device.backend
+        kernel = backend.generated_kernel(name, text)
+        grid, block = launch_shape(self.group, backend.max_blocks)
+        in_place = {j: i for j, i in self.in_place.items()
+                    if args[i].strides == compact_strides(args[i].shape)}
+        return kernel, grid, block, in_place
+
+    def __call__(self, node, *args):
+        ex = self.executor
+        key = tuple(a.strides for a in args)
+        variant = self._variants.get(key)
+        if variant is None:
+            variant = self._variants[key] = self._build(args)
+        kernel, grid, block, in_place = variant
+        outs = [args[in_place[j]] if j in in_place else
+                NDArray.make(shape, device=ex.device, dtype=dtype)
+                for j, (shape, dtype) in enumerate(self.outputs)]
+        pointers = [_address(a) for a in outs] + [_address(a) for a in args]
+        for j in in_place:
+            outs[j]._handle.wrote()
+        ex.device.backend.launch_generated(kernel, grid, block, pointers)
+        return outs if len(outs) > 1 else outs[0]
+
+
+def _address(a):
+    return a._handle.ptr + a._offset * a._handle.dtype.itemsize
+
+
+def _debug_flags():
+    from ..passes import debug_flags
+    return debug_flags()
+
+
+def recording_generator(sources):
+    """A generator for any device (the CPU too) that writes each group's CUDA source into
+    ``sources`` (name -> text) on the group's first call, with the strides of that call,
+    and runs the group member by member: what the CI check compiles with NVRTC on a
+    machine without a GPU."""
+
+    class Recording(CudaGroupKernel):
+        def __call__(self, node, *args):
+            text, name = self.source(args)
+            sources.setdefault(name, text)
+            ex = self.executor
+            sub = ex.__class__(self.group.graph, ex.device, ex.index_dtype)
+            return [NDArray(o) for o in sub.execute(list(args))]
+
+    return Recording

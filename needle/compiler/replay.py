@@ -1,0 +1,100 @@
+"""A compiled call replayed as one recorded device graph (a CUDA graph on cuda and cudnn).
+
+:class:`GraphReplay` holds the executor of a compiled graph and, after its first call,
+the device's recording of that call (``backend.device_graph()``, see
+``needle/backend_ndarray/cuda/capture.py``). Its inputs are fixed buffers: the state a
+graph reads (parameters, optimizer buffers) is always the same buffers (the guards check
+it), and each argument and the runtime-scalar vector are copied into a buffer of the
+replay's own before the launch. The values the call returns are copied out of the
+graph's buffers after it, so what call k returned survives call k+1.
+
+The first call runs the executor for real on the graph's stream (it tunes, compiles and
+allocates what it needs), the recording follows at once and later calls launch it: one
+launch, a copy per argument and per returned value. Optimizer updates read their scalars
+on the device (``Executor(host_scalars=False)``): the recording holds no host value.
+"""
+import warnings
+
+import numpy as np
+
+from ..backend_ndarray import NDArray
+from .executor import Executor
+
+
+class GraphReplay:
+    """``replay(inputs)`` runs the graph's call (inputs as :meth:`Program.bind` gives
+    them) and returns the executor's outputs (the aliased ones written in place).
+
+    Args:
+        graph: the optimized graph.
+        device: a device whose backend ``records_graphs``.
+        state: ``{input position: NDArray}`` the inputs that are the same buffers on every
+            call (they are recorded as they are); the others are copied in.
+        returned: how many leading outputs the caller gets (the rest are aliased to
+            inputs and stay in the graph's buffers).
+        executor_options: passed on to :class:`~needle.compiler.executor.Executor`.
+    """
+
+    def __init__(self, graph, device, state, returned, **executor_options):
+        self.executor = Executor(graph, device, host_scalars=False, **executor_options)
+        self.device, self.backend = device, device.backend
+        self.state, self.returned = state, returned
+        self.info = self.executor.info
+        self._graph = None
+        self._inputs = self._outputs = None
+        self.failed = None  # why recording failed; then every call runs the executor
+
+    def __call__(self, inputs):
+        if self._graph is not None:
+            for i, a in enumerate(inputs):
+                if i not in self.state:
+                    self._copy_in(self._inputs[i], a)
+            self._graph.launch()
+            return [NDArray(o) for o in self._outputs[:self.returned]]
+        if self.failed is not None:
+            return self.executor(*inputs)
+        return self._record(inputs)
+
+    def _copy_in(self, static, value):
+        if isinstance(value, np.ndarray):
+            static._handle.wrote()
+            self.backend.from_numpy(value, static._handle)
+        else:
+            static[...] = value
+
+    def _record(self, inputs):
+        """The first call: run on the graph's stream, then record the same call."""
+        ex = self.executor
+        self._inputs = [
+            a if i in self.state else
+            NDArray.make(a.shape, device=self.device, dtype=ex.storage(ex.graph.inputs[i]))
+            for i, a in enumerate(inputs)]
+        for i, a in enumerate(inputs):
+            if i not in self.state:
+                self._copy_in(self._inputs[i], a)
+        graph = self.backend.device_graph()
+        with graph.stream:
+            outputs = ex(*self._inputs)
+        graph.stream.synchronize()  # (the current stream reads its results next)
+        first = [NDArray(o) for o in outputs[:self.returned]]  # the caller's own buffers
+        graph.reserve([o._handle for o in outputs[:self.returned]])
+        del outputs
+        try:
+            self._outputs = graph.record(lambda: ex(*self._inputs))
+        except Exception as e:  # noqa: BLE001 - the executor still runs the call correctly
+            self.failed = f"{type(e).__name__}: {e}"
+            self._inputs = None
+            warnings.warn(f"needle.compile: the call could not be recorded as a device "
+                          f"graph ({self.failed}); it runs op by op", stacklevel=4)
+            return first
+        self._graph = graph
+        return first
+
+    def stats(self):
+        """``device_graph`` (recorded, or why not), ``graph_launches_per_call`` and
+        ``graph_nodes`` (the kernels, copies and fills one launch runs)."""
+        if self._graph is None:
+            return {"device_graph": self.failed or "not yet recorded",
+                    "graph_launches_per_call": 0}
+        return {"device_graph": "recorded", "graph_launches_per_call": 1,
+                "graph_nodes": self._graph.nodes}
