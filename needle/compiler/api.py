@@ -26,9 +26,9 @@ from .passes.common import launched_work
 from .printer import as_text
 from .replay import GraphReplay
 from .tracing.discovery import discover
+from .tracing.fastpath import compile_replay
 from .tracing.guards import PythonState
 from .tracing.program import call_arguments, flat_view, trace_call, unflatten
-from .tracing.scalars import evaluate
 
 #: traces in a row that may disagree before the function is declared untraceable
 MAX_TRACES = 4
@@ -225,6 +225,8 @@ class _Entry:
         self.returned = len(self.graph.outputs) - len(self.graph.aliases)
         options = {"fused_kernels": opt_level >= 3,
                    "generator": generator_for(self.device) if opt_level >= 2 else None}
+        self._check_program, self._scalar_vector, self._after = compile_replay(program)
+        self._args = [ref for kind, ref in program.sources if kind == "arg"]
         self.replay = None
         if getattr(self.backend, "records_graphs", False) and \
                 os.environ.get("NEEDLE_DEVICE_GRAPHS", "1") != "0":
@@ -251,44 +253,40 @@ class _Entry:
         changed = self.python_state.check()
         if changed is not None:
             return changed
-        for name, tensor, buf in self.program.identity:
-            data = tensor.cached_data
-            if data is None or data._handle is not buf:
-                return f"{name} holds a new tensor"
-        slots = self.program.read_slots()
-        for expr, value in self.program.guards:
-            if evaluate(expr, slots) != value:
-                return f"a Python decision on an optimizer value changed ({expr[0]})"
+        slots = self._check_program()  # (the slot values, or what changed)
+        if isinstance(slots, str):
+            return slots
         self._slots = slots
         return None
 
     def run(self, args, kwargs):
         start = time.perf_counter()
         program, slots = self.program, self._slots
-        # (the scalars as NumPy: the executor uploads them and keeps the host copy)
-        inputs = program.bind(call_arguments(args, kwargs), slots, self.state)
-        if self.replay is not None:
-            outputs = self.replay(inputs)
-            if "device_graph" not in self.stats or self.stats["graph_launches_per_call"] == 0:
-                self.stats.update(self.replay.stats())
+        replay = self.replay
+        if replay is not None and replay.recorded:
+            given = call_arguments(args, kwargs)
+            outputs = replay.launch([given[ref].realize_cached_data() for ref in self._args],
+                                    self._scalar_vector(slots))
         else:
-            with self.backend.one_submission():
-                outputs = self.executor(*inputs)
-        for k, expr in program.updates:
-            container, key, attr = program.slots[k]
-            value = evaluate(expr, slots)
-            if attr:
-                setattr(container, key, value)
+            # (the scalars as NumPy: the executor uploads them and keeps the host copy)
+            inputs = program.bind(call_arguments(args, kwargs), slots, self.state)
+            if replay is not None:
+                outputs = replay(inputs)
+                self.stats.update(replay.stats())
             else:
-                container[key] = value
+                with self.backend.one_submission():
+                    outputs = self.executor(*inputs)
+        self._after(slots)
         for tensor, grad in program.grads:
             tensor.grad = grad
         result = unflatten(program.result,
                            [Tensor.make_const(o) for o in outputs[:self.returned]])
-        self._host_us.append((time.perf_counter() - start) * 1e6)
-        if len(self._host_us) > 100:
-            del self._host_us[:50]
-        self.stats["replay_host_us"] = float(np.median(self._host_us))
+        samples = self._host_us
+        samples.append(time.perf_counter() - start)
+        if len(samples) in (1, 8, 64):  # (a median per call would cost more than the call)
+            self.stats["replay_host_us"] = float(np.median(samples)) * 1e6
+            if len(samples) == 64:
+                del samples[:]
         return result
 
 

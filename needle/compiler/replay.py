@@ -45,15 +45,60 @@ class GraphReplay:
         self.failed = None  # why recording failed; then every call runs the executor
 
     def __call__(self, inputs):
+        """A call on ``inputs`` as :meth:`Program.bind` gives them (the first records)."""
         if self._graph is not None:
+            scalars = None
             for i, a in enumerate(inputs):
-                if i not in self.state:
-                    self._copy_in(self._inputs[i], a)
-            self._graph.launch()
-            return [NDArray(o) for o in self._outputs[:self.returned]]
+                if isinstance(a, np.ndarray):
+                    scalars = a
+            return self.launch([a for i, a in enumerate(inputs) if i not in self.state and
+                                not isinstance(a, np.ndarray)], scalars)
         if self.failed is not None:
             return self.executor(*inputs)
         return self._record(inputs)
+
+    @property
+    def recorded(self):
+        return self._graph is not None
+
+    def launch(self, arguments, scalars):
+        """A recorded call on ``arguments`` (the NDArrays of the call's Tensor arguments,
+        in graph-input order) and the runtime-scalar vector (NumPy, or None): the copies
+        in, the launch and the copies out, straight through the driver."""
+        graph = self._graph
+        for (ptr, nbytes), data in zip(self._argument_slots, arguments):
+            graph.copy(ptr, data._handle.ptr, nbytes)
+        if scalars is not None:
+            graph.upload(self._scalar_slot, scalars.astype(self._scalar_dtype, copy=False))
+        graph.launch()
+        out = []
+        for o, nbytes in self._returned:
+            if nbytes is None:
+                out.append(NDArray(o))
+                continue
+            copy = NDArray.make(o.shape, device=self.device, dtype=o.dtype)
+            graph.copy(copy._handle.ptr, _address(o), nbytes)
+            out.append(copy)
+        return out
+
+    def _fast_slots(self, inputs):
+        """Where :meth:`launch` copies each argument and the scalar vector, and how it
+        copies each returned output (None: a strided view, copied by NDArray)."""
+        graph_inputs = self.executor.graph.inputs
+        self._argument_slots, self._scalar_slot = [], None
+        for i, (a, static) in enumerate(zip(inputs, self._inputs)):
+            if i in self.state:
+                continue
+            if isinstance(a, np.ndarray):
+                self._scalar_slot = static._handle.ptr
+                self._scalar_dtype = np.dtype(self.executor.storage(graph_inputs[i]))
+            else:
+                if a._handle.nbytes != static._handle.nbytes or a.dtype != static.dtype:
+                    return False
+                self._argument_slots.append((static._handle.ptr, static._handle.nbytes))
+        self._returned = [(o, o.size * np.dtype(o.dtype).itemsize if o.is_compact() else None)
+                          for o in self._outputs[:self.returned]]
+        return True
 
     def _copy_in(self, static, value):
         if isinstance(value, np.ndarray):
@@ -81,9 +126,11 @@ class GraphReplay:
         del outputs
         try:
             self._outputs = graph.record(lambda: ex(*self._inputs))
+            if not self._fast_slots(inputs):
+                raise ValueError("an argument's buffer differs from the graph's input")
         except Exception as e:  # noqa: BLE001 - the executor still runs the call correctly
             self.failed = f"{type(e).__name__}: {e}"
-            self._inputs = None
+            self._inputs = self._outputs = None
             warnings.warn(f"needle.compile: the call could not be recorded as a device "
                           f"graph ({self.failed}); it runs op by op", stacklevel=4)
             return first
@@ -98,3 +145,7 @@ class GraphReplay:
                     "graph_launches_per_call": 0}
         return {"device_graph": "recorded", "graph_launches_per_call": 1,
                 "graph_nodes": self._graph.nodes}
+
+
+def _address(a):
+    return a._handle.ptr + a._offset * np.dtype(a.dtype).itemsize

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..contract import Backend, scatter_segments
 from . import compiler, gemm, kernels, layout, nvrtc
+from .capture import _Capture
 from .memory import CudaBuffer, memory_stats, reset_peak
 
 THREADS = 256  # block size of the 1-D kernels (the reduce and row kernels require it)
@@ -48,6 +49,7 @@ class _Runtime:
         self.current_stream = cuda.get_current_stream
         self.memcpy_async = cuda.runtime.memcpyAsync
         self._by_parts = {}  # name parts -> kernel: launches are hot, skip the name lookup
+        self._upload_stream = None
 
     @classmethod
     def for_current_device(cls):
@@ -57,6 +59,14 @@ class _Runtime:
         arch = device.compute_capability
         return cls(arch, device.attributes["MultiProcessorCount"], compiler.KernelCache(arch),
                    cupy.cuda)
+
+    def upload_now(self, dst, array):
+        """Copy host ``array`` to address ``dst`` on a stream of its own and wait for it
+        (usable while another stream is being captured)."""
+        if self._upload_stream is None:
+            self._upload_stream = self.cuda.Stream(non_blocking=True)
+        self.memcpy_async(dst, array.ctypes.data, array.nbytes, _H2D, self._upload_stream.ptr)
+        self._upload_stream.synchronize()
 
     def launch(self, parts, grid, block, args):
         """Launch the kernel ``kernels.name(*parts)`` on CuPy's current stream.
@@ -166,6 +176,12 @@ class CudaBackend(Backend):
     def from_numpy(self, array, out):
         array = np.ascontiguousarray(array, dtype=out.dtype)
         out.wrote()
+        if _Capture.kept is not None:
+            # inside a recording: host data here is the graph's constant (index arrays), so
+            # it is copied now, on a stream of its own, into a buffer the graph keeps
+            _Capture.kept.append(out)
+            self.rt.upload_now(out.ptr, array)
+            return
         # pageable source: the call returns once the data is staged, so `array` may go
         self._memcpy(out.ptr, array.ctypes.data, out.nbytes, _H2D)
 

@@ -27,9 +27,12 @@ _P = ctypes.c_void_p
 
 class _Capture:
     """Whether a capture is under way: cuBLASLt then calls GEMMs directly (its per-GEMM
-    graphs cannot be launched inside another capture)."""
+    graphs cannot be launched inside another capture). ``kept`` collects the buffers
+    uploaded from the host during it (index arrays, constant for the graph): they are
+    filled at once, outside the graph, and live as long as the graph."""
 
     active = False
+    kept = None
 
 
 def capturing():
@@ -47,6 +50,10 @@ def _driver():
                            ("cuGraphInstantiateWithFlags", [ctypes.POINTER(_P), _P,
                                                             ctypes.c_ulonglong]),
                            ("cuGraphLaunch", [_P, _P]), ("cuGraphExecDestroy", [_P]),
+                           ("cuMemcpyDtoDAsync_v2", [ctypes.c_ulonglong, ctypes.c_ulonglong,
+                                                     ctypes.c_size_t, _P]),
+                           ("cuMemcpyHtoDAsync_v2", [ctypes.c_ulonglong, _P, ctypes.c_size_t,
+                                                     _P]),
                            ("cuGraphDestroy", [_P])):
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = args, ctypes.c_int
@@ -74,6 +81,7 @@ class DeviceGraph:
         self._lib = _driver()
         self.stream = cupy.cuda.Stream(non_blocking=True)
         self._exec = self.nodes = None
+        self._kept = []  # the buffers uploaded while recording
 
     def reserve(self, buffers):
         """A free block on this graph's stream for each of ``buffers`` (CudaBuffers the
@@ -91,11 +99,11 @@ class DeviceGraph:
         graph = _P()
         with self.stream:
             _check(lib.cuStreamBeginCapture_v2(stream, _RELAXED), "cuStreamBeginCapture")
-            _Capture.active = True
+            _Capture.active, _Capture.kept = True, self._kept
             try:
                 result = fn()
             finally:
-                _Capture.active = False
+                _Capture.active, _Capture.kept = False, None
                 ended = lib.cuStreamEndCapture(stream, ctypes.byref(graph))
         try:
             _check(ended, "recording the call (cuStreamEndCapture)")
@@ -108,14 +116,32 @@ class DeviceGraph:
             if graph.value:
                 lib.cuGraphDestroy(graph)
         self._exec, self.nodes = exec_, count.value
-        self._launch = lib.cuGraphLaunch
+        self._launch, self._copy = lib.cuGraphLaunch, lib.cuMemcpyDtoDAsync_v2
+        self._upload = lib.cuMemcpyHtoDAsync_v2
         return result
 
     def launch(self):
         """Queue the recorded work on the current stream."""
-        result = self._launch(self._exec, _P(self._cuda.get_current_stream().ptr))
+        result = self._launch(self._exec, self._stream())
         if result:
             _check(result, "cuGraphLaunch")
+
+    def copy(self, dst, src, nbytes):
+        """Queue a device-to-device copy on the current stream (an argument into the
+        graph's own input buffer, an output out of it)."""
+        result = self._copy(dst, src, nbytes, self._stream())
+        if result:
+            _check(result, "cuMemcpyDtoDAsync")
+
+    def upload(self, dst, array):
+        """Copy host ``array`` (C-contiguous) to ``dst`` on the current stream (from
+        pageable memory: the call returns once the data is staged)."""
+        result = self._upload(dst, array.ctypes.data, array.nbytes, self._stream())
+        if result:
+            _check(result, "cuMemcpyHtoDAsync")
+
+    def _stream(self):
+        return _P(self._cuda.get_current_stream().ptr)
 
     def __del__(self):
         if _Blocks is None or not hasattr(self, "stream"):

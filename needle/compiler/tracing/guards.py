@@ -25,11 +25,15 @@ def is_plain(value):
 
 class PythonState:
     """``check()`` gives ``None`` while the watched state is as it was when this was made,
-    else a sentence naming what changed."""
+    else a sentence naming what changed.
+
+    Each watched item is a Python expression over a few bound objects (``$0``, ``$1``, ...):
+    all of them are compiled into one function (:func:`compile_checks`), which a replay
+    calls before it launches anything.
+    """
 
     def __init__(self, fn, roots, modules, optimizers):
-        self.values = []      # (name, getter, value): compared with ==
-        self.identities = []  # (name, getter, object): compared with is
+        self.checks = []  # Check records, in order
         self._function(fn)
         for name, obj in roots:
             self._attributes(name, obj)
@@ -37,6 +41,13 @@ class PythonState:
             self._module(m)
         for opt in optimizers:
             self._optimizer(opt)
+        self._compiled = compile_checks(self.checks)
+
+    def _value(self, name, expression, objects, value):
+        self.checks.append(Check(name, expression, objects, "value", value))
+
+    def _identity(self, name, expression, objects, obj):
+        self.checks.append(Check(name, expression, objects, "identity", obj))
 
     def _function(self, fn):
         while isinstance(fn, functools.partial):
@@ -50,58 +61,127 @@ class PythonState:
                 value = cell.cell_contents
             except ValueError:
                 continue
-            name = fn.__code__.co_freevars[i]
             if is_plain(value):
-                self.values.append((name, lambda c=cell: c.cell_contents, value))
+                self._value(fn.__code__.co_freevars[i], "$0.cell_contents", [cell], value)
         g = fn.__globals__
         for name in sorted(_code_names(fn.__code__)):
             if name in g and is_plain(g[name]):
-                self.values.append((name, lambda n=name: g.get(n), g[name]))
+                self._value(name, f"$0.get({name!r})", [g], g[name])
 
     def _attributes(self, name, obj):
         """Plain values on an object the function reaches (a config, a trainer)."""
         for key, value in vars(obj).items():
             if is_plain(value):
-                self.values.append((f"{name}.{key}", lambda o=obj, k=key: getattr(o, k, None),
-                                    value))
+                self._value(f"{name}.{key}", _attribute(key), [obj], value)
 
     def _module(self, m):
         label = type(m).__name__
         for key, value in vars(m).items():
-            getter = lambda m=m, k=key: getattr(m, k, None)  # noqa: E731
             if is_plain(value):
-                self.values.append((f"{label}.{key}", getter, value))
+                self._value(f"{label}.{key}", _attribute(key), [m], value)
             elif isinstance(value, (Tensor, Module)):
-                self.identities.append((f"{label}.{key}", getter, value))
+                self._identity(f"{label}.{key}", _attribute(key), [m], value)
             elif isinstance(value, (list, tuple)):  # Sequential's layers, ModuleList
-                self.values.append((f"{label}.{key}", lambda m=m, k=key: _ids(getattr(m, k, ())),
-                                    _ids(value)))
+                self._value(f"{label}.{key}", f"_ids({_attribute(key)})", [m], _ids(value))
 
     def _optimizer(self, opt):
         label = type(opt).__name__
-        self.identities.append((f"{label}.state", lambda: opt.state, opt.state))
-        self.values.append((f"{label}.params", lambda: _ids(opt.params), _ids(opt.params)))
-        self.values.append((f"{label}.state's parameters", lambda: _ids(opt.state),
-                            _ids(opt.state)))
+        self._identity(f"{label}.state", "$0.state", [opt], opt.state)
+        self._value(f"{label}.params", "_ids($0.params)", [opt], _ids(opt.params))
+        self._value(f"{label}.state's parameters", "_ids($0.state)", [opt], _ids(opt.state))
         for p, state in opt.state.items():
-            self.identities.append((f"{label}.state[p]", lambda p=p: opt.state.get(p), state))
-            self.values.append((f"{label}.state[p]'s keys", lambda s=state: tuple(s),
-                                tuple(state)))
+            self._identity(f"{label}.state[p]", "$0.state.get($1)", [opt, p], state)
+            self._value(f"{label}.state[p]'s keys", "tuple($0)", [state], tuple(state))
             for key, value in state.items():
                 if key != "step":  # a runtime scalar
-                    self.identities.append((f"{label}.state[p][{key!r}]",
-                                            lambda s=state, k=key: s.get(k), value))
+                    self._identity(f"{label}.state[p][{key!r}]", f"$0.get({key!r})", [state],
+                                   value)
 
     def check(self):
-        for name, getter, value in self.values:
-            now = getter()
-            if now is not value and (type(now) is not type(value) or now != value):
-                return f"{name} changed"
-        for name, getter, obj in self.identities:
-            if getter() is not obj:
-                return f"{name} is a new object"
-        return None
+        return self._compiled()
+
+
+class Check:
+    """One watched item: ``expression`` (Python, over ``objects`` as ``$0``, ``$1``, ...)
+    must still give ``expected``: an equal plain value (``kind`` "value") or the same
+    object ("identity"). ``name`` says what it is, for the reason a graph is rebuilt."""
+
+    __slots__ = ("name", "expression", "objects", "kind", "expected")
+
+    def __init__(self, name, expression, objects, kind, expected):
+        self.name, self.expression, self.objects = name, expression, objects
+        self.kind, self.expected = kind, expected
+
+    def reason(self):
+        return f"{self.name} changed" if self.kind == "value" else f"{self.name} is a new object"
+
+
+def compile_checks(checks, extra_globals=None):
+    """One function of no arguments that evaluates every check in order and returns the
+    reason of the first that fails (``None`` if all hold), with the bound objects and the
+    expected values as its local constants: a replay's guards cost a few tens of
+    nanoseconds each. An expression that raises (an attribute deleted) fails its check."""
+    env = {"_ids": _ids, **(extra_globals or {})}
+    lines, names = ["def check():", "    try:", "        pass"], {}
+
+    def bind(obj):
+        if id(obj) not in names:
+            names[id(obj)] = f"_o{len(names)}"
+            env[names[id(obj)]] = obj
+        return names[id(obj)]
+
+    for i, c in enumerate(checks):
+        expr = c.expression
+        for j in reversed(range(len(c.objects))):  # ($10 before $1)
+            expr = expr.replace(f"${j}", bind(c.objects[j]))
+        expected = bind(c.expected)
+        if c.kind == "identity":
+            lines.append(f"        if ({expr}) is not {expected}: return {i}")
+        else:
+            kind = bind(type(c.expected))
+            lines += [f"        x = {expr}",
+                      f"        if x is not {expected} and (type(x) is not {kind} "
+                      f"or x != {expected}): return {i}"]
+    lines += ["    except Exception:", "        return -1", "    return None"]
+    exec(compile("\n".join(lines), "<needle.compile guards>", "exec"), env)
+    fast = env["check"]
+
+    def check():
+        failed = fast()
+        if failed is None:
+            return None
+        if failed >= 0:
+            return checks[failed].reason()
+        return _first_failing(checks)
+
+    return check
+
+
+def _first_failing(checks):
+    """The reason of the first check that fails, one at a time (after the compiled check
+    raised): an expression that raises fails."""
+    for c in checks:
+        env = {"_ids": _ids, **{f"_o{j}": o for j, o in enumerate(c.objects)}}
+        expr = c.expression
+        for j in reversed(range(len(c.objects))):
+            expr = expr.replace(f"${j}", f"_o{j}")
+        try:
+            now = eval(expr, env)  # noqa: S307 - our own expressions over bound objects
+        except Exception:  # noqa: BLE001 - e.g. an attribute deleted
+            return c.reason()
+        if c.kind == "identity":
+            if now is not c.expected:
+                return c.reason()
+        elif now is not c.expected and (type(now) is not type(c.expected) or now != c.expected):
+            return c.reason()
+    return "a watched value could not be read"
+
+
+def _attribute(key):
+    """The expression reading attribute ``key`` of ``$0``."""
+    return f"$0.{key}" if key.isidentifier() and not key.startswith("__") else \
+        f"getattr($0, {key!r})"
 
 
 def _ids(items):
-    return tuple(id(x) for x in items)
+    return tuple(map(id, items))

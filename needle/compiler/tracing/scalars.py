@@ -45,6 +45,29 @@ def evaluate(expr, slots):
     raise ValueError(f"unknown scalar expression {kind!r}")
 
 
+_SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "pow": "**", "floordiv": "//",
+            "mod": "%", "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+
+
+def source(expr, slots="s"):
+    """``expr`` as Python source over the list named ``slots`` (what :func:`evaluate`
+    computes, without interpreting the tree on every call)."""
+    kind = expr[0]
+    if kind == "slot":
+        return f"{slots}[{expr[1]}]"
+    if kind == "const":
+        return repr(expr[1]) if isinstance(expr[1], (int, float)) and math.isfinite(expr[1]) \
+            else f"float({str(expr[1])!r})"
+    args = [source(e, slots) for e in expr[1:]]
+    if kind in _SYMBOLS:
+        return f"({args[0]} {_SYMBOLS[kind]} {args[1]})"
+    if kind == "neg":
+        return f"(-{args[0]})"
+    if kind in ("abs", "int", "float", "bool"):
+        return f"{kind}({args[0]})"
+    raise ValueError(f"unknown scalar expression {kind!r}")
+
+
 def expression(x):
     """The expression of a Scalar, or a constant for a plain number."""
     return x.expr if isinstance(x, _Traced) else ("const", x)
