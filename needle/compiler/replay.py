@@ -71,6 +71,8 @@ class GraphReplay:
         if scalars is not None:
             graph.upload(self._scalar_slot, scalars.astype(self._scalar_dtype, copy=False))
         graph.launch()
+        for buf in self._written:  # (the launch wrote them: data derived from them is stale)
+            buf.wrote()
         out = []
         for o, nbytes in self._returned:
             if nbytes is None:
@@ -124,8 +126,16 @@ class GraphReplay:
         first = [NDArray(o) for o in outputs[:self.returned]]  # the caller's own buffers
         graph.reserve([o._handle for o in outputs[:self.returned]])
         del outputs
+        # data a backend derives from the state (cuDNN's packed conv weights) is derived
+        # inside the recording, so each launch derives it from the state as it is then
+        for a in self.state.values():
+            a._handle.wrote()
+        aliased = set(ex.graph.aliases.values())
+        self._written = [a._handle for i, a in self.state.items() if i in aliased]
         try:
             self._outputs = graph.record(lambda: ex(*self._inputs))
+            for a in self.state.values():  # (what the recording derived was never computed)
+                a._handle.wrote()
             if not self._fast_slots(inputs):
                 raise ValueError("an argument's buffer differs from the graph's input")
         except Exception as e:  # noqa: BLE001 - the executor still runs the call correctly

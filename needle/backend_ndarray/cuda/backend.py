@@ -17,7 +17,7 @@ import numpy as np
 from ..contract import Backend, scatter_segments
 from . import compiler, gemm, kernels, layout, nvrtc
 from .capture import _Capture
-from .memory import CudaBuffer, memory_stats, reset_peak
+from .memory import CudaBuffer, _Blocks, memory_stats, reset_peak
 
 THREADS = 256  # block size of the 1-D kernels (the reduce and row kernels require it)
 _BLOCK = (THREADS, 1, 1)
@@ -178,7 +178,11 @@ class CudaBackend(Backend):
         out.wrote()
         if _Capture.kept is not None:
             # inside a recording: host data here is the graph's constant (index arrays), so
-            # it is copied now, on a stream of its own, into a buffer the graph keeps
+            # it is copied now, on a stream of its own, into a buffer the graph keeps. The
+            # memory is new: a free block may have held a temporary of this recording,
+            # which its earlier kernels would overwrite on every launch.
+            out.mem = _Blocks.allocate(out.nbytes)
+            out.ptr = out.mem.ptr
             _Capture.kept.append(out)
             self.rt.upload_now(out.ptr, array)
             return

@@ -22,6 +22,8 @@ from . import launch
 from .memory import CudaBuffer, _Blocks
 
 _RELAXED = 2  # CU_STREAM_CAPTURE_MODE_RELAXED
+#: pinned host buffers a graph's scalar uploads rotate through (see DeviceGraph.upload)
+STAGING_BUFFERS = 8
 _P = ctypes.c_void_p
 
 
@@ -82,6 +84,7 @@ class DeviceGraph:
         self.stream = cupy.cuda.Stream(non_blocking=True)
         self._exec = self.nodes = None
         self._kept = []  # the buffers uploaded while recording
+        self._uploaded, self._staging, self._next = {}, None, 0  # see upload()
 
     def reserve(self, buffers):
         """A free block on this graph's stream for each of ``buffers`` (CudaBuffers the
@@ -134,11 +137,30 @@ class DeviceGraph:
             _check(result, "cuMemcpyDtoDAsync")
 
     def upload(self, dst, array):
-        """Copy host ``array`` (C-contiguous) to ``dst`` on the current stream (from
-        pageable memory: the call returns once the data is staged)."""
-        result = self._upload(dst, array.ctypes.data, array.nbytes, self._stream())
+        """Copy host ``array`` (C-contiguous, the same size on every call) to ``dst`` on the
+        current stream, if its bytes differ from the last upload (``dst`` is the graph's
+        own input: nothing else writes it).
+
+        Through pinned staging buffers, used in turn: from pageable memory CUDA would wait
+        for the stream to finish first, and the host could never run ahead of the GPU. A
+        buffer is reused once the copy that last read it has run (its event)."""
+        data = array.tobytes()
+        if data == self._uploaded.get(dst):
+            return
+        self._uploaded[dst] = data
+        if self._staging is None:
+            self._staging = [(self._cuda.alloc_pinned_memory(max(len(data), 8)),
+                              self._cuda.Event(block=False, disable_timing=True))
+                             for _ in range(STAGING_BUFFERS)]
+        memory, event = self._staging[self._next]
+        self._next = (self._next + 1) % STAGING_BUFFERS
+        event.synchronize()  # (long done, unless the GPU is STAGING_BUFFERS calls behind)
+        ctypes.memmove(memory.ptr, data, len(data))
+        stream = self._cuda.get_current_stream()
+        result = self._upload(dst, memory.ptr, len(data), _P(stream.ptr))
         if result:
             _check(result, "cuMemcpyHtoDAsync")
+        event.record(stream)
 
     def _stream(self):
         return _P(self._cuda.get_current_stream().ptr)
