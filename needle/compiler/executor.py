@@ -101,7 +101,10 @@ class Executor:
                     raise NotImplementedError(f"composite {node.attrs.get('name')!r} has no "
                                               f"decomposition to run")
                 else:
-                    self._sub[node] = Executor(node.decomposition, self.device,
+                    decomposition = node.decomposition
+                    if generator is not None:  # its elementwise groups as generated kernels
+                        decomposition = _fused_copy(decomposition)
+                    self._sub[node] = Executor(decomposition, self.device,
                                                self.index_dtype, fused_kernels, generator,
                                                host_scalars)
         self._plan()
@@ -370,6 +373,19 @@ def to_host(array, value):
     if value.dtype in ("int32", "int64"):
         return np.rint(a).astype(NP_DTYPES[value.dtype])
     return a
+
+
+def _fused_copy(graph):
+    """A copy of a composite's decomposition with its elementwise groups fused (the passes
+    leave decompositions as recorded, for export and for backends that run them)."""
+    from .parser import parse
+    from .passes import FUSION
+    from .printer import as_text
+
+    copy = parse(as_text(graph))
+    for p in FUSION:
+        copy = p(copy)
+    return copy
 
 
 def _has_float64(graph):
