@@ -561,3 +561,25 @@ def test_the_number_of_graphs_is_bounded(device, rng, monkeypatch):
             for _ in range(2):
                 np.testing.assert_allclose(run(x).numpy(), x.numpy() * 2.0, rtol=1e-6)
     assert len(run._entries) == 2
+
+
+@pytest.mark.parametrize("opt_level", [2, 3])
+def test_gradients_left_on_the_parameters_equal_eager(device, opt_level):
+    """After each call the parameters hold the step's gradients, as after an eager step
+    (at O3 the Linear backward kernels write them straight into the p.grad buffers)."""
+    runs = []
+    for compiled in (False, True):
+        model, opt, step = _mlp_step(device, lr=0.1, momentum=0.9)
+        run = needle.compile(step, opt_level=opt_level) if compiled else step
+        data, grads = np.random.default_rng(2), []
+        for _ in range(5):
+            x, y = _data(data, device)
+            run(x, y)
+            grads.append([p.grad.numpy() for p in model.parameters()])
+        runs.append((grads, run))
+    (eager, _), (got, run) = runs
+    for e_step, c_step in zip(eager, got):
+        for e, c in zip(e_step, c_step):
+            np.testing.assert_allclose(c, e, rtol=2e-4, atol=2e-5)
+    if opt_level == 3 and device.backend.supports("linear_backward", "float32"):
+        assert run.stats()["graphs"][-1]["outputs_in_place"] == len(eager[0])  # 2 W, 2 b

@@ -242,6 +242,7 @@ class _Entry:
             "fused_groups": sum(n.op == "composite" for n in self.graph.nodes),
             "fused_kernels": self.executor.info["fused_kernels"],
             "generated_kernels": self.executor.info["generated_kernels"],
+            "outputs_in_place": self.executor.info["outputs_in_place"],
             "planned_peak_bytes": self.executor.info["planned_peak_bytes"],
             "inputs": len(self.graph.inputs), "outputs": len(self.graph.outputs),
             "runtime_scalars": len(program.scalars),

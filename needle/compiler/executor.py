@@ -36,6 +36,7 @@ import math
 import numpy as np
 
 from ..backend_ndarray import NDArray, concatenate, full
+from ..backend_ndarray.ndarray import compact_strides
 from ..backend_ndarray import where as nd_where
 from ..backend_ndarray.device import device as lookup_device
 from ..errors import ShapeError
@@ -108,7 +109,10 @@ class Executor:
                                                self.index_dtype, fused_kernels, generator,
                                                host_scalars)
         self._plan()
+        self._into = self._destinations()
+        self._given_now = ()
         self.info["fused_kernels"] = len(self._fused)
+        self.info["outputs_in_place"] = sum(len(d) for d in self._into.values())
         self.info["generated_kernels"] = sum(getattr(k, "generated", False)
                                              for k in self._fused.values())
         self._checked = False
@@ -132,6 +136,39 @@ class Executor:
                 not all(math.prod(v.shape) for v in values):
             return None
         return fn if self.device.backend.supports(op, dtypes.pop()) else None
+
+    def _destinations(self):
+        """``{node: {output position: graph input}}``: composite outputs that become an
+        aliased graph output (a gradient a step leaves on ``p.grad``) and are written
+        straight into that input's buffer, not copied there at the end. Only for kernels
+        that take destinations, and only where nothing from the node on reads the input's
+        old value (nor a view of it) and no other output is a view of it."""
+        graph, out = self.graph, {}
+        position = {node: k for k, node in enumerate(graph.nodes)}
+        for o, i in graph.aliases.items():
+            v, target = graph.outputs[o], graph.inputs[i]
+            while v.producer is not None and v.producer.op == "reshape":
+                v = v.producer.inputs[0]
+            node = v.producer
+            kernel = self._fused.get(node)
+            if not getattr(kernel, "takes_destinations", False) or \
+                    self.storage(v) != self.storage(target) or \
+                    math.prod(v.shape) != math.prod(target.shape):
+                continue
+            views = _views_of(graph, target)
+            later = {x for n in graph.nodes[position[node]:] for x in n.inputs}
+            others = {w for k, w in enumerate(graph.outputs) if k != o}
+            if views & later or views & others:
+                continue
+            out.setdefault(node, {})[node.outputs.index(v)] = i
+        return out
+
+    def destinations(self, node):
+        """The NDArrays ``node``'s kernel writes its outputs into this call (see
+        :meth:`_destinations`), as ``{output position: array}``."""
+        given = self._given_now
+        return {k: given[i].reshape(node.outputs[k].shape)
+                for k, i in self._into[node].items() if given[i].is_compact()}
 
     def _generated(self, node, generator):
         """Composite ``node`` as one generated kernel, or ``None`` where the generator has
@@ -327,6 +364,7 @@ class Executor:
         env.update(zip(self.graph.inputs, given))
         for v in self._drop_first:
             env.pop(v, None)
+        self._given_now = given  # (destinations are inputs no step reads: see _destinations)
         most, check = len(env), not self._checked
         for fn, node, free in self._steps:
             out = fn(self, node, *[env[v] for v in node.inputs])
@@ -340,6 +378,7 @@ class Executor:
             for v in free:
                 del env[v]
         self._checked = True  # every step made its value's type once: the plan is sound
+        self._given_now = ()
         self.info["max_live_values_run"] = most
         return [env[v] for v in self.graph.outputs]
 
@@ -350,14 +389,20 @@ class Executor:
         # copies first, writes second: an output may read an input another one overwrites
         kept = {id(a._handle) for a in given} | {id(a._handle) for a in self._constants.values()}
         for o, a in enumerate(outputs):
-            unchanged = o in graph.aliases and a is given[graph.aliases[o]]
+            unchanged = o in graph.aliases and _same_view(a, given[graph.aliases[o]])
             if id(a._handle) in kept and not unchanged:
                 outputs[o] = NDArray(a)
         for o, i in graph.aliases.items():
-            if outputs[o] is not given[i]:
+            if not _same_view(outputs[o], given[i]):
                 given[i][...] = outputs[o]
                 outputs[o] = given[i]
         return outputs
+
+
+def _same_view(a, b):
+    """Whether NDArrays ``a`` and ``b`` are the same elements of the same buffer."""
+    return a is b or (a._handle is b._handle and a.shape == b.shape and
+                      a.strides == b.strides and a.offset == b.offset)
 
 
 def run(graph, *arrays, device):
@@ -551,6 +596,15 @@ def _broadcast_in_dim(ex, node, x):
     if order != list(range(len(dims))):
         x = x.permute(order)
     return x.reshape(tuple(expanded)).broadcast_to(shape)
+
+
+def _reshape(ex, node, x):
+    """A view: NDArray.reshape copies a view that does not start its buffer, which a
+    contiguous one need not (a scalar sliced from the runtime-scalar vector)."""
+    shape = node.output.shape
+    if not x.is_compact() and x.strides == compact_strides(x.shape):
+        return x.as_strided(shape, compact_strides(shape))
+    return x.reshape(shape)
 
 
 def _slice(ex, node, x):
@@ -787,6 +841,8 @@ def _scalar_form(node):
 def _composite(ex, node, *args):
     kernel = ex._fused.get(node)
     if kernel is not None:
+        if node in ex._into:
+            return kernel(node, *args, into=ex.destinations(node))
         return kernel(node, *args)
     sub = ex._sub[node]
     outs = sub.execute(list(args))
@@ -853,15 +909,30 @@ def _attention_kernel(node, q, k, v):
     return out
 
 
-def _linear_backward_kernel(node, g, x, w=None):
+def _written(a):
+    """``a``, whose buffer a kernel is about to overwrite (data derived from it goes)."""
+    wrote = getattr(a._handle, "wrote", None)
+    if wrote is not None:
+        wrote()
+    return a
+
+
+def _linear_backward_kernel(node, g, x, w=None, into=None):
+    """``into``: the NDArrays to write outputs into (by output position; see
+    :meth:`Executor.destinations`)."""
     (m, k), n = x.shape, g.shape[1]
+    into, first = into or {}, 1 if node.attrs["dx"] else 0
     dx = _new(g, (m, k)) if node.attrs["dx"] else None
-    dw, db = _new(g, (k, n)), _new(g, (n,))  # (db written even without a bias)
+    dw, db = into.get(first), into.get(first + 1)
+    dw = _new(g, (k, n)) if dw is None else _written(dw)
+    db = _new(g, (n,)) if db is None else _written(db)  # (db written even without a bias)
     g.device.backend.linear_backward(*_handles(g, x), w.compact()._handle if w is not None
                                      else None, dx._handle if dx is not None else None,
                                      dw._handle, db._handle, m, k, n)
     return ([dx] if dx is not None else []) + [dw] + ([db] if node.attrs["bias"] else [])
 
+
+_linear_backward_kernel.takes_destinations = True
 
 #: composite name -> (the backend's fused op, the attributes it reads, function(node,
 #: *input NDArrays) -> output NDArray or list). The composites are those of
@@ -943,7 +1014,7 @@ OPS = {
     "constant": _constant,
     "iota": _constant,
     "broadcast_in_dim": _broadcast_in_dim,
-    "reshape": lambda ex, node, x: x.reshape(node.output.shape),
+    "reshape": _reshape,
     "transpose": lambda ex, node, x: x.permute(node.attrs["permutation"]),
     "slice": _slice,
     "reverse": _reverse,

@@ -262,6 +262,7 @@ class CudaGroupKernel:
     """
 
     generated = True  # (what Executor.info counts)
+    takes_destinations = True  # (Executor.destinations)
 
     def __init__(self, graph, executor, in_place=None):
         self.group = Group(graph)
@@ -291,18 +292,20 @@ class CudaGroupKernel:
                     if args[i].strides == compact_strides(args[i].shape)}
         return kernel, grid, block, in_place
 
-    def __call__(self, node, *args):
+    def __call__(self, node, *args, into=None):
+        """Run on ``args``; ``into`` maps output positions to compact NDArrays to write."""
         ex = self.executor
         key = tuple(a.strides for a in args)
         variant = self._variants.get(key)
         if variant is None:
             variant = self._variants[key] = self._build(args)
         kernel, grid, block, in_place = variant
-        outs = [args[in_place[j]] if j in in_place else
+        into = into or {}
+        outs = [into[j] if j in into else args[in_place[j]] if j in in_place else
                 NDArray.make(shape, device=ex.device, dtype=dtype)
                 for j, (shape, dtype) in enumerate(self.outputs)]
         pointers = [_address(a) for a in outs] + [_address(a) for a in args]
-        for j in in_place:
+        for j in set(in_place) | set(into):
             outs[j]._handle.wrote()
         ex.device.backend.launch_generated(kernel, grid, block, pointers)
         return outs if len(outs) > 1 else outs[0]
@@ -324,6 +327,8 @@ def recording_generator(sources):
     machine without a GPU."""
 
     class Recording(CudaGroupKernel):
+        takes_destinations = False
+
         def __call__(self, node, *args):
             text, name = self.source(args)
             sources.setdefault(name, text)
