@@ -378,3 +378,28 @@ def test_compare_runs_tool_tables_ratios_across_runs(tmp_path):
     lines = tool.table(runs, "needle-cudnn", "torch-cuda", tolerance=0.05).splitlines()
     assert len(lines) == 3  # header, rule, one case: the invalid row is left out
     assert lines[2] == "| mlp | a | 0.50 | 1.04 | 1.50 | 1.04 | 0.50–1.50 | 2/3 |"
+
+
+def test_roofline_work_and_shares():
+    from needle.bench import roofline
+    (tiny, *_) = suites.cases("mlp")
+    flops, nbytes = roofline.work(tiny)  # [128, 128, 10] at batch 64: 3 products per layer
+    assert flops == 6 * 64 * (128 * 128 + 128 * 10)
+    params = 128 * 128 + 128 + 128 * 10 + 10
+    assert nbytes == 4 * (2 * params + 64 * 128 + 64)
+    (b16, *_) = suites.cases("resnet9")
+    conv1 = 2 * 16 * 16 * 16 * 16 * 3 * 7 * 7  # 64x64 at stride 4 -> 16x16, 3 -> 16 channels
+    assert roofline.work(b16)[0] > conv1
+    rows = [{"suite": "mlp", "case": tiny.name, "backend": "needle-cudnn-compiled",
+             "median_ms": 0.1, "status": "ok"},
+            {"suite": "mlp", "case": tiny.name, "backend": "needle-cpu", "median_ms": 1.0,
+             "status": "ok"}]
+    roofline.add_shares(rows, [tiny], "NVIDIA H200")
+    assert rows[0]["pct_fp32_peak"] == pytest.approx(100 * flops / 1e-4 / 66.9e12)
+    assert rows[0]["pct_bandwidth"] == pytest.approx(100 * nbytes / 1e-4 / 4.8e12)
+    assert "pct_fp32_peak" not in rows[1]  # the CPU is not the GPU
+    assert "%fp32" in report.table(rows, "mlp")
+    unknown = [dict(rows[0])]
+    del unknown[0]["pct_fp32_peak"], unknown[0]["pct_bandwidth"]
+    roofline.add_shares(unknown, [tiny], "Some Other GPU")
+    assert "pct_fp32_peak" not in unknown[0]

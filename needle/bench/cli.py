@@ -16,7 +16,7 @@ import time
 import traceback
 
 from ..compiler.passes import PIPELINES
-from . import metadata, report, suites
+from . import metadata, report, roofline, suites
 from .backends import NotInSuite, all_backends, select
 from .progress import bar
 from .timing import Settings, TooSlow, measure, summarize
@@ -163,6 +163,8 @@ def _settings_meta(args, settings, backends, out_dir):
 def write_outputs(out_dir, meta, rows, args, plots=True):
     """JSON, CSV, Markdown, and (at the end) the PNG plots; returns the paths written."""
     report.add_ratios(rows)
+    roofline.add_shares(rows, [c for s in args.suites for c in suites.cases(s, args.quick)],
+                        meta.get("gpu"))
     paths = [os.path.join(out_dir, n) for n in ("results.json", "results.csv", "results.md")]
     report.write_json(paths[0], meta, rows)
     report.write_csv(paths[1], meta, rows)

@@ -11,7 +11,8 @@ import json
 import math
 
 
-CSV_FIELDS = ("suite", "case", "backend", "status", "valid", "median_ms", "gflops", "mean_ms",
+CSV_FIELDS = ("suite", "case", "backend", "status", "valid", "median_ms", "gflops",
+              "pct_fp32_peak", "pct_bandwidth", "mean_ms",
               "std_ms", "min_ms", "p95_ms", "p99_ms", "iters", "samples", "steps_per_sample",
               "warmup", "timer", "vs_torch_cuda", "vs_best_torch", "best_torch", "rel_err",
               "tol", "check", "first_call_s", "compile_s", "traces", "launches_per_call",
@@ -88,8 +89,10 @@ def table(rows, suite, width=None):
     unavailable())."""
     show_rate = any(r.get("gflops") is not None for r in rows if r["suite"] == suite)
     show_compile = any(r.get("compile_s") is not None for r in rows if r["suite"] == suite)
+    show_share = any(r.get("pct_fp32_peak") is not None for r in rows if r["suite"] == suite)
     head = ["case", "backend", "median ms"] + (["GFLOP/s"] if show_rate else []) + \
         ["p95 ms", "iters", "/torch-cuda", "/best torch"] + \
+        (["%fp32", "%HBM"] if show_share else []) + \
         (["compile s"] if show_compile else []) + ["status"]
     lines = []
     for r in rows:
@@ -103,6 +106,8 @@ def table(rows, suite, width=None):
             cells.append(_num(r.get("gflops"), ".1f"))
         cells += [_num(r.get("p95_ms"), ".4f"), _num(r.get("iters"), "d"),
                   _ratio(r.get("vs_torch_cuda")), _ratio(r.get("vs_best_torch"))]
+        if show_share:
+            cells += [_num(r.get("pct_fp32_peak"), ".1f"), _num(r.get("pct_bandwidth"), ".1f")]
         if show_compile:
             cells.append(_num(r.get("compile_s"), ".3f"))
         lines.append(cells + [status])
@@ -136,10 +141,13 @@ def markdown(meta, rows, suites):
             continue
         rate = any(r.get("gflops") is not None for r in srows)
         compiled = any(r.get("compile_s") is not None for r in srows)
+        share = any(r.get("pct_fp32_peak") is not None for r in srows)
         out.write(f"\n### {suite}\n\n| case | backend | median ms |"
                   + (" GFLOP/s |" if rate else "") + " / torch-cuda | / best torch |"
+                  + (" % fp32 peak | % HBM |" if share else "")
                   + (" compile s |" if compiled else "") + " status |\n"
                   + "|---|---|---:|" + ("---:|" if rate else "") + "---:|---:|"
+                  + ("---:|---:|" if share else "")
                   + ("---:|" if compiled else "") + "---|\n")
         for r in srows:
             if r.get("unavailable"):
@@ -147,6 +155,8 @@ def markdown(meta, rows, suites):
             out.write(f"| {r['case']} | {r['backend']} | {_num(r.get('median_ms'), '.4f')} |"
                       + (f" {_num(r.get('gflops'), '.1f')} |" if rate else "")
                       + f" {_ratio(r.get('vs_torch_cuda'))} | {_ratio(r.get('vs_best_torch'))} |"
+                      + (f" {_num(r.get('pct_fp32_peak'), '.1f')} | "
+                         f"{_num(r.get('pct_bandwidth'), '.1f')} |" if share else "")
                       + (f" {_num(r.get('compile_s'), '.3f')} |" if compiled else "")
                       + f" {r['status'].replace('|', '/')} |\n")
         missing = unavailable(rows, suite)
