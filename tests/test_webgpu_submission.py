@@ -108,3 +108,21 @@ def test_the_contract_default_is_a_no_op_on_cpu(rng):
     with block, cpu.one_submission():
         x = _chain(x, y, 5)
     assert_close(x, _chain(x0, y0, 5))
+
+
+def test_a_loop_reuses_its_bind_groups(gpu, rng):
+    """The same ops on the same pool buffers at the same parameter slots reuse their bind
+    groups: after the first rounds, a loop makes none, and its results stay right."""
+    x0 = rng.standard_normal((40, 33)).astype("float32")
+    y0 = rng.standard_normal((40, 33)).astype("float32")
+    expected = _chain(x0.astype("float64"), y0.astype("float64"), 4)
+    made = []
+    for _ in range(5):
+        with gpu.one_submission():
+            x = needle.NDArray(x0, device=WEBGPU)
+            y = needle.NDArray(y0, device=WEBGPU)
+            out = _chain(x, y, 4)
+        assert_close(out.numpy(), expected, rtol=1e-5, atol=1e-5)
+        del x, y, out
+        made.append(gpu.stats()["bind_groups"])
+    assert made[-1] == made[-2] == made[-3] and gpu.stats()["dispatches"] > made[-1]

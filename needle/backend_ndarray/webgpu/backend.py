@@ -92,9 +92,11 @@ class WebGPUBackend(Backend):
         self._pool.peak = self._pool.in_use
 
     def stats(self):
-        """Counters: dispatches recorded, submissions made, pipelines compiled."""
+        """Counters: dispatches recorded, submissions made, bind groups made (the others
+        were reused), pipelines compiled."""
         return {"dispatches": self._rec.dispatches, "submissions": self._rec.submissions,
-                "pending": self._rec.pending, "pipelines": len(self._kernels)}
+                "bind_groups": self._rec.bind_groups, "pending": self._rec.pending,
+                "pipelines": len(self._kernels)}
 
     # -- launching ----------------------------------------------------------------------
     def _run(self, file, entry, bindings, params, groups, consts=None, parts=()):

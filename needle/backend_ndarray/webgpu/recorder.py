@@ -6,7 +6,9 @@ once per batch, not once per op.
 Each dispatch's scalars and shapes go into a 256-byte slot of a uniform buffer (the
 parameter arena, ``batch`` slots), filled on the host while recording and written with
 ``queue.write_buffer`` just before the submit. The queue orders that write after every
-earlier submission and before this one, so one arena serves every batch.
+earlier submission and before this one, so one arena serves every batch. A dispatch's bind
+group (its slot and buffers) is made once and reused whenever the same kernel binds the
+same buffers at the same slot again.
 
 Inside ``one_submission()`` nothing is submitted on reaching ``batch``: a batch that fills
 the arena chains another one (kept for later batches), and every arena in use is written
@@ -15,6 +17,11 @@ before the one submit at the end of the block.
 import contextlib
 
 import numpy as np
+
+#: bind groups kept for reuse (then the cache starts over): a loop, eager or compiled,
+#: dispatches the same kernels on the same pool buffers into the same parameter slots
+#: every step, and making a bind group costs more than the rest of a dispatch
+BIND_GROUPS = 4096
 
 
 class Recorder:
@@ -30,6 +37,7 @@ class Recorder:
         self._arena_usage = (wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST
                              | wgpu.BufferUsage.COPY_SRC)
         self._arenas = []
+        self._groups = {}  # see dispatch(): bind groups by layout, slot and buffers
         self._params = bytearray()  # the host copy of every arena, end to end
         self._add_arena()
         self._map_read = wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
@@ -40,6 +48,7 @@ class Recorder:
         self._slots = 0     # parameter slots those commands use (dispatches only)
         self._held = 0      # depth of nested one_submission() blocks
         self.dispatches = 0    # counters, for tests and curiosity
+        self.bind_groups = 0   # (made, not reused)
         self.submissions = 0
 
     @property
@@ -95,12 +104,23 @@ class Recorder:
             self._add_arena()
         at = self._slots * self._slot
         self._params[at:at + len(params)] = params
-        entries = [{"binding": 0, "resource": {"buffer": self._arenas[arena],
-                                               "offset": slot * self._slot,
-                                               "size": self._slot}}]
-        entries += [{"binding": b, "resource": {"buffer": buf, "offset": off, "size": size}}
-                    for b, (buf, off, size) in bindings.items()]
-        group = self._device.create_bind_group(layout=kernel.layout, entries=entries)
+        key = (id(kernel.layout), arena, slot,
+               tuple((b, id(buf), off, size) for b, (buf, off, size) in bindings.items()))
+        cached = self._groups.get(key)
+        if cached is None:
+            entries = [{"binding": 0, "resource": {"buffer": self._arenas[arena],
+                                                   "offset": slot * self._slot,
+                                                   "size": self._slot}}]
+            entries += [{"binding": b, "resource": {"buffer": buf, "offset": off, "size": size}}
+                        for b, (buf, off, size) in bindings.items()]
+            if len(self._groups) >= BIND_GROUPS:
+                self._groups.clear()
+            self.bind_groups += 1
+            # (the buffers are kept with it: their ids in the key stay theirs)
+            cached = self._groups[key] = (self._device.create_bind_group(
+                layout=kernel.layout, entries=entries), kernel.layout,
+                [buf for buf, _, _ in bindings.values()])
+        group = cached[0]
         compute = self._compute_pass()
         compute.set_pipeline(kernel.pipeline)
         compute.set_bind_group(0, group)
