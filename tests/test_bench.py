@@ -383,10 +383,10 @@ def test_compare_runs_tool_tables_ratios_across_runs(tmp_path):
 def test_roofline_work_and_shares():
     from needle.bench import roofline
     (tiny, *_) = suites.cases("mlp")
-    flops, nbytes = roofline.work(tiny)  # [128, 128, 10] at batch 64: 3 products per layer
-    assert flops == 6 * 64 * (128 * 128 + 128 * 10)
+    flops, nbytes = roofline.work(tiny)  # [128, 128, 10] at batch 64: forward, dW, and dX
+    assert flops == 2 * 64 * (2 * (128 * 128 + 128 * 10) + 128 * 10)  # (not the first dX)
     params = 128 * 128 + 128 + 128 * 10 + 10
-    assert nbytes == 4 * (2 * params + 64 * 128 + 64)
+    assert nbytes == 4 * (3 * params + 64 * 128 + 64)  # params in and out, grads out
     (b16, *_) = suites.cases("resnet9")
     conv1 = 2 * 16 * 16 * 16 * 16 * 3 * 7 * 7  # 64x64 at stride 4 -> 16x16, 3 -> 16 channels
     assert roofline.work(b16)[0] > conv1

@@ -12,7 +12,7 @@ import pytest
 import needle
 from needle.compiler import Executor, Graph, evaluate, run_passes
 from needle.compiler.codegen import Group, Unsupported, generator_for
-from needle.compiler.codegen.cuda import literal, recording_generator
+from needle.compiler.codegen.cuda import literal, recording_generator, source
 
 from test_compiler_passes import T, const, op, scalar_splat
 
@@ -218,6 +218,11 @@ def test_every_case_compiles_with_nvrtc(rng):
         assert ex.info["generated_kernels"] >= 1, make.__name__
         got = ex.numpy(ex(*_inputs(graph, rng)))
         assert len(got) == len(graph.outputs)
+    d = Graph(name="needle.fusion")  # a negated negative constant: "-(-0x1.8p+0f)"
+    x = d.add_input(T(7))
+    d.outputs = [op(d, "add", x, op(d, "negate", scalar_splat(d, -1.5, (7,))))]
+    text = source(Group(d), "needle_gen_negated", [(1,)], lambda v: "float32")
+    sources["needle_gen_negated"] = text
     for name, text in sources.items():
         for arch in ("80", "90"):
             cubin, params, _ = compiler.compile_file(f"{name}.cu", arch,
@@ -264,3 +269,69 @@ def test_debug_src_prints_generated_sources(device, rng, monkeypatch, capsys):
     ex(*_inputs(graph, rng))
     err = capsys.readouterr().err
     assert "---- generated needle_gen_" in err and '#include "common.cuh"' in err
+
+
+# -- the index math, run as Python (no GPU): every read lands where NumPy's view reads -------
+def _run_loop_source(text, n, inputs, out_size):
+    """Execute a generated loop kernel's body in Python for i in range(n): its statements
+    are declarations of integer index temporaries and values, which translate line by line
+    (C integer division becomes //). Only for kernels of movement ops and negation."""
+    body = text.split("i += grid_threads()) {", 1)[1].rsplit("}", 2)[0]
+    lines = []
+    for line in body.strip().splitlines():
+        line = line.strip().rstrip(";")
+        for prefix in ("const i64 ", "i64 ", "const float ", "const double "):
+            if line.startswith(prefix):
+                line = line[len(prefix):]
+        lines.append(line.replace(" /= ", " //= ").replace(" / ", " // "))
+    code = compile("\n".join(lines), "<kernel body>", "exec")
+    out = [np.zeros(out_size)]
+    env = {f"i{k}": a for k, a in enumerate(inputs)}
+    env["o0"] = out[0]
+    for i in range(n):
+        env["i"] = i
+        exec(code, env)  # noqa: S102 - the test's own generated code
+    return out[0]
+
+
+def _movement_chain(g, x, chain):
+    for name, attrs in chain:
+        x = op(g, name, x, **attrs)
+    return x
+
+
+CHAINS = {
+    "slice": [("slice", dict(start_indices=[1, 0], limit_indices=[5, 4], strides=[1, 1]))],
+    "strided_slice_of_transpose": [
+        ("transpose", dict(permutation=[1, 0])),
+        ("slice", dict(start_indices=[1, 2], limit_indices=[4, 6], strides=[2, 3]))],
+    "reshape_of_slice": [
+        ("slice", dict(start_indices=[2, 1], limit_indices=[6, 4], strides=[1, 1])),
+        ("reshape", dict(shape=[3, 4]))],
+    "broadcast_of_reshape": [
+        ("reshape", dict(shape=[24])),
+        ("slice", dict(start_indices=[3], limit_indices=[23], strides=[5])),
+        ("broadcast_in_dim", dict(broadcast_dimensions=[1], shape=[3, 4]))],
+    "transpose_reshape": [
+        ("reshape", dict(shape=[2, 3, 4])),
+        ("transpose", dict(permutation=[2, 0, 1])),
+        ("reshape", dict(shape=[8, 3]))],
+}
+
+
+@pytest.mark.parametrize("name", CHAINS)
+@pytest.mark.parametrize("layout", ["compact", "transposed"])
+def test_index_math_reads_what_numpy_reads(name, layout, rng):
+    d = Graph(name="needle.fusion")
+    x = d.add_input(T(6, 4))
+    d.outputs = [op(d, "negate", _movement_chain(d, x, CHAINS[name]))]
+    data = rng.standard_normal((6, 4)).astype("float32")
+    if layout == "compact":
+        buffer, strides = data.reshape(-1), (4, 1)
+    else:  # the input is a transposed view of a (4, 6) buffer
+        buffer, strides = np.ascontiguousarray(data.T).reshape(-1), (1, 6)
+    group = Group(d)
+    text = source(group, "k", [strides], lambda v: "float32")
+    got = _run_loop_source(text, group.n_out, [buffer], group.n_out)
+    expected = evaluate(d, data)[0].reshape(-1)
+    np.testing.assert_array_equal(got.astype("float32"), expected)

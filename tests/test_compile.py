@@ -583,3 +583,26 @@ def test_gradients_left_on_the_parameters_equal_eager(device, opt_level):
             np.testing.assert_allclose(c, e, rtol=2e-4, atol=2e-5)
     if opt_level == 3 and device.backend.supports("linear_backward", "float32"):
         assert run.stats()["graphs"][-1]["outputs_in_place"] == len(eager[0])  # 2 W, 2 b
+
+
+def test_attributes_named_like_keywords_are_guarded(device, rng):
+    import types
+    cfg = types.SimpleNamespace(**{"lambda": 0.5, "scale": 2.0})
+    run = needle.compile(lambda x: x * cfg.scale)
+    x = needle.Tensor(rng.standard_normal(3).astype("float32"), device=device)
+    for _ in range(3):
+        run(x)
+    setattr(cfg, "lambda", 0.25)  # a watched value: the next call traces again
+    np.testing.assert_allclose(run(x).numpy(), x.numpy() * 2.0, rtol=1e-6)
+    assert run.stats()["recompiles"] == 1
+
+
+@pytest.mark.parametrize("expr", [
+    ("pow", ("const", -2.0), ("slot", 0)), ("neg", ("pow", ("slot", 0), ("const", 2))),
+    ("sub", ("const", 1), ("pow", ("slot", 1), ("slot", 0))),
+    ("truediv", ("const", float("inf")), ("add", ("slot", 0), ("const", 10 ** 30))),
+    ("mul", ("const", np.int64(3)), ("abs", ("const", -0.5))), ("lt", ("slot", 1), ("const", 1))])
+def test_generated_scalar_source_equals_evaluate(expr):
+    from needle.compiler.tracing.scalars import evaluate, source
+    slots = [2, 0.9]
+    assert eval(source(expr), {"s": slots}) == evaluate(expr, slots)  # noqa: S307

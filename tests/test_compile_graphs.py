@@ -97,3 +97,21 @@ def test_weights_written_between_calls_are_read_by_the_replay(device, rng):
     got = forward(x).numpy()
     assert forward.stats()["recompiles"] == 0
     np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_call_that_writes_an_argument_runs_op_by_op(device, rng):
+    """The replay's copy of an argument is not the argument: a call that writes one in
+    place is not recorded, and each call's write reaches the caller's tensor."""
+    _graph_device(device)
+
+    @needle.compile
+    def accumulate(x, y):
+        x[...] = x + y
+        return (x * 2.0).sum()
+
+    start = rng.standard_normal(5).astype("float32")
+    x, y = needle.Tensor(start, device=device), needle.Tensor(np.ones(5, "float32"), device=device)
+    for k in range(1, 5):
+        accumulate(x, y)
+        np.testing.assert_allclose(x.numpy(), start + k, rtol=1e-6, atol=1e-6)
+    assert "writes argument" in accumulate.stats()["device_graph"]

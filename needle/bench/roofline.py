@@ -4,12 +4,14 @@ memory bandwidth, for the suites whose work is known (``mlp``, ``resnet9``, ``ma
 Work per step, counted the same for every backend:
 
 * FLOPs: the multiply-adds of the products (2 per multiply-add): a Linear layer's forward
-  ``2 b i o`` and, in a training step, its two backward products; a convolution's
+  ``2 b i o`` and, in a training step, its weight gradient and (except for the first
+  layer, whose input needs no gradient) its input gradient; a convolution's
   ``2 b h w c_out c_in k^2``. Elementwise work is left out (it is small beside them).
 * Bytes: the *compulsory* traffic in float32: parameters read once (and, in a training
-  step, written once), the input batch read once and the output written once. Everything
-  else may stay on chip in a perfect schedule, so this is a lower bound: a share near 100%
-  means the step is at the bandwidth floor, not that it moves only these bytes.
+  step, written once, with their gradients written once: they are left on ``p.grad``),
+  the input batch read once and the output written once. Everything else may stay on chip
+  in a perfect schedule, so this is a lower bound: a share near 100% means the step is at
+  the bandwidth floor, not that it moves only these bytes.
 
 Peaks are the vendors' dense fp32 (non-tensor-core) FLOP/s and HBM bandwidth; a GPU missing
 from :data:`PEAKS` gets no shares.
@@ -20,7 +22,9 @@ from .suites import RESNET9, walk
 
 #: GPU name substring -> (fp32 FLOP/s, memory bytes/s)
 PEAKS = {"H200": (66.9e12, 4.8e12), "H100 80GB HBM3": (66.9e12, 3.35e12),
-         "H100 PCIe": (51.2e12, 2.0e12), "A100": (19.5e12, 2.0e12), "L40S": (91.6e12, 0.864e12),
+         "H100 PCIe": (51.2e12, 2.0e12), "A100-SXM4-80GB": (19.5e12, 2.039e12),
+         "A100 80GB PCIe": (19.5e12, 1.935e12), "A100-SXM4-40GB": (19.5e12, 1.555e12),
+         "A100-PCIE-40GB": (19.5e12, 1.555e12), "L40S": (91.6e12, 0.864e12),
          "RTX 4090": (82.6e12, 1.008e12)}
 GPU_BACKENDS = ("needle-cuda", "needle-cudnn", "needle-webgpu", "torch-cuda", "torch-compile",
                 "torch-cudagraph", "jax-jit")
@@ -43,7 +47,8 @@ def work(case):
         b, sizes = p["batch"], p["sizes"]
         pairs = list(zip(sizes[:-1], sizes[1:]))
         params = sum(i * o + o for i, o in pairs)
-        return 6.0 * b * sum(i * o for i, o in pairs), 4.0 * (2 * params + b * sizes[0] + b)
+        products = 2 * sum(i * o for i, o in pairs) + sum(i * o for i, o in pairs[1:])
+        return 2.0 * b * products, 4.0 * (3 * params + b * sizes[0] + b)
     if case.suite == "resnet9":
         b, (c, h, w) = p["batch"], p["image"]
         flops, params = 0.0, 0

@@ -113,8 +113,9 @@ class Executor:
         self._given_now = ()
         self.info["fused_kernels"] = len(self._fused)
         self.info["outputs_in_place"] = sum(len(d) for d in self._into.values())
-        self.info["generated_kernels"] = sum(getattr(k, "generated", False)
-                                             for k in self._fused.values())
+        self.info["generated_kernels"] = sum(getattr(k, "generated", False) for k in
+                                             self._fused.values()) + \
+            sum(sub.info["generated_kernels"] for sub in self._sub.values())
         self._checked = False
         self._host_inputs, self._given = {}, []  # of the current call (see __call__)
         self._constant_outputs = [i for i, v in enumerate(graph.outputs) if v in self._constants]

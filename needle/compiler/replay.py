@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 
 from ..backend_ndarray import NDArray
+from .codegen.cuda import address
 from .executor import Executor
 
 
@@ -79,7 +80,7 @@ class GraphReplay:
                 out.append(NDArray(o))
                 continue
             copy = NDArray.make(o.shape, device=self.device, dtype=o.dtype)
-            graph.copy(copy._handle.ptr, _address(o), nbytes)
+            graph.copy(copy._handle.ptr, address(o), nbytes)
             out.append(copy)
         return out
 
@@ -112,6 +113,11 @@ class GraphReplay:
     def _record(self, inputs):
         """The first call: run on the graph's stream, then record the same call."""
         ex = self.executor
+        arguments_written = [i for i in ex.graph.aliases.values() if i not in self.state]
+        if arguments_written:  # a launch would write the replay's copy, not the argument
+            self.failed = (f"the call writes argument input {arguments_written[0]} in "
+                           f"place; it runs op by op")
+            return ex(*inputs)
         self._inputs = [
             a if i in self.state else
             NDArray.make(a.shape, device=self.device, dtype=ex.storage(ex.graph.inputs[i]))
@@ -120,21 +126,22 @@ class GraphReplay:
             if i not in self.state:
                 self._copy_in(self._inputs[i], a)
         graph = self.backend.device_graph()
+        self.backend.synchronize()  # (the copies in, queued on the current stream, first)
         with graph.stream:
             outputs = ex(*self._inputs)
         graph.stream.synchronize()  # (the current stream reads its results next)
         first = [NDArray(o) for o in outputs[:self.returned]]  # the caller's own buffers
         graph.reserve([o._handle for o in outputs[:self.returned]])
         del outputs
-        # data a backend derives from the state (cuDNN's packed conv weights) is derived
-        # inside the recording, so each launch derives it from the state as it is then
-        for a in self.state.values():
+        # data a backend derives from an input (cuDNN's packed conv weights) is derived
+        # inside the recording, so each launch derives it from the input as it is then
+        for a in self._inputs:
             a._handle.wrote()
         aliased = set(ex.graph.aliases.values())
         self._written = [a._handle for i, a in self.state.items() if i in aliased]
         try:
             self._outputs = graph.record(lambda: ex(*self._inputs))
-            for a in self.state.values():  # (what the recording derived was never computed)
+            for a in self._inputs:  # (what the recording derived was never computed)
                 a._handle.wrote()
             if not self._fast_slots(inputs):
                 raise ValueError("an argument's buffer differs from the graph's input")
@@ -156,6 +163,3 @@ class GraphReplay:
         return {"device_graph": "recorded", "graph_launches_per_call": 1,
                 "graph_nodes": self._graph.nodes}
 
-
-def _address(a):
-    return a._handle.ptr + a._offset * np.dtype(a.dtype).itemsize

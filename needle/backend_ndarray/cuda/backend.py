@@ -181,6 +181,7 @@ class CudaBackend(Backend):
             # it is copied now, on a stream of its own, into a buffer the graph keeps. The
             # memory is new: a free block may have held a temporary of this recording,
             # which its earlier kernels would overwrite on every launch.
+            _Capture.kept.append(out.mem)  # (an earlier kernel of the graph may use it)
             out.mem = _Blocks.allocate(out.nbytes)
             out.ptr = out.mem.ptr
             _Capture.kept.append(out)

@@ -13,8 +13,9 @@
 4. :meth:`DeviceGraph.launch` queues the whole graph on the current stream (one call).
 
 Memory: CudaBuffers allocated on the graph's stream go back to that stream's free list
-(memory.py keys blocks by stream), which only this graph's own call allocates from, so the
-addresses recorded in the graph stay reserved for it; they are released with the graph.
+(memory.py keys blocks by stream), which only this graph's own call allocates from; after
+the recording the graph takes those blocks off the shared lists, so the addresses
+recorded in it stay its own until it is released.
 """
 import ctypes
 
@@ -83,7 +84,7 @@ class DeviceGraph:
         self._lib = _driver()
         self.stream = cupy.cuda.Stream(non_blocking=True)
         self._exec = self.nodes = None
-        self._kept = []  # the buffers uploaded while recording
+        self._kept = []  # memory the graph uses: uploads while recording, its free blocks
         self._uploaded, self._staging, self._next = {}, None, 0  # see upload()
 
     def reserve(self, buffers):
@@ -119,9 +120,20 @@ class DeviceGraph:
             if graph.value:
                 lib.cuGraphDestroy(graph)
         self._exec, self.nodes = exec_, count.value
+        self._own_blocks()
         self._launch, self._copy = lib.cuGraphLaunch, lib.cuMemcpyDtoDAsync_v2
         self._upload = lib.cuMemcpyHtoDAsync_v2
         return result
+
+    def _own_blocks(self):
+        """Take this stream's free blocks off the shared lists: the graph's temporaries
+        live there, and the lists are emptied back into CuPy's pool when memory runs out
+        (memory.py), which would hand the addresses to other buffers."""
+        ptr = self.stream.ptr
+        for key in [k for k in _Blocks.free if k[0] == ptr]:
+            blocks = _Blocks.free.pop(key)
+            _Blocks.cached_bytes -= key[1] * len(blocks)
+            self._kept.extend(blocks)
 
     def launch(self):
         """Queue the recorded work on the current stream."""
@@ -147,7 +159,7 @@ class DeviceGraph:
         data = array.tobytes()
         if data == self._uploaded.get(dst):
             return
-        self._uploaded[dst] = data
+        self._uploaded.pop(dst, None)
         if self._staging is None:
             self._staging = [(self._cuda.alloc_pinned_memory(max(len(data), 8)),
                               self._cuda.Event(block=False, disable_timing=True))
@@ -161,6 +173,7 @@ class DeviceGraph:
         if result:
             _check(result, "cuMemcpyHtoDAsync")
         event.record(stream)
+        self._uploaded[dst] = data
 
     def _stream(self):
         return _P(self._cuda.get_current_stream().ptr)
@@ -169,8 +182,11 @@ class DeviceGraph:
         if _Blocks is None or not hasattr(self, "stream"):
             return
         if self._exec is not None:
-            self._lib.cuGraphExecDestroy(self._exec)  # (CUDA finishes a queued launch first)
+            try:  # the memory goes back once no queued launch can still use it
+                self._cuda.runtime.deviceSynchronize()
+            except Exception:  # noqa: BLE001 - at interpreter exit CUDA may be gone
+                pass
+            self._lib.cuGraphExecDestroy(self._exec)
             self._exec = None
-        ptr = self.stream.ptr
-        for key in [k for k in _Blocks.free if k[0] == ptr]:
-            _Blocks.cached_bytes -= key[1] * len(_Blocks.free.pop(key))
+        self._own_blocks()  # (buffers freed since the recording came back to our list)
+        self._kept = []

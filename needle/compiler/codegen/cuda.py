@@ -17,7 +17,7 @@ import numpy as np
 
 from ...backend_ndarray import NDArray
 from ...backend_ndarray.ndarray import compact_strides
-from .group import IDENTITY, MOVEMENT, Group, linear_index, unravel
+from .group import IDENTITY, MOVEMENT, Group, Unsupported, linear_index, unravel
 
 CTYPE = {"float32": "float", "float64": "double"}
 THREADS = 256
@@ -75,7 +75,7 @@ def elementwise(node, a, T):
     if op in calls:
         return f"{calls[op]}({a[0]})"
     if op == "negate":
-        return f"-{a[0]}"
+        return f"-({a[0]})"
     if op == "logistic":
         return f"Sigmoid()({a[0]})"
     if op == "rsqrt":  # the executor's x ** -0.5
@@ -267,7 +267,6 @@ class CudaGroupKernel:
     def __init__(self, graph, executor, in_place=None):
         self.group = Group(graph)
         if not all(math.prod(v.shape) for v in list(graph.inputs) + list(graph.outputs)):
-            from .group import Unsupported
             raise Unsupported("an empty value")
         self.executor, self.in_place = executor, dict(in_place or {})
         self.outputs = [(v.shape, executor.storage(v)) for v in graph.outputs]
@@ -304,14 +303,15 @@ class CudaGroupKernel:
         outs = [into[j] if j in into else args[in_place[j]] if j in in_place else
                 NDArray.make(shape, device=ex.device, dtype=dtype)
                 for j, (shape, dtype) in enumerate(self.outputs)]
-        pointers = [_address(a) for a in outs] + [_address(a) for a in args]
+        pointers = [address(a) for a in outs] + [address(a) for a in args]
         for j in set(in_place) | set(into):
             outs[j]._handle.wrote()
         ex.device.backend.launch_generated(kernel, grid, block, pointers)
         return outs if len(outs) > 1 else outs[0]
 
 
-def _address(a):
+def address(a):
+    """The device address of NDArray ``a``'s first element (a CUDA buffer's)."""
     return a._handle.ptr + a._offset * a._handle.dtype.itemsize
 
 

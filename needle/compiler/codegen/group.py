@@ -59,6 +59,8 @@ class Group:
         node = self.reduce
         if any(node.output in n.inputs for n in graph.nodes):
             raise Unsupported("a reduce result read inside the group")
+        if graph.outputs.count(node.output) != 1:
+            raise Unsupported("a reduce result that is not one output of the group")
         self.shape = node.inputs[0].shape
         for v in graph.outputs:
             if v is not node.output and v.shape != self.shape:
@@ -144,10 +146,12 @@ def linear_index(coords, shape):
 
 
 def _affine(start, step, c):
+    """``start + step * c`` as an expression that is safe to multiply (parenthesised)."""
     if c == "0":
         return str(start)
     term = c if step == 1 else f"{c} * {step}"
-    return term if start == 0 else f"{start} + {term}"
+    return term if start == 0 and step == 1 else f"({term})" if start == 0 else \
+        f"({start} + {term})"
 
 
 def unravel(name, shape, prefix):

@@ -13,6 +13,7 @@ and ``scalars(s)``, the runtime-scalar vector for slot values ``s`` (a NumPy arr
 """
 import numpy as np
 
+from .guards import plain_name
 from .scalars import source
 
 
@@ -25,17 +26,18 @@ def compile_replay(program):
             env[names[id(obj)]] = obj
         return names[id(obj)]
 
-    reads = ", ".join(f"{bind(c)}.{k}" if attr and k.isidentifier() else
-                      (f"getattr({bind(c)}, {k!r})" if attr else f"{bind(c)}[{k!r}]")
+    reads = ", ".join(f"{bind(c)}.{k}" if attr and plain_name(k) else
+                      (f"getattr({bind(c)}, {bind(k)})" if attr else f"{bind(c)}[{bind(k)}]")
                       for c, k, attr in program.slots)
     check = ["def check():", f"    s = [{reads}]"]
     for name, tensor, buf in program.identity:
         t, b = bind(tensor), bind(buf)
+        why = bind(f"{name} holds a new tensor")
         check += [f"    d = {t}.cached_data",
-                  f"    if d is None or d._handle is not {b}: return {name + ' holds a new tensor'!r}"]
+                  f"    if d is None or d._handle is not {b}: return {why}"]
     for expr, value in program.guards:
-        why = f"a Python decision on an optimizer value changed ({expr[0]})"
-        check.append(f"    if ({source(expr)}) != {bind(value)}: return {why!r}")
+        why = bind(f"a Python decision on an optimizer value changed ({expr[0]})")
+        check.append(f"    if ({source(expr)}) != {bind(value)}: return {why}")
     check.append("    return s")
     dtype = bind(np.dtype(program.scalar_dtype)) if program.scalars else None
     scalars = ["def scalars(s):",
@@ -44,11 +46,11 @@ def compile_replay(program):
     after = ["def after(s):"]
     for k, expr in program.updates:
         container, key, attr = program.slots[k]
-        target = f"{bind(container)}.{key}" if attr and key.isidentifier() else \
-            (None if attr else f"{bind(container)}[{key!r}]")
+        target = f"{bind(container)}.{key}" if attr and plain_name(key) else \
+            (None if attr else f"{bind(container)}[{bind(key)}]")
         value = source(expr)
         after.append(f"    {target} = {value}" if target else
-                     f"    setattr({bind(container)}, {key!r}, {value})")
+                     f"    setattr({bind(container)}, {bind(key)}, {value})")
     after.append("    return None")
     exec(compile("\n".join(check + scalars + after), "<needle.compile replay>", "exec"), env)
     return env["check"], env["scalars"], env["after"]

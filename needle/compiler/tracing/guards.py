@@ -8,6 +8,7 @@ the optimizer's parameter list, its ``state`` dicts and their buffers). Any chan
 new graph. Optimizer numbers are not here: they are runtime inputs (:mod:`.scalars`).
 """
 import functools
+import keyword
 import types
 
 from ...autograd import Tensor
@@ -66,23 +67,23 @@ class PythonState:
         g = fn.__globals__
         for name in sorted(_code_names(fn.__code__)):
             if name in g and is_plain(g[name]):
-                self._value(name, f"$0.get({name!r})", [g], g[name])
+                self._value(name, "$0.get($1)", [g, name], g[name])
 
     def _attributes(self, name, obj):
         """Plain values on an object the function reaches (a config, a trainer)."""
         for key, value in vars(obj).items():
             if is_plain(value):
-                self._value(f"{name}.{key}", _attribute(key), [obj], value)
+                self._value(f"{name}.{key}", _attribute(key), [obj, key], value)
 
     def _module(self, m):
         label = type(m).__name__
         for key, value in vars(m).items():
             if is_plain(value):
-                self._value(f"{label}.{key}", _attribute(key), [m], value)
+                self._value(f"{label}.{key}", _attribute(key), [m, key], value)
             elif isinstance(value, (Tensor, Module)):
-                self._identity(f"{label}.{key}", _attribute(key), [m], value)
+                self._identity(f"{label}.{key}", _attribute(key), [m, key], value)
             elif isinstance(value, (list, tuple)):  # Sequential's layers, ModuleList
-                self._value(f"{label}.{key}", f"_ids({_attribute(key)})", [m], _ids(value))
+                self._value(f"{label}.{key}", f"_ids({_attribute(key)})", [m, key], _ids(value))
 
     def _optimizer(self, opt):
         label = type(opt).__name__
@@ -94,7 +95,7 @@ class PythonState:
             self._value(f"{label}.state[p]'s keys", "tuple($0)", [state], tuple(state))
             for key, value in state.items():
                 if key != "step":  # a runtime scalar
-                    self._identity(f"{label}.state[p][{key!r}]", f"$0.get({key!r})", [state],
+                    self._identity(f"{label}.state[p][{key!r}]", "$0.get($1)", [state, key],
                                    value)
 
     def check(self):
@@ -178,9 +179,14 @@ def _first_failing(checks):
 
 
 def _attribute(key):
-    """The expression reading attribute ``key`` of ``$0``."""
-    return f"$0.{key}" if key.isidentifier() and not key.startswith("__") else \
-        f"getattr($0, {key!r})"
+    """The expression reading attribute ``key`` (bound as ``$1``) of ``$0``."""
+    return f"$0.{key}" if plain_name(key) else "getattr($0, $1)"
+
+
+def plain_name(key):
+    """Whether ``obj.<key>`` is valid source that reads attribute ``key``."""
+    return isinstance(key, str) and key.isidentifier() and not keyword.iskeyword(key) and \
+        not key.startswith("__")
 
 
 def _ids(items):

@@ -55,9 +55,14 @@ def source(expr, slots="s"):
     kind = expr[0]
     if kind == "slot":
         return f"{slots}[{expr[1]}]"
-    if kind == "const":
-        return repr(expr[1]) if isinstance(expr[1], (int, float)) and math.isfinite(expr[1]) \
-            else f"float({str(expr[1])!r})"
+    if kind == "const":  # (parenthesised: -2.0 ** x is -(2.0 ** x))
+        value = expr[1]
+        if isinstance(value, bool):
+            return repr(value)
+        if isinstance(value, numbers.Integral):
+            return f"({int(value)!r})"
+        value = float(value)
+        return f"({value!r})" if math.isfinite(value) else f"float({str(value)!r})"
     args = [source(e, slots) for e in expr[1:]]
     if kind in _SYMBOLS:
         return f"({args[0]} {_SYMBOLS[kind]} {args[1]})"
