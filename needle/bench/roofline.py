@@ -50,7 +50,7 @@ def work(case):
         products = 2 * sum(i * o for i, o in pairs) + sum(i * o for i, o in pairs[1:])
         return 2.0 * b * products, 4.0 * (3 * params + b * sizes[0] + b)
     if case.suite == "resnet9":
-        b, (c, h, w) = p["batch"], p["image"]
+        b, (_, h, w) = p["batch"], p["image"]
         flops, params = 0.0, 0
         for layer in walk(RESNET9):
             if layer[0] == "convbn":
@@ -62,7 +62,7 @@ def work(case):
                 _, cin, cout = layer
                 flops += 2.0 * b * cin * cout
                 params += cin * cout + cout
-        return flops, 4.0 * (params + b * p["image"][0] * p["image"][1] * p["image"][2] + b * 10)
+        return flops, 4.0 * (params + b * math.prod(p["image"]) + b * 10)
     return None
 
 
