@@ -243,6 +243,11 @@ def _generator(device):
 @pytest.mark.parametrize("make", CASES, ids=lambda m: m.__name__)
 def test_generated_kernel_equals_the_unfused_graph(make, device, rng):
     generator = _generator(device)
+    if make in REDUCING and not generator.reductions:
+        pytest.skip(f"{device.name}'s generated kernels are loops (reductions run member "
+                    f"by member)")
+    if make is doubles and "float64" not in device.backend.dtypes:
+        pytest.skip(f"{device.name} holds no float64")
     graph = _fused(make)
     generated = Executor(graph, device, generator=generator)
     assert generated.info["generated_kernels"] >= 1
@@ -268,7 +273,8 @@ def test_debug_src_prints_generated_sources(device, rng, monkeypatch, capsys):
     ex = Executor(graph, device, generator=generator)
     ex(*_inputs(graph, rng))
     err = capsys.readouterr().err
-    assert "---- generated needle_gen_" in err and '#include "common.cuh"' in err
+    assert "---- generated needle_gen_" in err
+    assert '#include "common.cuh"' in err or "// include: math.wgsl" in err
 
 
 # -- the index math, run as Python (no GPU): every read lands where NumPy's view reads -------

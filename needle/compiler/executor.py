@@ -103,8 +103,8 @@ class Executor:
                                               f"decomposition to run")
                 else:
                     decomposition = node.decomposition
-                    if generator is not None:  # its elementwise groups as generated kernels
-                        decomposition = _fused_copy(decomposition)
+                    if generator is not None and node.attrs["name"] != "needle.fusion":
+                        decomposition = _fused_copy(decomposition)  # its groups, generated
                     self._sub[node] = Executor(decomposition, self.device,
                                                self.index_dtype, fused_kernels, generator,
                                                host_scalars)

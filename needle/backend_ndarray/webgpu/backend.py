@@ -98,6 +98,24 @@ class WebGPUBackend(Backend):
                 "bind_groups": self._rec.bind_groups, "pending": self._rec.pending,
                 "pipelines": len(self._kernels)}
 
+    # -- generated kernels (needle.compile's fusion groups: compiler/codegen/wgsl.py) ---------
+    generated_kernels = "wgsl"
+
+    @property
+    def max_storage_buffers(self):
+        """Storage buffers one kernel may bind on this adapter."""
+        return self._ctx.limits.max_storage_buffers
+
+    def generated_kernel(self, name, text):
+        return self._kernels.generated(name, text)
+
+    def launch_generated(self, kernel, outs, ins, params, groups):
+        """Record one dispatch of a generated kernel: binding 0 its parameters, then each
+        of ``outs`` and ``ins`` (buffers, bound whole), ``groups`` workgroups."""
+        bindings = {1 + b: self._whole(buf, "a generated kernel")
+                    for b, buf in enumerate(list(outs) + list(ins))}
+        self._rec.dispatch(kernel, bindings, params, plans.grid(groups, self._max_groups))
+
     # -- launching ----------------------------------------------------------------------
     def _run(self, file, entry, bindings, params, groups, consts=None, parts=()):
         """Record one dispatch; ``groups`` is a 1-D count (laid out as a 2-D grid) or an

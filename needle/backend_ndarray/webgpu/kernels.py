@@ -87,5 +87,29 @@ class KernelCache:
             kernel = self._kernels[key] = Kernel(self._device, label, source, entry)
         return kernel
 
+    def generated(self, name, text):
+        """The kernel of generated WGSL ``text`` (entry point ``main``; its ``// include:``
+        lines are honoured), compiled once per text."""
+        key = ("<generated>", text)
+        kernel = self._kernels.get(key)
+        if kernel is None:
+            seen, chunks = set(), []
+
+            def add(file):
+                file = self._aliases.get(file, file)
+                if file in seen:
+                    return
+                seen.add(file)
+                body = _read(file)
+                for dep in _INCLUDE.findall(body):
+                    add(dep)
+                chunks.append(f"// ---- {file}\n{body}")
+
+            for dep in _INCLUDE.findall(text):
+                add(dep)
+            source = "\n".join(chunks + [text])
+            kernel = self._kernels[key] = Kernel(self._device, name, source, "main")
+        return kernel
+
     def __len__(self):
         return len(self._kernels)

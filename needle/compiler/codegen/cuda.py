@@ -263,6 +263,7 @@ class CudaGroupKernel:
 
     generated = True  # (what Executor.info counts)
     takes_destinations = True  # (Executor.destinations)
+    reductions = True
 
     def __init__(self, graph, executor, in_place=None):
         self.group = Group(graph)
