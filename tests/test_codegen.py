@@ -341,3 +341,15 @@ def test_index_math_reads_what_numpy_reads(name, layout, rng):
     got = _run_loop_source(text, group.n_out, [buffer], group.n_out)
     expected = evaluate(d, data)[0].reshape(-1)
     np.testing.assert_array_equal(got.astype("float32"), expected)
+
+
+def test_wgsl_groups_over_one_binding_run_member_by_member(device, rng, monkeypatch):
+    """A webgpu buffer larger than one storage binding cannot be bound whole: the group
+    then runs as its members (which the backend splits into binding-sized chunks)."""
+    if device.name != "webgpu":
+        pytest.skip("a webgpu limit")
+    graph = _fused(chain)
+    ex, plain = Executor(graph, device, generator=generator_for(device)), Executor(graph, device)
+    monkeypatch.setattr(type(device.backend), "max_binding_elements", property(lambda b: 100))
+    inputs = _inputs(graph, rng)
+    np.testing.assert_array_equal(ex.numpy(ex(*inputs))[0], plain.numpy(plain(*inputs))[0])

@@ -106,6 +106,11 @@ class WebGPUBackend(Backend):
         """Storage buffers one kernel may bind on this adapter."""
         return self._ctx.limits.max_storage_buffers
 
+    @property
+    def max_binding_elements(self):
+        """float32 elements one storage binding may hold on this adapter."""
+        return self._max_elems
+
     def generated_kernel(self, name, text):
         return self._kernels.generated(name, text)
 

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 from ...backend_ndarray import NDArray
-from .group import MOVEMENT, Group, Unsupported, linear_index
+from .group import MOVEMENT, Group, Unsupported
 
 _UNARY = {"negate": "UNARY_NEG", "exponential": "UNARY_EXP", "log": "UNARY_LOG",
           "tanh": "UNARY_TANH", "logistic": "UNARY_SIGMOID", "sqrt": "UNARY_SQRT",
@@ -197,7 +197,16 @@ class WgslGroupKernel:
         self.executor = executor
         self.outputs = [v.shape for v in graph.outputs]
         self._params = struct.Struct(f"<{1 + len(graph.inputs)}i")
-        self._variants = {}  # input strides -> kernel
+        self._variants = {}  # input strides -> (kernel, the inputs it reads)
+        self._member_executor = None
+
+    def _members(self, args):
+        """The group member by member, as the executor runs it without a generator."""
+        if self._member_executor is None:
+            ex = self.executor
+            self._member_executor = ex.__class__(self.group.graph, ex.device, ex.index_dtype)
+        outs = [NDArray(o) for o in self._member_executor.execute(list(args))]
+        return outs if len(outs) > 1 else outs[0]
 
     def source(self, args):
         """The kernel source for inputs ``args``, its name, and the inputs it reads."""
@@ -214,6 +223,9 @@ class WgslGroupKernel:
 
     def __call__(self, node, *args, into=None):
         ex = self.executor
+        limit = ex.device.backend.max_binding_elements
+        if self.group.n_out > limit or any(a._handle.size > limit for a in args):
+            return self._members(args)  # (a buffer larger than one binding)
         key = tuple(a.strides for a in args)
         variant = self._variants.get(key)
         if variant is None:
