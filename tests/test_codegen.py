@@ -14,7 +14,7 @@ from needle.compiler import Executor, Graph, evaluate, run_passes
 from needle.compiler.codegen import Group, Unsupported, generator_for
 from needle.compiler.codegen.cuda import literal, recording_generator, source
 
-from test_compiler_passes import T, const, op, scalar_splat
+from test_compiler_passes import T, const, op, random_inputs, scalar_splat
 
 
 def _nvrtc():
@@ -148,18 +148,6 @@ CASES = [chain, transposed, reshaped, row_sum, long_row_max, column_sum, middle_
 REDUCING = {row_sum, long_row_max, column_sum, middle_axis, whole, doubles}
 
 
-def _inputs(graph, rng):
-    out = []
-    for v in graph.inputs:
-        if v.dtype == "bool":
-            out.append(rng.random(v.shape) < 0.5)
-        elif v.dtype.startswith("int"):
-            out.append(rng.integers(-50, 50, v.shape).astype(v.dtype))
-        else:
-            out.append(rng.standard_normal(v.shape).astype(v.dtype))
-    return out
-
-
 def _fused(make):
     graph, _ = run_passes(make(), 2)
     assert any(n.op == "composite" for n in graph.nodes), "the case fuses nothing"
@@ -216,7 +204,7 @@ def test_every_case_compiles_with_nvrtc(rng):
         graph = _fused(make)
         ex = Executor(graph, needle.cpu(), generator=recording_generator(sources))
         assert ex.info["generated_kernels"] >= 1, make.__name__
-        got = ex.numpy(ex(*_inputs(graph, rng)))
+        got = ex.numpy(ex(*random_inputs(graph, rng)))
         assert len(got) == len(graph.outputs)
     d = Graph(name="needle.fusion")  # a negated negative constant: "-(-0x1.8p+0f)"
     x = d.add_input(T(7))
@@ -253,7 +241,7 @@ def test_generated_kernel_equals_the_unfused_graph(make, device, rng):
     assert generated.info["generated_kernels"] >= 1
     unfused = Executor(graph, device)
     for _ in range(2):
-        inputs = _inputs(graph, rng)
+        inputs = random_inputs(graph, rng)
         got, member = generated.numpy(generated(*inputs)), unfused.numpy(unfused(*inputs))
         expected = evaluate(make(), *inputs)
         for k, (a, b, e) in enumerate(zip(got, member, expected)):
@@ -271,7 +259,7 @@ def test_debug_src_prints_generated_sources(device, rng, monkeypatch, capsys):
     monkeypatch.setenv("NEEDLE_DEBUG", "src")
     graph = _fused(chain)
     ex = Executor(graph, device, generator=generator)
-    ex(*_inputs(graph, rng))
+    ex(*random_inputs(graph, rng))
     err = capsys.readouterr().err
     assert "---- generated needle_gen_" in err
     assert '#include "common.cuh"' in err or "// include: math.wgsl" in err
@@ -351,7 +339,7 @@ def test_wgsl_groups_over_one_binding_run_member_by_member(device, rng, monkeypa
     graph = _fused(chain)
     ex, plain = Executor(graph, device, generator=generator_for(device)), Executor(graph, device)
     monkeypatch.setattr(type(device.backend), "max_binding_elements", property(lambda b: 100))
-    inputs = [needle.NDArray(a, device=device) for a in _inputs(graph, rng)]
+    inputs = [needle.NDArray(a, device=device) for a in random_inputs(graph, rng)]
     before = device.backend.stats()["dispatches"]
     got = ex(*inputs)
     assert device.backend.stats()["dispatches"] - before >= 3  # the members, one by one

@@ -32,15 +32,15 @@ def op(g, name, *inputs, **attrs):
     return add_node(g, name, list(inputs), attrs).output
 
 
-def random_inputs(graph):
+def random_inputs(graph, rng=RNG):
     out = []
     for v in graph.inputs:
         if v.dtype == "bool":
-            out.append(RNG.random(v.shape) < 0.5)
+            out.append(rng.random(v.shape) < 0.5)
         elif v.dtype.startswith("int"):
-            out.append(RNG.integers(-50, 50, v.shape).astype(v.dtype))
+            out.append(rng.integers(-50, 50, v.shape).astype(v.dtype))
         else:
-            out.append(RNG.standard_normal(v.shape).astype(v.dtype))
+            out.append(rng.standard_normal(v.shape).astype(v.dtype))
     return out
 
 

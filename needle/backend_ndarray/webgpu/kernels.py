@@ -32,28 +32,29 @@ def _wgsl_value(value):
     return str(value)  # a name declared in WGSL, e.g. "UNARY_EXP"
 
 
-def assemble(name, consts=(), parts=(), aliases=None):
+def assemble(name, consts=(), parts=(), aliases=None, text=None):
     """The WGSL source of file ``name``: constants, then parts and includes, then the file.
 
     ``aliases`` maps an included name to the file that provides it (how the host picks
-    the subgroup or the shared-memory workgroup reduction).
+    the subgroup or the shared-memory workgroup reduction). ``text``, if given, is the
+    source itself (a generated kernel called ``name``), its includes honoured as a file's.
     """
     aliases = aliases or {}
     seen, chunks = set(), []
 
-    def add(file):
+    def add(file, body=None):
         file = aliases.get(file, file)
         if file in seen:
             return
         seen.add(file)
-        text = _read(file)
-        for dep in _INCLUDE.findall(text):
+        body = _read(file) if body is None else body
+        for dep in _INCLUDE.findall(body):
             add(dep)
-        chunks.append(f"// ---- {file}\n{text}")
+        chunks.append(f"// ---- {file}\n{body}")
 
     for part in parts:
         add(part)
-    add(name)
+    add(name, text)
     header = "".join(f"const {k} = {_wgsl_value(v)};\n" for k, v in sorted(dict(consts).items()))
     return header + "\n".join(chunks)
 
@@ -93,21 +94,7 @@ class KernelCache:
         key = ("<generated>", text)
         kernel = self._kernels.get(key)
         if kernel is None:
-            seen, chunks = set(), []
-
-            def add(file):
-                file = self._aliases.get(file, file)
-                if file in seen:
-                    return
-                seen.add(file)
-                body = _read(file)
-                for dep in _INCLUDE.findall(body):
-                    add(dep)
-                chunks.append(f"// ---- {file}\n{body}")
-
-            for dep in _INCLUDE.findall(text):
-                add(dep)
-            source = "\n".join(chunks + [text])
+            source = assemble(name, aliases=self._aliases, text=text)
             kernel = self._kernels[key] = Kernel(self._device, name, source, "main")
         return kernel
 

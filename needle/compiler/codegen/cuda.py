@@ -17,7 +17,7 @@ import numpy as np
 
 from ...backend_ndarray import NDArray
 from ...backend_ndarray.ndarray import compact_strides
-from .group import IDENTITY, MOVEMENT, Group, Unsupported, linear_index, unravel
+from .group import IDENTITY, Emitter, Group, Unsupported, linear_index, unravel
 
 CTYPE = {"float32": "float", "float64": "double"}
 THREADS = 256
@@ -101,49 +101,27 @@ def elementwise(node, a, T):
     raise AssertionError(f"no C expression for {op}")  # Group._check admits no other op
 
 
-class _Emitter:
-    """C statements evaluating group values at given coordinates (memoised per value and
-    coordinates: each is computed once per thread)."""
+class _Emitter(Emitter):
+    """The group in C (see :class:`~.group.Emitter`)."""
 
     def __init__(self, group, strides, storage):
-        self.inputs = {v: k for k, v in enumerate(group.graph.inputs)}
-        self.strides, self.storage = strides, storage
-        self.lines, self.memo, self.count = [], {}, 0
+        super().__init__(group, strides)
+        self.storage = storage
 
     def ctype(self, v):
         return CTYPE[self.storage(v)]
 
-    def name(self, expr, ctype):
-        name = f"v{self.count}"
-        self.count += 1
-        self.lines.append(f"const {ctype} {name} = {expr};")
-        return name
+    def declare(self, name, expr, value):
+        return f"const {'i64' if value is None else self.ctype(value)} {name} = {expr};"
 
-    def index(self, expr):
-        name = f"x{self.count}"
-        self.count += 1
-        self.lines.append(f"const i64 {name} = {expr};")
-        return name
+    def read(self, k, v, terms):
+        return f"i{k}[{' + '.join(terms) or 0}]"
 
-    def at(self, v, coords):
-        key = (v, coords)
-        if key not in self.memo:
-            self.memo[key] = self._value(v, coords)
-        return self.memo[key]
+    def constant(self, x, v):
+        return literal(x, self.ctype(v))
 
-    def _value(self, v, coords):
-        if v in self.inputs:
-            k = self.inputs[v]
-            terms = [c if s == 1 else f"{c} * {s}"
-                     for c, s in zip(coords, self.strides[k]) if s and c != "0"]
-            return self.name(f"i{k}[{' + '.join(terms) or 0}]", self.ctype(v))
-        node = v.producer
-        if node.op in MOVEMENT:
-            return self.at(node.inputs[0], Group.operand_coordinates(node, coords, self.index))
-        if node.op == "constant":
-            return literal(np.asarray(node.attrs["value"]).reshape(()), self.ctype(v))
-        args = [self.at(x, () if x.shape == () else coords) for x in node.inputs]
-        return self.name(elementwise(node, args, self.ctype(v)), self.ctype(v))
+    def op(self, node, args, v):
+        return elementwise(node, args, self.ctype(v))
 
 
 def source(group, name, strides, storage):

@@ -11,6 +11,8 @@ lanes reads a contiguous row; *column* kernels otherwise, a lane per output).
 """
 import math
 
+import numpy as np
+
 from ..ops import OPS
 
 #: ops that only move elements: an emitter maps coordinates through them
@@ -133,6 +135,52 @@ class Group:
                 result.append(q if step * d == math.prod(x.shape) else f"({q} % {d})")
             step *= d
         return tuple(reversed(result))
+
+
+class Emitter:
+    """Statements that evaluate a group's values at coordinates, each (value,
+    coordinates) once per thread; a target's subclass spells them:
+
+    * ``declare(name, expr, value)``: the statement naming ``expr`` (``value`` is the
+      group value it holds, or ``None`` for an integer index);
+    * ``read(k, value, terms)``: input ``k`` at the element offset ``terms`` (a sum);
+    * ``constant(x, value)``: a scalar literal;
+    * ``op(node, args, value)``: elementwise ``node`` on operand names ``args``.
+    """
+
+    def __init__(self, group, strides):
+        self.inputs = {v: k for k, v in enumerate(group.graph.inputs)}
+        self.strides = strides
+        self.lines, self.memo, self.count = [], {}, 0
+
+    def let(self, expr, value=None, prefix="v"):
+        name = f"{prefix}{self.count}"
+        self.count += 1
+        self.lines.append(self.declare(name, expr, value))
+        return name
+
+    def index(self, expr):
+        return self.let(expr, None, "x")
+
+    def at(self, v, coords):
+        key = (v, coords)
+        if key not in self.memo:
+            self.memo[key] = self._value(v, coords)
+        return self.memo[key]
+
+    def _value(self, v, coords):
+        if v in self.inputs:
+            k = self.inputs[v]
+            terms = [c if s == 1 else f"{c} * {s}"
+                     for c, s in zip(coords, self.strides[k]) if s and c != "0"]
+            return self.let(self.read(k, v, terms), v)
+        node = v.producer
+        if node.op in MOVEMENT:
+            return self.at(node.inputs[0], Group.operand_coordinates(node, coords, self.index))
+        if node.op == "constant":
+            return self.constant(np.asarray(node.attrs["value"]).reshape(()), v)
+        args = [self.at(x, () if x.shape == () else coords) for x in node.inputs]
+        return self.let(self.op(node, args, v), v)
 
 
 def linear_index(coords, shape):

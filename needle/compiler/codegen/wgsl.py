@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 from ...backend_ndarray import NDArray
-from .group import MOVEMENT, Group, Unsupported
+from .group import Emitter, Group, Unsupported
 
 _UNARY = {"negate": "UNARY_NEG", "exponential": "UNARY_EXP", "log": "UNARY_LOG",
           "tanh": "UNARY_TANH", "logistic": "UNARY_SIGMOID", "sqrt": "UNARY_SQRT",
@@ -37,47 +37,25 @@ def literal(x):
     return f"bitcast<f32>({bits:#010x}u)"
 
 
-class _Emitter:
-    """WGSL statements evaluating group values at coordinates (i32 expressions)."""
+class _Emitter(Emitter):
+    """The group in WGSL (see :class:`~.group.Emitter`); indices are i32."""
 
     def __init__(self, group, strides):
-        self.inputs = {v: k for k, v in enumerate(group.graph.inputs)}
-        self.strides = strides
-        self.lines, self.memo, self.count = [], {}, 0
-        self.read = set()  # the inputs the kernel reads (only they are bound)
+        super().__init__(group, strides)
+        self.read_inputs = set()  # only they are bound
 
-    def let(self, expr):
-        name = f"v{self.count}"
-        self.count += 1
-        self.lines.append(f"let {name} = {expr};")
-        return name
+    def declare(self, name, expr, value):
+        return f"let {name} = {expr};"
 
-    def index(self, expr):
-        name = f"x{self.count}"
-        self.count += 1
-        self.lines.append(f"let {name} = {expr};")
-        return name
+    def read(self, k, v, terms):
+        self.read_inputs.add(k)
+        return f"i{k}[{' + '.join([f'p.off{k}'] + terms)}]"
 
-    def at(self, v, coords):
-        key = (v, coords)
-        if key not in self.memo:
-            self.memo[key] = self._value(v, coords)
-        return self.memo[key]
+    def constant(self, x, v):
+        return literal(x)
 
-    def _value(self, v, coords):
-        if v in self.inputs:
-            k = self.inputs[v]
-            self.read.add(k)
-            terms = [f"p.off{k}"] + [c if s == 1 else f"{c} * {s}"
-                                     for c, s in zip(coords, self.strides[k]) if s and c != "0"]
-            return self.let(f"i{k}[{' + '.join(terms)}]")
-        node = v.producer
-        if node.op in MOVEMENT:
-            return self.at(node.inputs[0], Group.operand_coordinates(node, coords, self.index))
-        if node.op == "constant":
-            return literal(np.asarray(node.attrs["value"]).reshape(()))
-        args = [self.at(x, () if x.shape == () else coords) for x in node.inputs]
-        return self.let(self._op(node, args))
+    def op(self, node, args, v):
+        return self._op(node, args)
 
     def _op(self, node, a):
         op, x = node.op, node.inputs[0]
@@ -153,7 +131,7 @@ def source(group, strides):
     em.lines = lines
     names = [em.at(v, coords) for v in graph.outputs]
     lines += [f"o{j}[i] = {x};" for j, x in enumerate(names)]
-    read = sorted(em.read)
+    read = sorted(em.read_inputs)
     fields = ["n: i32"] + [f"off{k}: i32" for k in range(len(graph.inputs))]
     decls = [f"@group(0) @binding({1 + j}) var<storage, read_write> o{j}: array<f32>;"
              for j in range(len(graph.outputs))]
