@@ -3,7 +3,7 @@
 :mod:`.group` reads a group's decomposition (elementwise ops, the broadcasts, reshapes and
 slices that feed them, at most one reduce) into a :class:`~.group.Group`, the same for
 every target; :mod:`.cuda` writes a Group as one CUDA C kernel from the scalar functions
-of ``common.cuh``, :mod:`.wgsl` a loop Group as one WGSL kernel from ``math.wgsl``. The executor runs a composite through a generated kernel where the
+of ``common.cuh``, :mod:`.wgsl` as one WGSL kernel from ``math.wgsl``. The executor runs a composite through a generated kernel where the
 device has a generator (:func:`generator_for`), else member by member.
 """
 from .group import Group, Unsupported

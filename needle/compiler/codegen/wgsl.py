@@ -1,4 +1,4 @@
-"""A loop :class:`~.group.Group` as one WGSL compute kernel, for the webgpu device.
+"""A :class:`~.group.Group` as one WGSL compute kernel, for the webgpu device.
 
 Every op is spelled with the functions of ``wgsl/math.wgsl`` (``needle_unary``,
 ``needle_binary``, ``needle_max``, ...), the ones the hand-written kernels run, so a
@@ -7,8 +7,8 @@ composes an op the contract lacks, the kernel uses the same composition (sign) o
 exact builtin (trunc and floor: the executor's ``(a + 2**23) - 2**23`` rounding could be
 reassociated away inside one shader).
 Values are float32 (the device holds nothing else); index arithmetic is in i32 with the
-inputs' strides baked in and their offsets passed as parameters. Reductions, and groups
-needing more storage bindings than the adapter allows, run member by member.
+inputs' strides baked in and their offsets passed as parameters. A group needing more
+storage bindings than the adapter allows runs member by member.
 """
 import hashlib
 import math
@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 from ...backend_ndarray import NDArray
-from .group import Emitter, Group, Unsupported
+from .group import IDENTITY, Emitter, Group, Unsupported, linear_index
 
 _UNARY = {"negate": "UNARY_NEG", "exponential": "UNARY_EXP", "log": "UNARY_LOG",
           "tanh": "UNARY_TANH", "logistic": "UNARY_SIGMOID", "sqrt": "UNARY_SQRT",
@@ -108,29 +108,43 @@ class _Emitter(Emitter):
         return self.let(f"select(trunc({x}), {x}, !needle_isfinite({x}))")
 
 
-def source(group, strides):
-    """WGSL of a loop ``group`` (entry point ``main``) and the inputs it reads: binding 0
-    the parameters (element count, each input's offset), then one storage binding per
-    output, then one per input read (WebGPU's derived layout has no unused binding)."""
-    if group.kind != "loop":
-        raise Unsupported(f"a {group.kind} reduction (WGSL kernels are loops)")
-    graph, em = group.graph, _Emitter(group, strides)
-    lines, coords = [], []
-    lines.append("var c_ = i;")
-    for j in reversed(range(len(group.shape))):
-        d = group.shape[j]
-        if d == 1:
+_COMBINE = {"add": "{a} + {b}", "max": "needle_max({a}, {b})", "min": "needle_min({a}, {b})",
+            "multiply": "{a} * {b}"}
+
+
+def _unravel(name, shape, prefix):
+    """i32 statements splitting index ``name`` over ``shape``: ``(lines, coordinates)``."""
+    lines, coords = [f"var {prefix}_ = {name};"], []
+    for j in reversed(range(len(shape))):
+        if shape[j] == 1:
             coords.append("0")
             continue
-        coords.append(f"c{j}")
-        if any(s > 1 for s in group.shape[:j]):
-            lines += [f"let c{j} = c_ % {d};", f"c_ = c_ / {d};"]
+        coords.append(f"{prefix}{j}")
+        if any(d > 1 for d in shape[:j]):
+            lines += [f"let {prefix}{j} = {prefix}_ % {shape[j]};",
+                      f"{prefix}_ = {prefix}_ / {shape[j]};"]
         else:
-            lines.append(f"let c{j} = c_;")
-    coords = tuple(reversed(coords))
-    em.lines = lines
-    names = [em.at(v, coords) for v in graph.outputs]
-    lines += [f"o{j}[i] = {x};" for j, x in enumerate(names)]
+            lines.append(f"let {prefix}{j} = {prefix}_;")
+    return lines, tuple(reversed(coords))
+
+
+def source(group, strides):
+    """WGSL of ``group`` (entry point ``main``) and the inputs it reads: binding 0 the
+    parameters (element count, each input's offset), then one storage binding per output,
+    then one per input read (WebGPU's derived layout has no unused binding).
+
+    A loop runs a thread per element; a reduction a workgroup per output element, its
+    lanes striding over the reduced elements and combining in workgroup memory."""
+    graph, em = group.graph, _Emitter(group, strides)
+    if group.kind == "loop":
+        lines, coords = _unravel("i", group.shape, "c")
+        em.lines = lines
+        names = [em.at(v, coords) for v in graph.outputs]
+        body = ["let i = i32(element(wid, nwg, lid));", f"if (i >= {group.n_out}) {{ return; }}"]
+        body += lines + [f"o{j}[i] = {x};" for j, x in enumerate(names)]
+        shared = []
+    else:
+        body, shared = _reduction(group, em), [f"var<workgroup> part: array<f32, {THREADS}>;"]
     read = sorted(em.read_inputs)
     fields = ["n: i32"] + [f"off{k}: i32" for k in range(len(graph.inputs))]
     decls = [f"@group(0) @binding({1 + j}) var<storage, read_write> o{j}: array<f32>;"
@@ -139,17 +153,52 @@ def source(group, strides):
               f"array<f32>;" for b, k in enumerate(read)]
     return read, "\n".join(
         ["// include: math.wgsl", "", "struct Params { " + ", ".join(fields) + " }",
-         "@group(0) @binding(0) var<uniform> p: Params;", *decls, "",
+         "@group(0) @binding(0) var<uniform> p: Params;", *decls, *shared, "",
          f"@compute @workgroup_size({THREADS})",
          "fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: "
-         "vec3<u32>, @builtin(local_invocation_index) lid: u32) {",
-         "    let i = i32(element(wid, nwg, lid));",
-         "    if (i >= p.n) { return; }"]
-        + [f"    {line}" for line in lines] + ["}", ""])
+         "vec3<u32>, @builtin(local_invocation_index) lid: u32) {"]
+        + [f"    {line}" for line in body] + ["}", ""])
+
+
+def _reduction(group, em):
+    """The body of a reduction: workgroup ``o`` makes output element ``o`` (and writes the
+    elementwise outputs at the elements it visits)."""
+    node, graph = group.reduce, group.graph
+    combine = _COMBINE[group.computation]
+    kept_lines, kept = _unravel("o", [group.shape[d] for d in group.kept], "k")
+    red_lines, red = _unravel("r", [group.shape[d] for d in group.dims], "r")
+    coords = [None] * len(group.shape)
+    for d, c in zip(group.kept, kept):
+        coords[d] = c
+    for d, c in zip(group.dims, red):
+        coords[d] = c
+    coords = tuple(coords)
+    em.lines = list(red_lines)
+    value = em.at(node.inputs[0], coords)
+    writes = [f"o{j}[{linear_index(coords, group.shape)}] = {em.at(v, coords)};"
+              for j, v in enumerate(graph.outputs) if v is not node.output]
+    inner = em.lines + writes + [f"acc = {combine.format(a='acc', b=value)};"]
+    em.lines, em.memo = [], {}  # the init value, after the loop
+    init = node.inputs[1]
+    plain = init.producer is not None and init.producer.op == "constant" and \
+        float(np.asarray(init.producer.attrs["value"])) == IDENTITY[group.computation]
+    result = "part[0]" if plain else combine.format(a="part[0]", b=em.at(init, ()))
+    out = graph.outputs.index(node.output)
+    # (o is the same for a whole workgroup: the early return keeps the barriers uniform)
+    return (["let o = i32(group_index(wid, nwg));", f"if (o >= {group.n_out}) {{ return; }}"]
+            + kept_lines
+            + [f"var acc = {literal(IDENTITY[group.computation])};",
+               f"for (var r = i32(lid); r < {group.n_red}; r = r + {THREADS}) {{"]
+            + [f"    {line}" for line in inner]
+            + ["}", "part[lid] = acc;", "workgroupBarrier();",
+               f"for (var s = {THREADS // 2}u; s > 0u; s = s >> 1u) {{",
+               f"    if (lid < s) {{ part[lid] = {combine.format(a='part[lid]', b='part[lid + s]')}; }}",
+               "    workgroupBarrier();", "}", "if (lid == 0u) {"]
+            + [f"    {line}" for line in em.lines] + [f"    o{out}[o] = {result};", "}"])
 
 
 class WgslGroupKernel:
-    """An executor step running a loop group as one generated WGSL dispatch.
+    """An executor step running a group as one generated WGSL dispatch.
 
     Args: as :class:`~.cuda.CudaGroupKernel` (``in_place`` is not used: WebGPU refuses a
     buffer bound for reading and writing in one dispatch).
@@ -157,12 +206,10 @@ class WgslGroupKernel:
 
     generated = True
     takes_destinations = True
-    reductions = False
+    reductions = True
 
     def __init__(self, graph, executor, in_place=None):
         self.group = Group(graph)
-        if self.group.kind != "loop":
-            raise Unsupported(f"a {self.group.kind} reduction (WGSL kernels are loops)")
         values = list(graph.inputs) + list(graph.outputs)
         if not all(math.prod(v.shape) for v in values) or self.group.n_out >= 2 ** 31:
             raise Unsupported("an empty value, or one of 2**31 elements or more")
@@ -217,7 +264,8 @@ class WgslGroupKernel:
         outs = [into[j] if j in into else NDArray.make(shape, device=ex.device)
                 for j, shape in enumerate(self.outputs)]
         params = self._params.pack(self.group.n_out, *[a._offset for a in args])
+        groups = self.group.n_out if self.group.reduce is not None else \
+            -(-self.group.n_out // THREADS)  # (a workgroup per output of a reduction)
         ex.device.backend.launch_generated(kernel, [o._handle for o in outs],
-                                           [args[k]._handle for k in read], params,
-                                           -(-self.group.n_out // THREADS))
+                                           [args[k]._handle for k in read], params, groups)
         return outs if len(outs) > 1 else outs[0]
