@@ -17,7 +17,7 @@ import numpy as np
 
 from ...backend_ndarray import NDArray
 from ...backend_ndarray.ndarray import compact_strides
-from .group import IDENTITY, Emitter, Group, Unsupported, linear_index, unravel
+from .group import IDENTITY, Emitter, Group, Unsupported
 
 CTYPE = {"float32": "float", "float64": "double"}
 THREADS = 256
@@ -104,6 +104,8 @@ def elementwise(node, a, T):
 class _Emitter(Emitter):
     """The group in C (see :class:`~.group.Emitter`)."""
 
+    VAR, LET = "i64", "const i64"
+
     def __init__(self, group, strides, storage):
         super().__init__(group, strides)
         self.storage = storage
@@ -143,7 +145,7 @@ def source(group, name, strides, storage):
 
 def _loop(group, em):
     n = group.n_out
-    lines, coords = unravel("i", group.shape, "c")
+    lines, coords = em.unravel("i", group.shape, "c")
     em.lines = lines
     names = [em.at(v, coords) for v in group.graph.outputs]
     lines += [f"o{j}[i] = {x};" for j, x in enumerate(names)]
@@ -158,28 +160,12 @@ def _reduction(group, em):
     acc_t = em.ctype(node.output)
     op = COMBINE[group.computation]
     identity = literal(IDENTITY[group.computation], acc_t)
-    kept_shape = [group.shape[d] for d in group.kept]
-    red_shape = [group.shape[d] for d in group.dims]
-    kept_lines, kept = unravel("o", kept_shape, "k")
-    red_lines, red = unravel("r", red_shape, "r")
-    coords = [None] * len(group.shape)
-    for d, c in zip(group.kept, kept):
-        coords[d] = c
-    for d, c in zip(group.dims, red):
-        coords[d] = c
-    coords = tuple(coords)
-    em.lines = list(red_lines)
-    value = em.at(node.inputs[0], coords)
-    writes = [f"o{j}[{linear_index(coords, group.shape)}] = {em.at(v, coords)};"
-              for j, v in enumerate(graph.outputs) if v is not node.output]
-    inner = em.lines + writes + [f"acc = {op}()(acc, {value});"]
-    em.lines, em.memo = [], {}  # the init value, after the loop (scalars only)
-    init = node.inputs[1]
-    init_value = init.producer is not None and init.producer.op == "constant" and \
-        float(np.asarray(init.producer.attrs["value"])) == IDENTITY[group.computation]
-    result = "acc" if init_value else f"{op}()(acc, ({acc_t}){em.at(init, ())})"
+    kept_lines, inner, value, init = em.reduction(group)
+    inner = inner + [f"acc = {op}()(acc, {value});"]
+    init_lines, result = ([], "acc") if init is None else \
+        (init[0], f"{op}()(acc, ({acc_t}){init[1]})")
     out = graph.outputs.index(node.output)
-    final = em.lines + [f"o{out}[o] = {result};"]
+    final = init_lines + [f"o{out}[o] = {result};"]
     if group.kind == "row":
         tpr = row_lanes(group.n_red)
         per_block = THREADS // tpr

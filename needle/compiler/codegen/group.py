@@ -145,8 +145,12 @@ class Emitter:
       group value it holds, or ``None`` for an integer index);
     * ``read(k, value, terms)``: input ``k`` at the element offset ``terms`` (a sum);
     * ``constant(x, value)``: a scalar literal;
-    * ``op(node, args, value)``: elementwise ``node`` on operand names ``args``.
+    * ``op(node, args, value)``: elementwise ``node`` on operand names ``args``;
+
+    and ``VAR`` / ``LET`` are how it declares a mutable and a constant integer index.
     """
+
+    VAR = LET = None
 
     def __init__(self, group, strides):
         self.inputs = {v: k for k, v in enumerate(group.graph.inputs)}
@@ -167,6 +171,54 @@ class Emitter:
         if key not in self.memo:
             self.memo[key] = self._value(v, coords)
         return self.memo[key]
+
+    def unravel(self, name, shape, prefix):
+        """Statements splitting the linear index ``name`` over ``shape`` into coordinates
+        ``<prefix>0``, ...: ``(lines, coords)``, a size-1 axis getting "0"."""
+        lines, coords = [f"{self.VAR} {prefix}_ = {name};"], []
+        for j in reversed(range(len(shape))):
+            if shape[j] == 1:
+                coords.append("0")
+                continue
+            coords.append(f"{prefix}{j}")
+            if any(d > 1 for d in shape[:j]):
+                lines += [f"{self.LET} {prefix}{j} = {prefix}_ % {shape[j]};",
+                          f"{prefix}_ /= {shape[j]};"]
+            else:
+                lines.append(f"{self.LET} {prefix}{j} = {prefix}_;")
+        return lines, tuple(reversed(coords))
+
+    def reduction(self, group):
+        """What every target's reduction kernel evaluates, for output element ``o`` and
+        reduced element ``r`` (index names in its source):
+
+        ``kept_lines`` (o's coordinates), ``inner`` (at each reduced element: its
+        coordinates, the operand, and the writes of the elementwise outputs), ``value`` (the
+        operand's name), and ``init`` (``None`` when the init value is the computation's
+        identity, else ``(lines, name)``, evaluated after the loop).
+        """
+        node, graph = group.reduce, group.graph
+        kept_lines, kept = self.unravel("o", [group.shape[d] for d in group.kept], "k")
+        red_lines, red = self.unravel("r", [group.shape[d] for d in group.dims], "r")
+        coords = [None] * len(group.shape)
+        for d, c in zip(group.kept, kept):
+            coords[d] = c
+        for d, c in zip(group.dims, red):
+            coords[d] = c
+        coords = tuple(coords)
+        self.lines = list(red_lines)
+        value = self.at(node.inputs[0], coords)
+        inner = self.lines + [f"o{j}[{linear_index(coords, group.shape)}] = {self.at(v, coords)};"
+                              for j, v in enumerate(graph.outputs) if v is not node.output]
+        self.lines, self.memo = [], {}  # (after the loop: scalars only)
+        source = node.inputs[1]
+        if source.producer is not None and source.producer.op == "constant" and \
+                float(np.asarray(source.producer.attrs["value"])) == IDENTITY[group.computation]:
+            init = None
+        else:
+            name = self.at(source, ())
+            init = (self.lines, name)
+        return kept_lines, inner, value, init
 
     def _value(self, v, coords):
         if v in self.inputs:
@@ -200,19 +252,3 @@ def _affine(start, step, c):
     term = c if step == 1 else f"{c} * {step}"
     return term if start == 0 and step == 1 else f"({term})" if start == 0 else \
         f"({start} + {term})"
-
-
-def unravel(name, shape, prefix):
-    """Statements splitting the linear index ``name`` over ``shape`` into coordinates
-    ``<prefix>0``, ...: ``(lines, coords)``, a size-1 axis getting "0"."""
-    lines, coords = [f"i64 {prefix}_ = {name};"], []
-    for j in reversed(range(len(shape))):
-        if shape[j] == 1:
-            coords.append("0")
-            continue
-        coords.append(f"{prefix}{j}")
-        if any(s > 1 for s in shape[:j]):
-            lines += [f"const i64 {prefix}{j} = {prefix}_ % {shape[j]};", f"{prefix}_ /= {shape[j]};"]
-        else:
-            lines.append(f"const i64 {prefix}{j} = {prefix}_;")
-    return lines, tuple(reversed(coords))

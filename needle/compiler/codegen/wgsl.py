@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 from ...backend_ndarray import NDArray
-from .group import IDENTITY, Emitter, Group, Unsupported, linear_index
+from .group import IDENTITY, Emitter, Group, Unsupported
 
 _UNARY = {"negate": "UNARY_NEG", "exponential": "UNARY_EXP", "log": "UNARY_LOG",
           "tanh": "UNARY_TANH", "logistic": "UNARY_SIGMOID", "sqrt": "UNARY_SQRT",
@@ -39,6 +39,8 @@ def literal(x):
 
 class _Emitter(Emitter):
     """The group in WGSL (see :class:`~.group.Emitter`); indices are i32."""
+
+    VAR, LET = "var", "let"
 
     def __init__(self, group, strides):
         super().__init__(group, strides)
@@ -112,22 +114,6 @@ _COMBINE = {"add": "{a} + {b}", "max": "needle_max({a}, {b})", "min": "needle_mi
             "multiply": "{a} * {b}"}
 
 
-def _unravel(name, shape, prefix):
-    """i32 statements splitting index ``name`` over ``shape``: ``(lines, coordinates)``."""
-    lines, coords = [f"var {prefix}_ = {name};"], []
-    for j in reversed(range(len(shape))):
-        if shape[j] == 1:
-            coords.append("0")
-            continue
-        coords.append(f"{prefix}{j}")
-        if any(d > 1 for d in shape[:j]):
-            lines += [f"let {prefix}{j} = {prefix}_ % {shape[j]};",
-                      f"{prefix}_ = {prefix}_ / {shape[j]};"]
-        else:
-            lines.append(f"let {prefix}{j} = {prefix}_;")
-    return lines, tuple(reversed(coords))
-
-
 def source(group, strides):
     """WGSL of ``group`` (entry point ``main``) and the inputs it reads: binding 0 the
     parameters (element count, each input's offset), then one storage binding per output,
@@ -137,7 +123,7 @@ def source(group, strides):
     lanes striding over the reduced elements and combining in workgroup memory."""
     graph, em = group.graph, _Emitter(group, strides)
     if group.kind == "loop":
-        lines, coords = _unravel("i", group.shape, "c")
+        lines, coords = em.unravel("i", group.shape, "c")
         em.lines = lines
         names = [em.at(v, coords) for v in graph.outputs]
         body = ["let i = i32(element(wid, nwg, lid));", f"if (i >= {group.n_out}) {{ return; }}"]
@@ -165,24 +151,10 @@ def _reduction(group, em):
     elementwise outputs at the elements it visits)."""
     node, graph = group.reduce, group.graph
     combine = _COMBINE[group.computation]
-    kept_lines, kept = _unravel("o", [group.shape[d] for d in group.kept], "k")
-    red_lines, red = _unravel("r", [group.shape[d] for d in group.dims], "r")
-    coords = [None] * len(group.shape)
-    for d, c in zip(group.kept, kept):
-        coords[d] = c
-    for d, c in zip(group.dims, red):
-        coords[d] = c
-    coords = tuple(coords)
-    em.lines = list(red_lines)
-    value = em.at(node.inputs[0], coords)
-    writes = [f"o{j}[{linear_index(coords, group.shape)}] = {em.at(v, coords)};"
-              for j, v in enumerate(graph.outputs) if v is not node.output]
-    inner = em.lines + writes + [f"acc = {combine.format(a='acc', b=value)};"]
-    em.lines, em.memo = [], {}  # the init value, after the loop
-    init = node.inputs[1]
-    plain = init.producer is not None and init.producer.op == "constant" and \
-        float(np.asarray(init.producer.attrs["value"])) == IDENTITY[group.computation]
-    result = "part[0]" if plain else combine.format(a="part[0]", b=em.at(init, ()))
+    kept_lines, inner, value, init = em.reduction(group)
+    inner = inner + [f"acc = {combine.format(a='acc', b=value)};"]
+    init_lines, result = ([], "part[0]") if init is None else \
+        (init[0], combine.format(a="part[0]", b=init[1]))
     out = graph.outputs.index(node.output)
     # (o is the same for a whole workgroup: the early return keeps the barriers uniform)
     return (["let o = i32(group_index(wid, nwg));", f"if (o >= {group.n_out}) {{ return; }}"]
@@ -194,7 +166,7 @@ def _reduction(group, em):
                f"for (var s = {THREADS // 2}u; s > 0u; s = s >> 1u) {{",
                f"    if (lid < s) {{ part[lid] = {combine.format(a='part[lid]', b='part[lid + s]')}; }}",
                "    workgroupBarrier();", "}", "if (lid == 0u) {"]
-            + [f"    {line}" for line in em.lines] + [f"    o{out}[o] = {result};", "}"])
+            + [f"    {line}" for line in init_lines] + [f"    o{out}[o] = {result};", "}"])
 
 
 class WgslGroupKernel:
