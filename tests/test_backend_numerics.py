@@ -209,6 +209,26 @@ def test_cross_entropy_of_special_rows_matches_torch(device, rng, dtype, cols):
                                equal_nan=True, **TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_of_a_label_out_of_range_is_nan(device, rng, dtype):
+    """Labels -1 and cols (a compiled replay passes them unchecked): a NaN loss and the
+    softmax as the gradient in those rows, the other rows as torch."""
+    be = held(device, dtype)
+    rows, cols = 6, 7
+    x = rng.standard_normal((rows, cols)).astype(dtype)
+    labels = rng.integers(0, cols, rows)
+    labels[1], labels[4] = -1, cols
+    loss, grad = upload(be, sentinel(rows, dtype)), upload(be, sentinel(x.size, dtype))
+    be.cross_entropy(upload(be, x), upload(be, labels.astype(dtype)), loss, grad, rows, cols)
+    got, bad = get(be, loss), np.isin(np.arange(rows), [1, 4])
+    assert np.isnan(got[bad]).all()
+    ok = torch.from_numpy(labels[~bad])
+    want = torch.nn.functional.cross_entropy(torch.from_numpy(x[~bad]), ok, reduction="none")
+    np.testing.assert_allclose(got[~bad], want.numpy(), **TOL[dtype])
+    softmax = torch.softmax(torch.from_numpy(x), dim=1).numpy()
+    np.testing.assert_allclose(get(be, grad).reshape(rows, cols)[bad], softmax[bad], **TOL[dtype])
+
+
 # -- cross-entropy with large logits ---------------------------------------------------
 def test_softmax_loss_keeps_a_small_loss_beside_large_logits(device):
     logits = needle.Tensor([[2000.0, 1990.0]], device=device)

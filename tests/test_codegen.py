@@ -248,6 +248,8 @@ def test_generated_kernel_equals_the_unfused_graph(make, device, rng):
             if make in REDUCING:  # a kernel sums in its own order
                 tol = 1e-12 if a.dtype == np.float64 else 2e-5
                 np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=f"output {k}")
+            elif not generator.bitwise:  # (FMAs the driver contracted: an ulp or two)
+                np.testing.assert_array_max_ulp(a, b, maxulp=4)
             else:
                 np.testing.assert_array_equal(a, b, err_msg=f"output {k}")
             np.testing.assert_allclose(a.astype("float64"), np.asarray(e, dtype="float64"),

@@ -509,6 +509,25 @@ def test_numpy_learning_rates_are_runtime_inputs(device, rng):
     np.testing.assert_allclose(results[1], results[0], rtol=1e-5)
 
 
+@pytest.mark.parametrize("level", [0, 2, 3])
+def test_a_replayed_label_out_of_range_gives_a_nan_loss(device, rng, level):
+    """Replays do not check labels as eager calls do: the decomposition and the fused
+    kernels alike make the loss NaN instead of finding no target (a finite, wrong loss)."""
+    model, opt, step = _mlp_step(device, lr=0.1)
+    run = needle.compile(step, opt_level=level)
+    for _ in range(4):
+        x, y = _data(rng, device)
+        assert np.isfinite(run(x, y).numpy())
+    hits = run.stats()["cache_hits"]
+    for bad in (-1.0, 3.0):
+        labels = y.numpy()
+        labels[1] = bad
+        loss = run(x, needle.Tensor(labels, device=device)).numpy()
+        assert np.isnan(loss), (bad, loss)
+    assert run.stats()["cache_hits"] == hits + 2  # (the bad labels were replays)
+    assert all(np.isfinite(p.numpy()).all() for p in model.parameters())
+
+
 def test_partial_functions_are_searched(device, rng):
     import functools
     model, opt, _ = _mlp_step(device, lr=0.1)

@@ -843,3 +843,21 @@ def test_out_of_memory_returns_kept_blocks_and_retries(blocks):
     assert pool.cached_bytes == 0 and not pool.free and state.out == 1 and big.ptr
     with pytest.raises(_OutOfMemory):  # nothing kept to give back: CuPy's error stands
         CudaBuffer(1024, "float32")
+
+
+def test_copy_ranges_copies_each_range_and_nothing_else(be, rng):
+    """Six ranges (two launches): 16-byte-aligned ones copied in words, odd offsets and
+    lengths in bytes; the bytes around each destination range stay as they were."""
+    sizes = [(4096, 0, 0), (1, 0, 0), (333, 3, 5), (64, 16, 32), (1 << 18, 0, 16), (7, 1, 2)]
+    pairs = []
+    for words, src_off, dst_off in sizes:
+        src = upload(be, rng.standard_normal(words + 8).astype(np.float32))
+        dst = upload(be, rng.standard_normal(words + 8).astype(np.float32))
+        pairs.append((src, dst, words * 4 - (src_off % 4), src_off, dst_off))
+    before = [download(be, dst).view(np.uint8).copy() for _, dst, *_ in pairs]
+    be.copy_ranges([(dst.ptr + d, src.ptr + s, n) for src, dst, n, s, d in pairs])
+    for (src, dst, n, s, d), old in zip(pairs, before):
+        got, source = download(be, dst).view(np.uint8), download(be, src).view(np.uint8)
+        expected = old.copy()
+        expected[d:d + n] = source[s:s + n]
+        np.testing.assert_array_equal(got, expected)

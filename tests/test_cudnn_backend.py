@@ -120,6 +120,36 @@ def replay(be, monkeypatch):
     be.lt.plans.update(saved)
 
 
+def test_gemms_inside_a_graph_use_the_algorithm_timed_for_graphs(replay, rng):
+    """On a device graph's priming run a plan is tuned by GPU time over every proposal
+    (graph_algo); the recording and the eager calls after it give NumPy's product, and
+    an eager call still tunes the eager choice."""
+    from needle.backend_ndarray.cuda import capture
+    m, k, n = 64, 1024, 256
+    a_np, b_np = (rng.standard_normal(s).astype(np.float32) for s in (m * k, k * n))
+    a, b, out = (upload(replay, x) for x in (a_np, b_np, nan(m * n, "float32")))
+    expected = (a_np.reshape(m, k).astype(np.float64) @ b_np.reshape(k, n)).ravel()
+    graph = replay.device_graph()
+    with graph.priming():
+        replay.matmul(a, b, out, 1, m, k, n)
+    graph.stream.synchronize()
+    (plan,) = replay.lt.plans.values()
+    assert plan.graph_algo in plan.candidates and not plan.tuned
+    np.testing.assert_allclose(replay.to_numpy(out, (m, n), (n, 1), 0).ravel(), expected,
+                               rtol=1e-4, atol=1e-4 * np.sqrt(k))
+    replay.from_numpy(nan(m * n, "float32"), out)
+    graph.record(lambda: replay.matmul(a, b, out, 1, m, k, n))
+    assert not capture.for_graph()
+    graph.launch()
+    np.testing.assert_allclose(replay.to_numpy(out, (m, n), (n, 1), 0).ravel(), expected,
+                               rtol=1e-4, atol=1e-4 * np.sqrt(k))
+    replay.from_numpy(nan(m * n, "float32"), out)
+    replay.matmul(a, b, out, 1, m, k, n)
+    assert plan.tuned and plan.algo in plan.candidates[:cublaslt.CANDIDATES]
+    np.testing.assert_allclose(replay.to_numpy(out, (m, n), (n, 1), 0).ravel(), expected,
+                               rtol=1e-4, atol=1e-4 * np.sqrt(k))
+
+
 def test_replayed_matmul_reads_the_buffers_at_each_call(replay, rng):
     """The same addresses with new contents, calls after calls: the graph replays the GEMM
     on what the buffers hold now, and other addresses get their own graph."""

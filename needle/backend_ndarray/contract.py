@@ -202,7 +202,9 @@ class Backend:
 
         ``labels`` holds ``rows`` class indices stored as floats. Writes
         ``loss[r] = logsumexp(logits[r]) - logits[r, labels[r]]`` and
-        ``grad[r, c] = softmax(logits[r])[c] - (c == labels[r])``.
+        ``grad[r, c] = softmax(logits[r])[c] - (c == labels[r])``. A label outside
+        ``[0, cols)`` gives a NaN loss (and its row's softmax as the gradient), never a
+        read outside the row: compiled replays do not check the labels.
         """
         self._missing("cross_entropy")
 

@@ -910,6 +910,14 @@ def _attention_kernel(node, q, k, v):
     return out
 
 
+def _cross_entropy_kernel(node, logits, labels):
+    rows, cols = logits.shape
+    loss, grad = _new(logits, (rows,)), _new(logits, (rows, cols))
+    logits.device.backend.cross_entropy(*_handles(logits, labels), loss._handle, grad._handle,
+                                        rows, cols)
+    return [loss, grad]
+
+
 def _written(a):
     """``a``, whose buffer a kernel is about to overwrite (data derived from it goes)."""
     wrote = getattr(a._handle, "wrote", None)
@@ -937,11 +945,10 @@ _linear_backward_kernel.takes_destinations = True
 
 #: composite name -> (the backend's fused op, the attributes it reads, function(node,
 #: *input NDArrays) -> output NDArray or list). The composites are those of
-#: :mod:`.passes.fuse_patterns`. Not here: needle.gelu (no backend op of its own); the
-#: tracer's cross-entropy (the kernels index the logits by label, and a replay does not
-#: check the labels as eager calls do: an out-of-range label would read out of bounds,
-#: where the decomposition just finds no target). The optimizer updates are in
-#: :data:`UPDATES`: their kernels take host floats.
+#: :mod:`.passes.fuse_patterns` and the tracer's cross-entropy (a replay does not check the
+#: labels as eager calls do: every backend's kernel gives a NaN loss for a label outside
+#: [0, classes), never reading outside the row). Not here: needle.gelu (no backend op of
+#: its own). The optimizer updates are in :data:`UPDATES`: their kernels take host floats.
 FUSED = {
     "needle.softmax": ("softmax", ("rows", "cols"), _softmax_kernel),
     "needle.logsumexp": ("logsumexp", ("rows", "cols"), _logsumexp_kernel),
@@ -951,6 +958,7 @@ FUSED = {
     "needle.linear": ("linear", ("activation",), _linear_kernel),
     "needle.linear_backward": ("linear_backward", ("dx", "bias"), _linear_backward_kernel),
     "needle.attention": ("attention", ("scale", "causal", "key_transposed"), _attention_kernel),
+    "needle.cross_entropy": ("cross_entropy", (), _cross_entropy_kernel),
 }
 
 

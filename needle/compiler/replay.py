@@ -10,7 +10,8 @@ graph's buffers after it, so what call k returned survives call k+1.
 
 The first call runs the executor for real on the graph's stream (it tunes, compiles and
 allocates what it needs), the recording follows at once and later calls launch it: one
-launch, a copy per argument and per returned value. Optimizer updates read their scalars
+launch between two copy kernels (``backend.copy_ranges``: the arguments in, the returned
+values out). Optimizer updates read their scalars
 on the device (``Executor(host_scalars=False)``): the recording holds no host value.
 """
 import warnings
@@ -64,24 +65,26 @@ class GraphReplay:
 
     def launch(self, arguments, scalars):
         """A recorded call on ``arguments`` (the NDArrays of the call's Tensor arguments,
-        in graph-input order) and the runtime-scalar vector (NumPy, or None): the copies
-        in, the launch and the copies out, straight through the driver."""
-        graph = self._graph
-        for (ptr, nbytes), data in zip(self._argument_slots, arguments):
-            graph.copy(ptr, data._handle.ptr, nbytes)
+        in graph-input order) and the runtime-scalar vector (NumPy, or None): one copy
+        kernel for the arguments, the launch, one copy kernel for the results."""
+        graph, backend = self._graph, self.backend
+        backend.copy_ranges([(ptr, data._handle.ptr, nbytes) for (ptr, nbytes), data
+                             in zip(self._argument_slots, arguments)])
         if scalars is not None:
             graph.upload(self._scalar_slot, scalars.astype(self._scalar_dtype, copy=False))
         graph.launch()
         for buf in self._written:  # (the launch wrote them: data derived from them is stale)
             buf.wrote()
-        out = []
+        out, ranges = [], []
         for o, nbytes in self._returned:
             if nbytes is None:
                 out.append(NDArray(o))
                 continue
             copy = NDArray.make(o.shape, device=self.device, dtype=o.dtype)
-            graph.copy(copy._handle.ptr, address(o), nbytes)
+            ranges.append((copy._handle.ptr, address(o), nbytes))
             out.append(copy)
+        if ranges:
+            backend.copy_ranges(ranges)
         return out
 
     def _fast_slots(self, inputs):
@@ -127,7 +130,7 @@ class GraphReplay:
                 self._copy_in(self._inputs[i], a)
         graph = self.backend.device_graph()
         self.backend.synchronize()  # (the copies in, queued on the current stream, first)
-        with graph.stream:
+        with graph.priming():
             outputs = ex(*self._inputs)
         graph.stream.synchronize()  # (the current stream reads its results next)
         first = [NDArray(o) for o in outputs[:self.returned]]  # the caller's own buffers

@@ -162,7 +162,9 @@ class ReLU(TensorOp):
         return a.relu()
 
     def gradient(self, out_grad, node):
-        mask = node.inputs[0].realize_cached_data() > 0
+        # relu(x) > 0 exactly where x > 0; reading the output leaves the pre-activation
+        # with one reader, so needle.compile fuses a Linear and its ReLU into one kernel
+        mask = node.realize_cached_data() > 0
         return out_grad * Tensor.make_const(mask)
 
 

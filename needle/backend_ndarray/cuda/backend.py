@@ -153,6 +153,18 @@ class CudaBackend(Backend):
         """Blocks a grid-stride kernel needs at most on this GPU."""
         return self.rt.max_blocks
 
+    def copy_ranges(self, ranges):
+        """Copy each ``(dst, src, nbytes)`` of ``ranges`` (device addresses) on the current
+        stream, four ranges to a kernel launch: a replayed graph's arguments in and its
+        results out (a driver copy per range costs the host three times a launch)."""
+        rt = self.rt
+        for start in range(0, len(ranges), 4):
+            chunk = ranges[start:start + 4]
+            args = [x for r in chunk for x in r] + [0] * (3 * (4 - len(chunk)))
+            words = max(r[2] for r in chunk) // 16 + 1
+            rt.launch(("copy", "ranges4"), (min(-(-words // THREADS), rt.max_blocks),
+                                            len(chunk), 1), _BLOCK, args)
+
     def launch_generated(self, kernel, grid, block, args):
         kernel(grid, block, self.rt.current_stream().ptr, args)
 

@@ -2,9 +2,9 @@
 
 ``needle.compile`` replays a compiled call on cuda and cudnn through :class:`DeviceGraph`:
 
-1. ``with graph.stream:`` the call runs for real once on the graph's own stream, so every
-   plan is tuned, every kernel compiled and every workspace sized (none of which a capture
-   may do);
+1. ``with graph.priming():`` the call runs for real once on the graph's own stream, so
+   every plan is tuned (for the GPU time it takes inside a graph), every kernel compiled
+   and every workspace sized (none of which a capture may do);
 2. :meth:`DeviceGraph.reserve` puts one free block per buffer still held back on that
    stream's free list, so that
 3. :meth:`DeviceGraph.record`, which runs the same call again under stream capture (in
@@ -17,6 +17,7 @@ Memory: CudaBuffers allocated on the graph's stream go back to that stream's fre
 the recording the graph takes those blocks off the shared lists, so the addresses
 recorded in it stay its own until it is released.
 """
+import contextlib
 import ctypes
 
 from . import launch
@@ -32,14 +33,23 @@ class _Capture:
     """Whether a capture is under way: cuBLASLt then calls GEMMs directly (its per-GEMM
     graphs cannot be launched inside another capture). ``kept`` collects the buffers
     uploaded from the host during it (index arrays, constant for the graph): they are
-    filled at once, outside the graph, and live as long as the graph."""
+    filled at once, outside the graph, and live as long as the graph. ``priming``: the
+    run before a recording is under way (libraries tune for time on the GPU alone)."""
 
     active = False
     kept = None
+    priming = False
 
 
 def capturing():
     return _Capture.active
+
+
+def for_graph():
+    """Whether the work queued now runs inside a device graph: the recording, or the run
+    that primes it. Inside a graph the host issues nothing per call, so a library picks
+    its algorithm by GPU time alone."""
+    return _Capture.active or _Capture.priming
 
 
 def _driver():
@@ -53,8 +63,6 @@ def _driver():
                            ("cuGraphInstantiateWithFlags", [ctypes.POINTER(_P), _P,
                                                             ctypes.c_ulonglong]),
                            ("cuGraphLaunch", [_P, _P]), ("cuGraphExecDestroy", [_P]),
-                           ("cuMemcpyDtoDAsync_v2", [ctypes.c_ulonglong, ctypes.c_ulonglong,
-                                                     ctypes.c_size_t, _P]),
                            ("cuMemcpyHtoDAsync_v2", [ctypes.c_ulonglong, _P, ctypes.c_size_t,
                                                      _P]),
                            ("cuGraphDestroy", [_P])):
@@ -86,6 +94,17 @@ class DeviceGraph:
         self._exec = self.nodes = None
         self._kept = []  # memory the graph uses: uploads while recording, its free blocks
         self._uploaded, self._staging, self._next = {}, None, 0  # see upload()
+
+    @contextlib.contextmanager
+    def priming(self):
+        """``with graph.priming():`` the run before :meth:`record`, on this graph's stream:
+        everything it tunes, builds and allocates is then ready for the recording."""
+        with self.stream:
+            _Capture.priming = True
+            try:
+                yield
+            finally:
+                _Capture.priming = False
 
     def reserve(self, buffers):
         """A free block on this graph's stream for each of ``buffers`` (CudaBuffers the
@@ -121,7 +140,7 @@ class DeviceGraph:
                 lib.cuGraphDestroy(graph)
         self._exec, self.nodes = exec_, count.value
         self._own_blocks()
-        self._launch, self._copy = lib.cuGraphLaunch, lib.cuMemcpyDtoDAsync_v2
+        self._launch = lib.cuGraphLaunch
         self._upload = lib.cuMemcpyHtoDAsync_v2
         return result
 
@@ -140,13 +159,6 @@ class DeviceGraph:
         result = self._launch(self._exec, self._stream())
         if result:
             _check(result, "cuGraphLaunch")
-
-    def copy(self, dst, src, nbytes):
-        """Queue a device-to-device copy on the current stream (an argument into the
-        graph's own input buffer, an output out of it)."""
-        result = self._copy(dst, src, nbytes, self._stream())
-        if result:
-            _check(result, "cuMemcpyDtoDAsync")
 
     def upload(self, dst, array):
         """Copy host ``array`` (C-contiguous, the same size on every call) to ``dst`` on the

@@ -37,7 +37,7 @@ def _elementwise():
 
 def _movement():
     return [f"needle_{kind}_{s}_{i}" for kind in ("compact", "ewise_setitem", "scalar_setitem")
-            for s in _SFX for i in ("i32", "i64")]
+            for s in _SFX for i in ("i32", "i64")] + ["needle_copy_ranges4"]
 
 
 def _reduce():

@@ -19,13 +19,19 @@ step (weights stay put, and freed buffers are reused per size), so a plan may *r
 the second call on a tuple of addresses captures the call into a CUDA graph, and later
 calls on that tuple launch the graph (~3 µs). The tuner turns replay on for a plan only
 where it measured faster (:class:`_Replays`).
+
+Inside a device graph (``needle.compile``'s recorded calls, see ``cuda/capture.py``) none of
+that host time exists: there a plan runs ``graph_algo``, the fastest of up to
+:data:`GRAPH_CANDIDATES` proposals by GPU time alone, timed on the priming run as a CUDA
+graph of back-to-back calls. For the thin GEMMs of a batch-64 MLP that is usually a
+split-K algorithm the eager tuner rejects for its second launch.
 """
 import functools
 import time
 
 import numpy as np
 
-from ..cuda.capture import capturing
+from ..cuda.capture import capturing, for_graph
 
 #: cuBLASLt scratch space; 32 MiB is what NVIDIA recommends on Hopper
 WORKSPACE_BYTES = 32 << 20
@@ -37,6 +43,10 @@ PRECISIONS = ("highest", "tf32", "bf16")
 #: best of TUNING_SAMPLES windows of ~TUNING_WINDOW_MS of calls back to back (at most
 #: TUNING_MAX_CALLS), so a 20 us GEMM is tuned in ~5 ms and a 4096^3 one in ~0.1 s
 CANDIDATES, TUNING_SAMPLES, TUNING_WINDOW_MS, TUNING_MAX_CALLS = 8, 3, 0.2, 20
+#: inside a device graph (needle.compile's replays) the host issues nothing per GEMM and
+#: only GPU time counts: up to GRAPH_CANDIDATES proposals are timed as GRAPH_TUNING_CALLS
+#: back-to-back calls in one CUDA graph (best of TUNING_SAMPLES launches)
+GRAPH_CANDIDATES, GRAPH_TUNING_CALLS = 32, 8
 #: host time Needle adds to each eager GEMM around cuBLASLt's call (``Tensor @ Tensor`` took
 #: 14.0 us on the lent H200's host, 8.0 of them in cublasLtMatmul; bench_matmul_layers.py)
 EAGER_HOST_MS = 0.006
@@ -104,12 +114,13 @@ class _Plan:
                      P.MIN_ALIGNMENT_D_BYTES):
             _set(lt.matmul_preference_set_attribute, lt.get_matmul_preference_attribute_dtype,
                  pref, attr, align)
-        self.results = lt.MatmulHeuristicResult(CANDIDATES)
+        self.results = lt.MatmulHeuristicResult(GRAPH_CANDIDATES)
         count = np.zeros(1, dtype=np.int32)
         a_desc, b_desc, d_desc = self.layouts
         try:
             lt.matmul_algo_get_heuristic(handle, self.desc, a_desc, b_desc, d_desc, d_desc, pref,
-                                         CANDIDATES, self.results.ptr, count.ctypes.data)
+                                         GRAPH_CANDIDATES, self.results.ptr,
+                                         count.ctypes.data)
         except lt.cuBLASLtError as e:  # NOT_SUPPORTED for this combination
             self.close()
             raise Unsupported(f"{key}: {e}") from None
@@ -120,6 +131,8 @@ class _Plan:
         size = lt.matmul_heuristic_result_dtype.itemsize
         self.candidates = [self.results.ptr + i * size for i in range(int(count[0]))]
         self.algo = self.candidates[0]
+        self.tuned = False  # whether self.algo is the eager loop's fastest (tune())
+        self.graph_algo = None  # the fastest inside a device graph, once timed
         one = np.float64 if dtype == "float64" else np.float32
         self.alpha, self.beta = np.ones(1, dtype=one), np.zeros(1, dtype=one)
         self.bias_attr = int(A.BIAS_POINTER) if epilogue != "none" else None
@@ -148,9 +161,11 @@ class _Plan:
         return layout
 
     def tune(self, run):
-        """Keep the fastest candidate; ``run(algo)`` launches the GEMM with that algorithm."""
+        """Keep the heuristic's first :data:`CANDIDATES` proposal that runs an eager loop
+        fastest; ``run(algo)`` launches the GEMM with that algorithm."""
         if len(self.candidates) > 1:
-            self.algo = fastest(self.candidates, run)
+            self.algo = fastest(self.candidates[:CANDIDATES], run)
+        self.tuned = True
 
     def close(self):
         for destroy, handle in reversed(self._owned):
@@ -297,23 +312,58 @@ class CublasLt:
             except Unsupported:
                 self.unsupported.add(key)
                 raise
+            self.plans[key] = plan
+        if for_graph():  # (no graph launch inside a capture, nor tuning)
+            if plan.graph_algo is None:
+                plan.graph_algo = plan.algo if capturing() else \
+                    self._fastest_in_graph(plan, (a, b, d, bias))
+            self._run(plan, a, b, d, bias, plan.graph_algo)
+            return
+        if not plan.tuned:
             plan.tune(lambda algo: self._run(plan, a, b, d, bias, algo))
             plan.replays = self._replays_if_faster(plan, (a, b, d, bias))
-            self.plans[key] = plan
-        if plan.replays is None or capturing():  # (no graph launch inside a capture)
+        if plan.replays is None:
             self._run(plan, a, b, d, bias, plan.algo)
         else:
             plan.replays.run((a, b, d, bias))
 
-    def _capture(self, plan, args):
-        """A CuPy Graph of the plan's GEMM on ``args`` (captured, not run)."""
+    def _fastest_in_graph(self, plan, args):
+        """The candidate whose GEMM on ``args`` takes the least GPU time inside a CUDA
+        graph (a recorded call issues its GEMMs with no host time between them: an
+        algorithm that splits K over more blocks wins there even where an eager loop
+        would wait on its extra launch)."""
+        cuda = self._cupy_cuda
+        cuda.Device().synchronize()  # (the operands are ready, and nothing runs beside)
+        start, stop = cuda.Event(), cuda.Event()
+        best = None
+        for algo in plan.candidates:
+            try:
+                graph = self._capture(plan, args, algo, GRAPH_TUNING_CALLS)
+            except Exception:  # noqa: BLE001 - an algorithm this GEMM cannot run: skipped
+                continue
+            stream = self._capture_stream
+            graph.launch(stream)
+            for _ in range(TUNING_SAMPLES):
+                start.record(stream)
+                graph.launch(stream)
+                stop.record(stream)
+                stop.synchronize()
+                ms = cuda.get_elapsed_time(start, stop)
+                if best is None or ms < best[0]:
+                    best = (ms, algo)
+        return plan.algo if best is None else best[1]
+
+    def _capture(self, plan, args, algo=None, calls=1):
+        """A CuPy Graph of ``calls`` runs of the plan's GEMM on ``args`` (captured, not run)
+        with ``algo`` (default: the plan's)."""
         cuda = self._cupy_cuda
         if self._capture_stream is None:
             self._capture_stream = cuda.Stream(non_blocking=True)
         stream = self._capture_stream
         stream.begin_capture(cuda.runtime.streamCaptureModeThreadLocal)
         try:
-            self._run(plan, *args, plan.algo, stream=stream.ptr)
+            for _ in range(calls):
+                self._run(plan, *args, plan.algo if algo is None else algo, stream=stream.ptr)
         finally:
             graph = stream.end_capture()
         return graph

@@ -228,6 +228,7 @@ class CudaGroupKernel:
     generated = True  # (what Executor.info counts)
     takes_destinations = True  # (Executor.destinations)
     reductions = True
+    bitwise = True  # loops equal their members bit for bit (compiled with --fmad=false)
 
     def __init__(self, graph, executor, in_place=None):
         self.group = Group(graph)

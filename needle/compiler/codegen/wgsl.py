@@ -2,7 +2,8 @@
 
 Every op is spelled with the functions of ``wgsl/math.wgsl`` (``needle_unary``,
 ``needle_binary``, ``needle_max``, ...), the ones the hand-written kernels run, so a
-generated kernel computes what the members did one dispatch each. Where the executor
+generated kernel computes what the members did one dispatch each (up to the FMAs a Vulkan
+driver may contract, see :attr:`WgslGroupKernel.bitwise`). Where the executor
 composes an op the contract lacks, the kernel uses the same composition (sign) or WGSL's
 exact builtin (trunc and floor: the executor's ``(a + 2**23) - 2**23`` rounding could be
 reassociated away inside one shader).
@@ -179,6 +180,9 @@ class WgslGroupKernel:
     generated = True
     takes_destinations = True
     reductions = True
+    #: WGSL cannot forbid contracting ``a * b + c`` into an FMA, and Vulkan drivers do it
+    #: (NVIDIA's on the H200): loops agree with their members to an ulp or two, not bitwise
+    bitwise = False
 
     def __init__(self, graph, executor, in_place=None):
         self.group = Group(graph)

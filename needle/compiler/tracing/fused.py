@@ -28,7 +28,9 @@ def _splat(b, scalar, like):
 
 def cross_entropy(b, logits, labels):
     """``(loss per row, gradient)`` of softmax cross-entropy; labels are class indices
-    stored as floats. ``loss = (max - z_label) + log(sum exp(z - max))``."""
+    stored as floats. ``loss = (max - z_label) + log(sum exp(z - max))``; a label outside
+    [0, classes) gives a NaN loss, as the backends' kernels do (a replay does not check
+    the labels as an eager call does)."""
     def body(b, z, y):
         rows, cols = z.shape
         m = b.reduce(z, [1], "max", float("-inf"))
@@ -39,6 +41,11 @@ def cross_entropy(b, logits, labels):
         picked = b.reduce(b.emit("select", [hit, z, b.full(0.0, z.shape, z.dtype)]), [1],
                           "add", 0.0)
         loss = b.emit("add", [b.emit("subtract", [m, picked]), b.emit("log", [s])])
+        in_range = b.emit("and", [
+            b.emit("compare", [y, b.full(0.0, y.shape, y.dtype)], comparison_direction="GE"),
+            b.emit("compare", [y, b.full(float(cols), y.shape, y.dtype)],
+                   comparison_direction="LT")])
+        loss = b.emit("select", [in_range, loss, b.full(float("nan"), loss.shape, loss.dtype)])
         grad = b.emit("subtract", [b.emit("divide", [e, _row(b, s, z)]),
                                    b.emit("convert", [hit], dtype=z.dtype)])
         return loss, grad

@@ -88,3 +88,31 @@ NEEDLE_MOVEMENT(float, f32, unsigned int, i32)
 NEEDLE_MOVEMENT(float, f32, needle::u64, i64)
 NEEDLE_MOVEMENT(double, f64, unsigned int, i32)
 NEEDLE_MOVEMENT(double, f64, needle::u64, i64)
+
+// Up to four unrelated byte ranges copied by one launch: a replayed device graph's
+// arguments into its own input buffers, or its results out (one driver copy per range
+// would cost the host ~8 us each). Block row y copies range y; the blocks of a row stride
+// over it in 16-byte words where both addresses and the length allow, else in bytes.
+namespace needle {
+__device__ __forceinline__ void copy_range(char* d, const char* s, i64 n) {
+  if ((((u64)d | (u64)s | (u64)n) & 15) == 0) {
+    uint4* d4 = (uint4*)d;
+    const uint4* s4 = (const uint4*)s;
+    for (i64 i = global_thread(); i < n / 16; i += grid_threads()) d4[i] = s4[i];
+  } else {
+    for (i64 i = global_thread(); i < n; i += grid_threads()) d[i] = s[i];
+  }
+}
+}  // namespace needle
+
+extern "C" __global__ void needle_copy_ranges4(char* d0, const char* s0, needle::i64 n0,
+                                               char* d1, const char* s1, needle::i64 n1,
+                                               char* d2, const char* s2, needle::i64 n2,
+                                               char* d3, const char* s3, needle::i64 n3) {
+  switch (blockIdx.y) {
+    case 0: needle::copy_range(d0, s0, n0); break;
+    case 1: needle::copy_range(d1, s1, n1); break;
+    case 2: needle::copy_range(d2, s2, n2); break;
+    default: needle::copy_range(d3, s3, n3); break;
+  }
+}

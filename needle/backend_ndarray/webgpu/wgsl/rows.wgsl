@@ -69,7 +69,7 @@ fn cross_entropy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let r = group_index(wid, nwg);
     if (r >= p.rows) { return; }
     let base = r * p.cols;
-    let label = u32(aux[r]);
+    let label = select(p.cols, u32(aux[r]), aux[r] >= 0.0);  // (u32(-1.0) would be 0)
     let m = row_max(base, lane);
     let s = row_sum_exp(base, m, lane);
     let finite = needle_isfinite(m);
