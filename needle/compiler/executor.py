@@ -110,6 +110,7 @@ class Executor:
                                                host_scalars)
         self._plan()
         self._into = self._destinations()
+        self._batch_loops(generator)
         self._given_now = ()
         self.info["fused_kernels"] = len(self._fused)
         self.info["outputs_in_place"] = sum(len(d) for d in self._into.values())
@@ -170,6 +171,59 @@ class Executor:
         given = self._given_now
         return {k: given[i].reshape(node.outputs[k].shape)
                 for k, i in self._into[node].items() if given[i].is_compact()}
+
+    def _batch_loops(self, generator):
+        """Runs of consecutive steps whose kernels are independent generated loops become
+        one step that launches one kernel (``generator.batch``, where the generator has
+        one): in a recorded graph an optimizer step's parameter updates are one node."""
+        batcher = getattr(generator, "batch", None)
+        if batcher is None:
+            return
+        steps, run, views = [], [], []  # views: movement steps met inside the run
+
+        def close():
+            if len(run) > 1:
+                members = [node for _, node, _ in run]
+                kernel = batcher([self._fused[m] for m in members])
+                # the views first (they read nothing the batch makes), their frees after it
+                steps.extend((fn, node, []) for fn, node, _ in views)
+                steps.append((lambda ex, batch, *args: kernel(batch, *args), _Batch(members),
+                              [v for _, _, free in run + views for v in free]))
+            else:
+                steps.extend(sorted(run + views, key=lambda step: order[step[1]]))
+            run.clear()
+            views.clear()
+
+        order = {node: i for i, node in enumerate(self.graph.nodes)}
+        for step in self._steps:
+            node, kernel = step[1], self._fused.get(step[1])
+            made = {v for _, m, _ in run for v in m.outputs}
+            if run and node.op in _VIEW_OPS and node.op != "convert" and \
+                    not made.intersection(node.inputs):
+                views.append(step)  # (an NDArray view: no kernel, it may run before)
+                continue
+            if getattr(kernel, "batch", None) is not batcher or kernel.group.kind != "loop" \
+                    or node in self._into:
+                close()
+                steps.append(step)
+                continue
+            if run and not self._independent([m for _, m, _ in run], node):
+                close()
+            run.append(step)
+        close()
+        self._steps = steps
+
+    def _independent(self, members, node):
+        """Whether ``node`` may run at the same time as ``members``: it reads none of their
+        outputs, and no kernel writes in place a buffer another one reads."""
+        if {v for m in members for v in m.outputs}.intersection(node.inputs):
+            return False
+        reads, mine = {v for m in members for v in m.inputs}, set(node.inputs)
+
+        def written(n):
+            return [n.inputs[i] for i in self._fused[n].in_place.values()]
+        return not any(_views_of(self.graph, x) & reads for x in written(node)) and \
+            not any(_views_of(self.graph, x) & mine for m in members for x in written(m))
 
     def _generated(self, node, generator):
         """Composite ``node`` as one generated kernel, or ``None`` where the generator has
@@ -398,6 +452,18 @@ class Executor:
                 given[i][...] = outputs[o]
                 outputs[o] = given[i]
         return outputs
+
+
+class _Batch:
+    """Steps run as one (:meth:`Executor._batch_loops`): its members' inputs and outputs,
+    concatenated in step order."""
+
+    op = "batch"
+
+    def __init__(self, members):
+        self.members = members
+        self.inputs = [v for n in members for v in n.inputs]
+        self.outputs = [v for n in members for v in n.outputs]
 
 
 def _same_view(a, b):

@@ -106,9 +106,10 @@ class _Emitter(Emitter):
 
     VAR, LET = "i64", "const i64"
 
-    def __init__(self, group, strides, storage):
+    def __init__(self, group, strides, storage, prefix=""):
         super().__init__(group, strides)
-        self.storage = storage
+        self.graph, self.storage = group.graph, storage
+        self.prefix = prefix  # (of the parameter names)
 
     def ctype(self, v):
         return CTYPE[self.storage(v)]
@@ -117,7 +118,14 @@ class _Emitter(Emitter):
         return f"const {'i64' if value is None else self.ctype(value)} {name} = {expr};"
 
     def read(self, k, v, terms):
-        return f"i{k}[{' + '.join(terms) or 0}]"
+        return f"{self.prefix}i{k}[{' + '.join(terms) or 0}]"
+
+    def parameters(self):
+        """One pointer per graph output (written compact), then one per input (at its
+        first element)."""
+        graph, p = self.graph, self.prefix
+        return [f"{self.ctype(v)}* {p}o{j}" for j, v in enumerate(graph.outputs)] + \
+            [f"const {self.ctype(v)}* {p}i{k}" for k, v in enumerate(graph.inputs)]
 
     def constant(self, x, v):
         return literal(x, self.ctype(v))
@@ -130,27 +138,44 @@ def source(group, name, strides, storage):
     """CUDA C of ``group`` as kernel ``name``: ``strides[k]`` are the element strides of
     input ``k``; ``storage(value)`` names a value's device dtype. Parameters: one pointer
     per graph output (written compact), then one per input (at its first element)."""
-    graph = group.graph
     em = _Emitter(group, strides, storage)
-    params = [f"{em.ctype(v)}* o{j}" for j, v in enumerate(graph.outputs)]
-    params += [f"const {em.ctype(v)}* i{k}" for k, v in enumerate(graph.inputs)]
+    body = _loop(group, em) if group.kind == "loop" else _reduction(group, em)
+    return _kernel_text(name, em.parameters(), body)
+
+
+def batch_source(members, name):
+    """CUDA C of independent loop groups as kernel ``name``, one range of blocks each:
+    ``members`` are ``(group, strides, storage, blocks)``; the parameters are each
+    member's (as :func:`source`'s), in order."""
+    params, body, first = [], [], 0
+    for m, (group, strides, storage, blocks) in enumerate(members):
+        em = _Emitter(group, strides, storage, prefix=f"g{m}")
+        params += em.parameters()
+        body += [f"  if (blockIdx.x < {first + blocks}) {{",
+                 f"    for (i64 i = (i64)(blockIdx.x - {first}) * {THREADS} + threadIdx.x; "
+                 f"i < {group.n_out}; i += {blocks * THREADS}) {{"]
+        body += [f"      {line}" for line in _element(group, em)] + ["    }", "    return;", "  }"]
+        first += blocks
+    return _kernel_text(name, params, body)
+
+
+def _kernel_text(name, params, body):
     head = ['#include "common.cuh"', "using namespace needle;", "",
             f'extern "C" __global__ void {name}({", ".join(params)}) {{']
-    if group.kind == "loop":
-        body = _loop(group, em)
-    else:
-        body = _reduction(group, em)
     return "\n".join(head + body + ["}", ""])
 
 
-def _loop(group, em):
-    n = group.n_out
+def _element(group, em):
+    """The statements that compute and write a loop group's outputs at element ``i``."""
     lines, coords = em.unravel("i", group.shape, "c")
     em.lines = lines
     names = [em.at(v, coords) for v in group.graph.outputs]
-    lines += [f"o{j}[i] = {x};" for j, x in enumerate(names)]
-    return [f"  for (i64 i = global_thread(); i < {n}; i += grid_threads()) {{"] + \
-        [f"    {line}" for line in lines] + ["  }"]
+    return lines + [f"{em.prefix}o{j}[i] = {x};" for j, x in enumerate(names)]
+
+
+def _loop(group, em):
+    return [f"  for (i64 i = global_thread(); i < {group.n_out}; i += grid_threads()) {{"] + \
+        [f"    {line}" for line in _element(group, em)] + ["  }"]
 
 
 def _reduction(group, em):
@@ -229,6 +254,7 @@ class CudaGroupKernel:
     takes_destinations = True  # (Executor.destinations)
     reductions = True
     bitwise = True  # loops equal their members bit for bit (compiled with --fmad=false)
+    batch = None  # CudaLoopBatch (set below): how the executor merges independent loops
 
     def __init__(self, graph, executor, in_place=None):
         self.group = Group(graph)
@@ -259,21 +285,85 @@ class CudaGroupKernel:
 
     def __call__(self, node, *args, into=None):
         """Run on ``args``; ``into`` maps output positions to compact NDArrays to write."""
-        ex = self.executor
+        (kernel, grid, block, _), outs, pointers = self.operands(args, into)
+        self.executor.device.backend.launch_generated(kernel, grid, block, pointers)
+        return outs if len(outs) > 1 else outs[0]
+
+    def operands(self, args, into=None):
+        """``(variant, outputs, pointers)`` of a launch on ``args``: the kernel built for
+        their strides, the output NDArrays (new, ``into``'s, or inputs updated in place),
+        and the kernel's arguments."""
         key = tuple(a.strides for a in args)
         variant = self._variants.get(key)
         if variant is None:
             variant = self._variants[key] = self._build(args)
-        kernel, grid, block, in_place = variant
-        into = into or {}
+        in_place, into, device = variant[3], into or {}, self.executor.device
         outs = [into[j] if j in into else args[in_place[j]] if j in in_place else
-                NDArray.make(shape, device=ex.device, dtype=dtype)
+                NDArray.make(shape, device=device, dtype=dtype)
                 for j, (shape, dtype) in enumerate(self.outputs)]
-        pointers = [address(a) for a in outs] + [address(a) for a in args]
         for j in set(in_place) | set(into):
             outs[j]._handle.wrote()
-        ex.device.backend.launch_generated(kernel, grid, block, pointers)
-        return outs if len(outs) > 1 else outs[0]
+        return variant, outs, [address(a) for a in outs] + [address(a) for a in args]
+
+
+class CudaLoopBatch:
+    """Loop kernels of consecutive, independent executor steps (an optimizer step's
+    parameter updates) launched as one kernel: each member runs on a range of blocks of
+    its own, as it would alone. A recorded graph then holds one node, not one per member:
+    at ~1.2 µs a node, that is most of what small updates cost.
+
+    Args:
+        kernels: the members' :class:`CudaGroupKernel`, loop kind, in step order.
+    """
+
+    generated = True
+
+    def __init__(self, kernels):
+        self.kernels = kernels
+        self._built = {}  # the members' input strides -> (kernel, grid)
+
+    def __call__(self, batch, *args):
+        """Run each member on its inputs (``batch.members``' inputs, concatenated in
+        ``args``); the outputs, concatenated."""
+        outs, pointers, start, key = [], [], 0, []
+        for kernel, member in zip(self.kernels, batch.members):
+            mine = args[start:start + len(member.inputs)]
+            start += len(member.inputs)
+            _, o, p = kernel.operands(mine)
+            outs += o
+            pointers += p
+            key.append(tuple(a.strides for a in mine))
+        built = self._built.get(tuple(key))
+        if built is None:
+            built = self._built[tuple(key)] = self._build(args, batch)
+        kernel, grid = built
+        self.kernels[0].executor.device.backend.launch_generated(kernel, grid, (THREADS, 1, 1),
+                                                                 pointers)
+        return outs
+
+    def source(self, args, batch, max_blocks):
+        """The kernel source for the members' inputs ``args``, its name and its grid."""
+        members, start = [], 0
+        for kernel, member in zip(self.kernels, batch.members):
+            strides = [a.strides for a in args[start:start + len(member.inputs)]]
+            start += len(member.inputs)
+            blocks = launch_shape(kernel.group, max_blocks)[0][0]
+            members.append((kernel.group, strides, kernel.executor.storage, blocks))
+        body = batch_source(members, "KERNEL")
+        name = kernel_name(body)
+        return body.replace("KERNEL", name), name, (sum(m[3] for m in members), 1, 1)
+
+    def _build(self, args, batch):
+        backend = self.kernels[0].executor.device.backend
+        text, name, grid = self.source(args, batch, backend.max_blocks)
+        members = batch.members
+        if "src" in _debug_flags():
+            sys.stderr.write(f"---- generated {name} (a batch of {len(members)} loops) ----\n"
+                             f"{text}")
+        return backend.generated_kernel(name, text), grid
+
+
+CudaGroupKernel.batch = CudaLoopBatch
 
 
 def address(a):
@@ -292,8 +382,19 @@ def recording_generator(sources):
     and runs the group member by member: what the CI check compiles with NVRTC on a
     machine without a GPU."""
 
+    class RecordingBatch(CudaLoopBatch):
+        def __call__(self, batch, *args):
+            text, name, _ = self.source(args, batch, RECORDED_MAX_BLOCKS)
+            sources.setdefault(name, text)
+            outs, start = [], 0
+            for kernel, member in zip(self.kernels, batch.members):
+                outs += kernel(member, *args[start:start + len(member.inputs)])
+                start += len(member.inputs)
+            return outs
+
     class Recording(CudaGroupKernel):
         takes_destinations = False
+        batch = RecordingBatch
 
         def __call__(self, node, *args):
             text, name = self.source(args)
@@ -303,3 +404,7 @@ def recording_generator(sources):
             return [NDArray(o) for o in sub.execute(list(args))]
 
     return Recording
+
+
+#: the block limit the recorded batch sources assume (an H200's: 32 per multiprocessor)
+RECORDED_MAX_BLOCKS = 32 * 132

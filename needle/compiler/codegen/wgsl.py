@@ -181,8 +181,9 @@ class WgslGroupKernel:
     takes_destinations = True
     reductions = True
     #: WGSL cannot forbid contracting ``a * b + c`` into an FMA, and Vulkan drivers do it
-    #: (NVIDIA's on the H200): loops agree with their members to an ulp or two, not bitwise
+    #: (NVIDIA's on the H200): loops agree with their members to a product's rounding, not bitwise
     bitwise = False
+    batch = None  # (each group is a dispatch of its own)
 
     def __init__(self, graph, executor, in_place=None):
         self.group = Group(graph)
