@@ -8,7 +8,7 @@ import importlib.util
 import os
 
 from .backends import Backend, NotInSuite, Runnable
-from .suites import BN_EPS, RESNET9
+from .suites import BN_EPS, BN_MOMENTUM, RESNET9, flat_layers, walk
 
 # For developing on a machine without a GPU only: run the torch.compile variants on the
 # CPU so their code path can be exercised (not a benchmark configuration).
@@ -20,9 +20,9 @@ VARIANTS = (
     ("torch-cpu", "cpu", "eager", "CPU eager, all threads"),
     ("torch-cuda", "cuda", "eager", "CUDA eager"),
     ("torch-compile", "cuda", "compile", "torch.compile default (train: fwd+loss compiled, "
-                                         "backward and SGD step eager)"),
+                                         "backward and optimizer step eager)"),
     ("torch-compile-ro", "cuda", "compile-ro", 'torch.compile mode="reduce-overhead" (train: '
-                                               "fwd+loss compiled, SGD step eager)"),
+                                               "fwd+loss compiled, optimizer step eager)"),
     ("torch-cudagraph", "cuda", "cudagraph", "whole step captured as one CUDA graph"),
 )
 
@@ -85,7 +85,9 @@ def _builder(kind, mode):
 
 def _build(case, data, mode, device):
     torch = _torch()
-    build = {"matmul": matmul, "mlp": mlp, "resnet9": resnet9, "attention": attention}[case.suite]
+    build = {"matmul": matmul, "mlp": mlp, "resnet9": resnet9, "attention": attention,
+             "resnet9-train": resnet9_train, "transformer": transformer,
+             "lstm": lstm}[case.suite]
     runnable = build(torch, mode, torch.device(device), case, data)
     on_cuda = device == "cuda"
     if on_cuda:
@@ -144,7 +146,7 @@ def resnet9_model(torch, spec, params):
             _, cin, cout, k, stride = layer
             p = next(it)
             conv = nn.Conv2d(cin, cout, k, stride, padding=k // 2, bias=True)
-            bn = nn.BatchNorm2d(cout, eps=BN_EPS)
+            bn = nn.BatchNorm2d(cout, eps=BN_EPS, momentum=BN_MOMENTUM)
             with torch.no_grad():
                 conv.weight.copy_(t(p["w"]))
                 conv.bias.copy_(t(p["b"]))
@@ -170,6 +172,134 @@ def resnet9_model(torch, spec, params):
         raise ValueError(f"unknown layer {layer!r}")
 
     return nn.Sequential(*[make(layer) for layer in spec])
+
+
+def resnet9_state(torch, model):
+    """The parameters and running statistics of a resnet9_model, per layer of RESNET9 in walk
+    order and in the shared layout (suites.resnet9_params)."""
+    nn = torch.nn
+    mods = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear))]
+    out = []
+    for layer in (la for la in walk(RESNET9) if la[0] in ("convbn", "linear")):
+        if layer[0] == "convbn":
+            conv, bn = mods.pop(0), mods.pop(0)
+            out.append({"w": _np(conv.weight), "b": _np(conv.bias), "gamma": _np(bn.weight),
+                        "beta": _np(bn.bias), "mean": _np(bn.running_mean),
+                        "var": _np(bn.running_var)})
+        else:
+            lin = mods.pop(0)
+            out.append({"w": _np(lin.weight).T.copy(), "b": _np(lin.bias)})
+    return out
+
+
+def _load_linear(torch, lin, w, b):
+    """Load the shared (in, out) weight and the bias into ``torch.nn.Linear`` ``lin``."""
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(w.T.copy()))
+        lin.bias.copy_(torch.from_numpy(b))
+    return lin
+
+
+def transformer_model(torch, cfg, params):
+    """The causal language model written out from nn.Linear, nn.LayerNorm and
+    F.scaled_dot_product_attention, as Needle's nn.TransformerLayer computes it: pre-norm,
+    ``x + out(attn(norm1(x)))`` then ``x + ff2(relu(ff1(norm2(x))))``, causal, no dropout;
+    ``model(tokens)`` gives (batch * seq, vocab) logits."""
+    nn, F = torch.nn, torch.nn.functional
+    d, heads = cfg["dim"], cfg["heads"]
+
+    def linear(name, fan_in, fan_out):
+        return _load_linear(torch, nn.Linear(fan_in, fan_out), params[f"{name}.w"],
+                            params[f"{name}.b"])
+
+    def norm(name):
+        ln = nn.LayerNorm(d, eps=1e-5)
+        with torch.no_grad():
+            ln.weight.copy_(torch.from_numpy(params[f"{name}.w"]))
+            ln.bias.copy_(torch.from_numpy(params[f"{name}.b"]))
+        return ln
+
+    class Layer(nn.Module):
+        def __init__(self, i):
+            super().__init__()
+            self.norm1, self.norm2 = norm(f"l{i}.norm1"), norm(f"l{i}.norm2")
+            self.q, self.k, self.v, self.out = (linear(f"l{i}.{n}", d, d)
+                                                for n in ("q", "k", "v", "out"))
+            self.ff1, self.ff2 = linear(f"l{i}.ff1", d, cfg["ff"]), linear(f"l{i}.ff2", cfg["ff"], d)
+
+        def forward(self, x):
+            b, t, _ = x.shape
+            h = self.norm1(x)
+            q, k, v = (p(h).view(b, t, heads, d // heads).transpose(1, 2)
+                       for p in (self.q, self.k, self.v))
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + self.out(a.transpose(1, 2).reshape(b, t, d))
+            return x + self.ff2(F.relu(self.ff1(self.norm2(x))))
+
+    class CausalLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(cfg["vocab"], d)
+            with torch.no_grad():
+                self.embed.weight.copy_(torch.from_numpy(params["embed"]))
+            self.layers = nn.ModuleList(Layer(i) for i in range(cfg["layers"]))
+            self.head = linear("head", d, cfg["vocab"])
+
+        def forward(self, tokens):
+            h = self.embed(tokens)
+            for layer in self.layers:
+                h = layer(h)
+            return self.head(h).reshape(-1, cfg["vocab"])
+
+    return CausalLM()
+
+
+def transformer_state(torch, model):
+    """The CausalLM's parameters by their shared names (suites.transformer_params)."""
+    out = {"embed": _np(model.embed.weight)}
+    for i, layer in enumerate(model.layers):
+        for name in ("norm1", "q", "k", "v", "out", "norm2", "ff1", "ff2"):
+            m = getattr(layer, name)
+            w = _np(m.weight)
+            out[f"l{i}.{name}.w"] = w if name.startswith("norm") else w.T.copy()
+            out[f"l{i}.{name}.b"] = _np(m.bias)
+    out["head.w"], out["head.b"] = _np(model.head.weight).T.copy(), _np(model.head.bias)
+    return out
+
+
+def lstm_model(torch, cfg, params):
+    """nn.LSTM (sequence-first; the shared weights are in its layout) and a Linear on the
+    last step's hidden state."""
+    nn = torch.nn
+
+    class LastStep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(cfg["input"], cfg["hidden"], num_layers=cfg["layers"])
+            with torch.no_grad():
+                for i in range(cfg["layers"]):
+                    for name in ("w_ih", "w_hh", "b_ih", "b_hh"):
+                        torch_name = name.replace("w_", "weight_").replace("b_", "bias_")
+                        getattr(self.lstm, f"{torch_name}_l{i}").copy_(
+                            torch.from_numpy(params[f"l{i}.{name}"]))
+            self.head = _load_linear(torch, nn.Linear(cfg["hidden"], cfg["classes"]),
+                                     params["head.w"], params["head.b"])
+
+        def forward(self, x):
+            out, _ = self.lstm(x)
+            return self.head(out[-1])
+
+    return LastStep()
+
+
+def lstm_state(torch, model):
+    out = {}
+    for i in range(model.lstm.num_layers):
+        for name in ("w_ih", "w_hh", "b_ih", "b_hh"):
+            torch_name = name.replace("w_", "weight_").replace("b_", "bias_")
+            out[f"l{i}.{name}"] = _np(getattr(model.lstm, f"{torch_name}_l{i}"))
+    out["head.w"], out["head.b"] = _np(model.head.weight).T.copy(), _np(model.head.bias)
+    return out
 
 
 # ---------------------------------------------------------------- helpers
@@ -257,12 +387,23 @@ def _loss_module(torch, model):
     return WithLoss()
 
 
-def mlp(torch, mode, device, case, data):
-    model = mlp_model(torch, case.params["sizes"], data["weights"]).to(device)
-    x = torch.from_numpy(data["x"]).to(device)
-    y = torch.from_numpy(data["y"]).to(device)
-    params = list(model.parameters())
-    opt = torch.optim.SGD(params, lr=data["lr"])
+def _reset_optimizer(torch, opt):
+    """``opt`` as before its first step, in place (a captured graph reads these tensors):
+    zero momentum buffers, Adam moments and step counts give the first step's update."""
+    for state in opt.state.values():
+        for value in state.values():
+            if torch.is_tensor(value):
+                value.zero_()
+
+
+def _train(torch, mode, model, opt, x, y):
+    """The training step of ``model`` on (x, y) as ``mode`` runs it: zero grads, forward,
+    cross-entropy, backward, ``opt.step()``; torch.compile compiles forward and loss, and
+    "cudagraph" captures the whole step. Returns the validated step's loss and the step.
+
+    The validated step is one step from the initial state, run as it will be timed: after
+    the warm-up, recording or capture calls, which move the weights, the buffers (BatchNorm's
+    running statistics) and the optimizer's state, so all are restored first, in place."""
     loss_fn = _loss_module(torch, model)
     if mode.startswith("compile"):
         loss_fn = _compile(torch, loss_fn, mode)
@@ -277,19 +418,12 @@ def mlp(torch, mode, device, case, data):
         opt.step()
         return loss
 
-    def linear_params():
-        return [a for m in model if isinstance(m, torch.nn.Linear)
-                for a in (_np(m.weight).T.copy(), _np(m.bias))]
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
 
     def restore():
-        with torch.no_grad():
-            for p, p0 in zip(params, initial):
-                p.copy_(p0)
+        model.load_state_dict(initial)  # copies in place
+        _reset_optimizer(torch, opt)
 
-    # The validated step is one step from the initial weights, run as it will be timed:
-    # after the warm-up/recording calls (which move the weights, so they are restored;
-    # plain SGD has no other state).
-    initial = [p.detach().clone() for p in params]
     if mode == "cudagraph":
         graph, loss = _capture(torch, train_step)
         restore()
@@ -301,8 +435,52 @@ def mlp(torch, mode, device, case, data):
         restore()
         loss = train_step()
         step = train_step
-    output = {"loss": float(_np(loss)), "params": linear_params()}
-    return Runnable(output=output, step=step)
+    return float(_np(loss)), step
+
+
+def _labels(torch, y, device):
+    return torch.from_numpy(y.reshape(-1)).to(device)
+
+
+def mlp(torch, mode, device, case, data):
+    model = mlp_model(torch, case.params["sizes"], data["weights"]).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=data["lr"])
+    loss, step = _train(torch, mode, model, opt, torch.from_numpy(data["x"]).to(device),
+                        _labels(torch, data["y"], device))
+    params = [a for m in model if isinstance(m, torch.nn.Linear)
+              for a in (_np(m.weight).T.copy(), _np(m.bias))]
+    return Runnable(output={"loss": loss, "params": params}, step=step)
+
+
+def resnet9_train(torch, mode, device, case, data):
+    """ResNet9 in training mode (batch statistics; the running ones are updated, also under
+    CUDA-graph capture, where that update is part of the graph)."""
+    model = resnet9_model(torch, RESNET9, data["layers"]).to(device).train()
+    opt = torch.optim.SGD(model.parameters(), **data["sgd"])
+    loss, step = _train(torch, mode, model, opt, torch.from_numpy(data["x"]).to(device),
+                        _labels(torch, data["y"], device))
+    return Runnable(output={"loss": loss, "params": flat_layers(resnet9_state(torch, model))},
+                    step=step)
+
+
+def transformer(torch, mode, device, case, data):
+    model = transformer_model(torch, case.params, data["params"]).to(device)
+    adam = data["adam"]
+    # capturable: the step count lives on the GPU, so a captured step advances it
+    opt = torch.optim.Adam(model.parameters(), lr=adam["lr"], betas=adam["betas"],
+                           eps=adam["eps"], capturable=mode == "cudagraph")
+    loss, step = _train(torch, mode, model, opt, torch.from_numpy(data["tokens"]).to(device),
+                        _labels(torch, data["targets"], device))
+    return Runnable(output={"loss": loss, "params": transformer_state(torch, model)},
+                    step=step)
+
+
+def lstm(torch, mode, device, case, data):
+    model = lstm_model(torch, case.params, data["params"]).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=data["lr"])
+    loss, step = _train(torch, mode, model, opt, torch.from_numpy(data["x"]).to(device),
+                        _labels(torch, data["y"], device))
+    return Runnable(output={"loss": loss, "params": lstm_state(torch, model)}, step=step)
 
 
 def resnet9(torch, mode, device, case, data):

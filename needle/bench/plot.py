@@ -1,5 +1,5 @@
 """PNG plots: per suite, grouped bars (one group per case, one bar per backend).
-matmul shows GFLOP/s (higher is better); mlp and resnet9 show ms per step (lower is
+matmul shows GFLOP/s (higher is better); the other suites show ms per step (lower is
 better). Each bar is a row's median; rows that were skipped or failed validation have no bar
 and are listed under the plot."""
 import math
@@ -11,6 +11,12 @@ TITLES = {
     "matmul": ("matmul C = A @ B, fp32 (m x k x n)", "GFLOP/s (median)  - higher is better"),
     "mlp": ("MLP training step (SGD), fp32", "ms per step (median)  - lower is better"),
     "resnet9": ("ResNet9 inference, 3x64x64, fp32", "ms per batch (median)  - lower is better"),
+    "attention": ("attention forward + backward", "ms per step (median)  - lower is better"),
+    "resnet9-train": ("ResNet9 training step (BatchNorm train mode, SGD momentum), fp32",
+                      "ms per step (median)  - lower is better"),
+    "transformer": ("causal Transformer LM training step (Adam), fp32",
+                    "ms per step (median)  - lower is better"),
+    "lstm": ("2-layer LSTM training step (SGD), fp32", "ms per step (median)  - lower is better"),
 }
 
 

@@ -1,5 +1,5 @@
 """How much of the GPU a timed step uses: its share of the fp32 peak FLOP/s and of the
-memory bandwidth, for the suites whose work is known (``mlp``, ``resnet9``, ``matmul``).
+memory bandwidth, for the suites whose work is known (all but ``attention``).
 
 Work per step, counted the same for every backend:
 
@@ -7,9 +7,16 @@ Work per step, counted the same for every backend:
   ``2 b i o`` and, in a training step, its weight gradient and (except for the first
   layer, whose input needs no gradient) its input gradient; a convolution's
   ``2 b h w c_out c_in k^2``. Elementwise work is left out (it is small beside them).
+  The training suites other than ``mlp`` (``resnet9-train``, ``transformer``, ``lstm``)
+  count 3x the forward products (forward, input gradient, weight gradient: each the same
+  number of multiply-adds), so they overcount by the first layer's input gradient, which
+  no one computes; attention's two products are counted over the whole (seq, seq) square,
+  though causal kernels can skip half of it.
 * Bytes: the *compulsory* traffic in float32: parameters read once (and, in a training
   step, written once, with their gradients written once: they are left on ``p.grad``),
-  the input batch read once and the output written once. Everything else may stay on chip
+  the input batch read once and the output written once; an optimizer's buffers (SGD's
+  momentum, Adam's two moments) and BatchNorm's running statistics are read and written
+  once. Labels and token ids count 4 bytes each. Everything else may stay on chip
   in a perfect schedule, so this is a lower bound: a share near 100% means the step is at
   the bandwidth floor, not that it moves only these bytes.
 
@@ -37,6 +44,43 @@ def peaks(gpu):
     return None
 
 
+def resnet9_forward(batch, image):
+    """(forward FLOPs, trainable parameter count, running-statistic count) of RESNET9 on
+    ``batch`` images of shape ``image``."""
+    _, h, w = image
+    flops, params, stats = 0.0, 0, 0
+    for layer in walk(RESNET9):
+        if layer[0] == "convbn":
+            _, cin, cout, k, stride = layer
+            h, w = math.ceil(h / stride), math.ceil(w / stride)
+            flops += 2.0 * batch * h * w * cout * cin * k * k
+            params += cout * cin * k * k + 3 * cout  # bias, BatchNorm's weight and bias
+            stats += 2 * cout
+        elif layer[0] == "linear":
+            _, cin, cout = layer
+            flops += 2.0 * batch * cin * cout
+            params += cin * cout + cout
+    return flops, params, stats
+
+
+def transformer_forward(p):
+    """(forward FLOPs, parameter count) of the causal language model ``p`` describes."""
+    n, d, f, v = p["batch"] * p["seq"], p["dim"], p["ff"], p["vocab"]
+    per_layer = 2.0 * n * (4 * d * d + 2 * d * f) + 4.0 * n * p["seq"] * d  # + q k^T and p v
+    params = v * d + p["layers"] * (4 * d * d + 2 * d * f + 9 * d + f) + d * v + v
+    return p["layers"] * per_layer + 2.0 * n * d * v, params
+
+
+def lstm_forward(p):
+    """(forward FLOPs, parameter count) of the stacked LSTM and its head."""
+    h, flops, params = p["hidden"], 0.0, 0
+    for i in range(p["layers"]):
+        fan_in = p["input"] if i == 0 else h
+        flops += 2.0 * p["seq"] * p["batch"] * (fan_in + h) * 4 * h  # the four gates
+        params += (fan_in + h) * 4 * h + 8 * h
+    return flops + 2.0 * p["batch"] * h * p["classes"], params + h * p["classes"] + p["classes"]
+
+
 def work(case):
     """``(flops, bytes)`` of one timed step of ``case``, or ``None``."""
     p = case.params
@@ -49,20 +93,23 @@ def work(case):
         params = sum(i * o + o for i, o in pairs)
         products = 2 * sum(i * o for i, o in pairs) + sum(i * o for i, o in pairs[1:])
         return 2.0 * b * products, 4.0 * (3 * params + b * sizes[0] + b)
-    if case.suite == "resnet9":
-        b, (_, h, w) = p["batch"], p["image"]
-        flops, params = 0.0, 0
-        for layer in walk(RESNET9):
-            if layer[0] == "convbn":
-                _, cin, cout, k, stride = layer
-                h, w = math.ceil(h / stride), math.ceil(w / stride)
-                flops += 2.0 * b * h * w * cout * cin * k * k
-                params += cout * cin * k * k + 5 * cout  # bias, BatchNorm's four
-            elif layer[0] == "linear":
-                _, cin, cout = layer
-                flops += 2.0 * b * cin * cout
-                params += cin * cout + cout
-        return flops, 4.0 * (params + b * math.prod(p["image"]) + b * 10)
+    if case.suite in ("resnet9", "resnet9-train"):
+        b = p["batch"]
+        flops, params, stats = resnet9_forward(b, p["image"])
+        io = b * math.prod(p["image"]) + b * 10  # images in, logits out (or labels in)
+        if case.suite == "resnet9":
+            return flops, 4.0 * (params + stats + io)
+        # parameters read and written, gradients written, momentum read and written;
+        # running statistics read and written
+        return 3 * flops, 4.0 * (5 * params + 2 * stats + io)
+    if case.suite == "transformer":
+        flops, params = transformer_forward(p)
+        # parameters read and written, gradients written, two Adam moments read and written
+        return 3 * flops, 4.0 * (7 * params + 2 * p["batch"] * p["seq"])
+    if case.suite == "lstm":
+        flops, params = lstm_forward(p)
+        inputs = p["seq"] * p["batch"] * p["input"] + p["batch"]
+        return 3 * flops, 4.0 * (3 * params + inputs)
     return None
 
 

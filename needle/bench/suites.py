@@ -10,7 +10,21 @@ Canonical layouts (each backend converts from these):
              "beta", "mean", "var"}, linear {"w" (in, out), "b"}; x (batch, 3, 64, 64).
     attention: q, k, v and the output gradient dout, (batch, heads, seq, dim) standard
              normal; one step is softmax(q k^T / sqrt(dim)) v forward and its backward.
+    resnet9-train: "layers" as resnet9 (mean/var the initial running statistics); x as
+             resnet9, y (batch,) int64 labels; "sgd" the optimizer's settings.
+    transformer: "params" name -> array: "embed" (vocab, dim); per layer l "l{l}.norm1.w",
+             ".norm1.b", ".q.w" (dim, dim) (in, out) and ".q.b", the same for k, v and out,
+             ".norm2.w/.b", ".ff1.w" (dim, ff), ".ff1.b", ".ff2.w" (ff, dim), ".ff2.b"; then
+             "head.w" (dim, vocab), "head.b"; tokens and targets (batch, seq) int64, the
+             targets being the next tokens.
+    lstm:    "params" name -> array in PyTorch's layout: per layer l "l{l}.w_ih" (4h, in),
+             "l{l}.w_hh" (4h, h), "l{l}.b_ih", "l{l}.b_hh" (4h,), gates (i, f, g, o); then
+             "head.w" (h, classes) (in, out), "head.b"; x (seq, batch, input) standard
+             normal, y (batch,) int64 labels.
+The three training suites' results are {"loss": float, "params": name -> array} after one
+step, in these layouts (resnet9-train's names from ``flat_layers``).
 """
+import fnmatch
 import zlib
 from dataclasses import dataclass, field
 
@@ -18,7 +32,9 @@ import numpy as np
 
 from .validation import Check
 
-SUITES = ("matmul", "mlp", "resnet9", "attention")
+SUITES = ("matmul", "mlp", "resnet9", "attention", "resnet9-train", "transformer", "lstm")
+#: suites whose step is a training step checked by the loss and each parameter's update
+TRAIN_SUITES = ("resnet9-train", "transformer", "lstm")
 
 # (m, k, n): C = A @ B
 MATMUL_SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 4096, 4096),
@@ -63,6 +79,28 @@ BN_EPS = 1e-5
 ATTENTION_SHAPES = [(8, 12, 128, 64), (8, 12, 512, 64)]
 ATTENTION_QUICK = [(2, 2, 16, 16)]
 
+# resnet9-train: the same network in training mode (batch statistics; the running ones
+# updated with PyTorch's default momentum), cross-entropy over 10 classes, SGD with momentum
+# and weight decay (torch.optim.SGD's rule: weight decay is added to the gradient).
+RESNET9_TRAIN_BATCHES, RESNET9_TRAIN_QUICK_BATCHES = (32, 64), (2,)
+RESNET9_CLASSES = 10
+RESNET9_SGD = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
+BN_MOMENTUM = 0.1
+
+# transformer: a causal language model, Embedding -> pre-norm TransformerLayers (no
+# positional embedding, no dropout, ReLU feed-forward, every Linear with a bias) -> Linear to
+# the vocabulary, cross-entropy at every position, Adam (PyTorch's defaults but lr).
+TRANSFORMER = {"vocab": 2048, "dim": 512, "heads": 8, "ff": 2048, "layers": 2, "batch": 16,
+               "seq": 128}
+TRANSFORMER_QUICK = {"vocab": 64, "dim": 32, "heads": 2, "ff": 64, "layers": 2, "batch": 2,
+                     "seq": 8}
+ADAM = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8}
+
+# lstm: a stacked LSTM over the sequence, its last step's hidden state -> Linear, plain SGD.
+LSTM = {"input": 256, "hidden": 512, "layers": 2, "seq": 64, "batch": 32, "classes": 10}
+LSTM_QUICK = {"input": 8, "hidden": 16, "layers": 2, "seq": 5, "batch": 3, "classes": 10}
+LSTM_LR = 0.01
+
 # Relative-error tolerances (||out - ref|| / ||ref||). fp32 lands far below these; TF32 or
 # bf16 arithmetic (~3e-4 and up) fails the matmul check on purpose: this suite is fp32.
 MATMUL_TOL = 1e-4
@@ -70,6 +108,33 @@ MLP_LOSS_TOL = 1e-4
 MLP_UPDATE_TOL = 1e-2   # the weight update lr*grad; fp32 noise reaches ~7e-4 on deep-6L
 RESNET9_TOL = 1e-3
 ATTENTION_TOL = 2e-2  # bf16 inputs and outputs (8-bit mantissa)
+# The training suites. Measured on the CPU (Needle eager and compiled, JAX, against PyTorch;
+# the quick and full cases): the loss within 7e-7 of PyTorch's, so MLP_LOSS_TOL.
+TRAIN_LOSS_TOL = MLP_LOSS_TOL
+# The updates (and resnet9-train's running-statistic changes) by parameter name, the first
+# pattern that matches; None: not compared.
+TRAIN_UPDATE_TOLS = {
+    "resnet9-train": {
+        # measured 1.6e-6 (var), 8e-7 (mean)
+        "*.mean": 1e-4, "*.var": 1e-4,
+        # A conv bias has no gradient in exact arithmetic (training-mode BatchNorm subtracts
+        # the batch mean): its update is weight decay's lr * wd * b, ~1e-7 per element, seen
+        # through the float32 rounding of b (~2e-9). Measured 4e-3. (Layers 0-7 of RESNET9
+        # are its convolutions.)
+        "layer[0-7].b": 2e-2,
+        # measured 2.4e-3 at b64 (layer1.beta): PyTorch CPU's own error, Needle and JAX are
+        # within 2e-4 of a float64 PyTorch step; 3.7e-6 at b32
+        "*": 1e-2},
+    "transformer": {
+        # Adam's first step is ~lr * sign(grad), so a gradient that is zero in exact
+        # arithmetic becomes an update of rounding noise times lr: the key projection's
+        # bias is one (softmax is unchanged by a shift of all of a query's scores), and its
+        # updates differ by 1.2-1.7x between backends.
+        "*.k.b": None,
+        # measured 2.6e-4 (JAX), 1.3e-4 (Needle), in the Linear weights at full size
+        "*": 1e-2},
+    "lstm": {"*": 1e-3},  # measured 2.9e-5 at full size, 5.4e-6 quick
+}
 
 
 @dataclass
@@ -103,6 +168,16 @@ def cases(suite, quick=False):
                      # two products forward, four backward
                      6 * 2.0 * b * h * t * t * d)
                 for b, h, t, d in (ATTENTION_QUICK if quick else ATTENTION_SHAPES)]
+    if suite == "resnet9-train":
+        return [Case(suite, f"b{b}", {"batch": b, "image": RESNET9_IMAGE})
+                for b in (RESNET9_TRAIN_QUICK_BATCHES if quick else RESNET9_TRAIN_BATCHES)]
+    if suite == "transformer":
+        c = TRANSFORMER_QUICK if quick else TRANSFORMER
+        return [Case(suite, f"d{c['dim']}h{c['heads']}v{c['vocab']}/b{c['batch']}s{c['seq']}",
+                     dict(c))]
+    if suite == "lstm":
+        c = LSTM_QUICK if quick else LSTM
+        return [Case(suite, f"i{c['input']}h{c['hidden']}/b{c['batch']}s{c['seq']}", dict(c))]
     raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
 
 
@@ -132,6 +207,18 @@ def make_data(case, seed=0):
         shape = (p["batch"], p["heads"], p["seq"], p["dim"])
         return {name: rng.standard_normal(shape, dtype=np.float32)
                 for name in ("q", "k", "v", "dout")}
+    if case.suite == "resnet9-train":
+        return {"layers": resnet9_params(RESNET9, rng), "sgd": dict(RESNET9_SGD),
+                "x": rng.standard_normal((p["batch"],) + tuple(p["image"]), dtype=np.float32),
+                "y": rng.integers(0, RESNET9_CLASSES, p["batch"]).astype(np.int64)}
+    if case.suite == "transformer":
+        text = rng.integers(0, p["vocab"], (p["batch"], p["seq"] + 1)).astype(np.int64)
+        return {"params": transformer_params(p, rng), "adam": dict(ADAM),
+                "tokens": text[:, :-1].copy(), "targets": text[:, 1:].copy()}
+    if case.suite == "lstm":
+        return {"params": lstm_params(p, rng), "lr": LSTM_LR,
+                "x": rng.standard_normal((p["seq"], p["batch"], p["input"]), dtype=np.float32),
+                "y": rng.integers(0, p["classes"], p["batch"]).astype(np.int64)}
     raise ValueError(case.suite)
 
 
@@ -157,6 +244,59 @@ def resnet9_params(spec, rng):
     return out
 
 
+def transformer_params(cfg, rng):
+    """The causal language model's weights (names in the module docstring). Linear weights
+    ~ N(0, 1/fan_in), so that attention is far from uniform; biases and LayerNorm's affine
+    terms are non-trivial, so that a backend ignoring one of them fails validation."""
+    def linear(fan_in, fan_out):
+        return ((rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)).astype(np.float32),
+                (rng.standard_normal(fan_out) * 0.02).astype(np.float32))
+
+    def norm():
+        return (rng.uniform(0.8, 1.2, cfg["dim"]).astype(np.float32),
+                (rng.standard_normal(cfg["dim"]) * 0.02).astype(np.float32))
+
+    d, f = cfg["dim"], cfg["ff"]
+    out = {"embed": rng.standard_normal((cfg["vocab"], d)).astype(np.float32)}
+    for i in range(cfg["layers"]):
+        shapes = [("norm1", None), ("q", (d, d)), ("k", (d, d)), ("v", (d, d)),
+                  ("out", (d, d)), ("norm2", None), ("ff1", (d, f)), ("ff2", (f, d))]
+        for name, shape in shapes:
+            w, b = norm() if shape is None else linear(*shape)
+            out[f"l{i}.{name}.w"], out[f"l{i}.{name}.b"] = w, b
+    out["head.w"], out["head.b"] = linear(d, cfg["vocab"])
+    return out
+
+
+def lstm_params(cfg, rng):
+    """The LSTM's and the head's weights, U(-1/sqrt(hidden), 1/sqrt(hidden)) as PyTorch
+    initialises them (names and layout in the module docstring)."""
+    h = cfg["hidden"]
+    bound = 1.0 / np.sqrt(h)
+
+    def u(*shape):
+        return rng.uniform(-bound, bound, shape).astype(np.float32)
+
+    out = {}
+    for i in range(cfg["layers"]):
+        fan_in = cfg["input"] if i == 0 else h
+        out.update({f"l{i}.w_ih": u(4 * h, fan_in), f"l{i}.w_hh": u(4 * h, h),
+                    f"l{i}.b_ih": u(4 * h), f"l{i}.b_hh": u(4 * h)})
+    out["head.w"], out["head.b"] = u(h, cfg["classes"]), u(cfg["classes"])
+    return out
+
+
+def flat_layers(layers):
+    """resnet9's per-layer dicts as one name -> array dict ("layer3.gamma")."""
+    return {f"layer{i}.{k}": v for i, layer in enumerate(layers) for k, v in layer.items()}
+
+
+def initial_params(case, data):
+    """The parameters (and running statistics) before the step, as a training suite's
+    result names them."""
+    return flat_layers(data["layers"]) if case.suite == "resnet9-train" else data["params"]
+
+
 def walk(spec):
     """Every layer of a nested spec, depth first (residual blocks by their contents)."""
     for layer in spec:
@@ -167,8 +307,9 @@ def walk(spec):
 
 
 def reference(case, data):
-    """What every backend's output is compared with: NumPy float64 for matmul, PyTorch CPU
-    float32 with the same weights for mlp and resnet9. Raises ImportError without torch."""
+    """What every backend's output is compared with: NumPy float64 for matmul and
+    attention, PyTorch CPU float32 with the same weights for the others. Raises ImportError
+    without torch."""
     if case.suite == "matmul":
         return data["a"].astype(np.float64) @ data["b"].astype(np.float64)
     if case.suite == "attention":
@@ -186,22 +327,47 @@ def checks(case, out, ref, data):
     if case.suite == "attention":
         return [Check(name, out[name], ref[name], ATTENTION_TOL) for name in ref]
     if case.suite == "mlp":
-        # The weights barely move in one step (lr * grad is ~1e-4 of them), so compare the
-        # update itself; a small floor keeps float32 rounding of W from dominating it.
-        result = [Check("loss", out["loss"], ref["loss"], MLP_LOSS_TOL)]
-        initial = [a for w, b in data["weights"] for a in (w, b)]
-        for i, (new, new_ref, old) in enumerate(zip(out["params"], ref["params"], initial)):
-            old = old.astype(np.float64)
-            floor = 1e-5 * float(np.linalg.norm(np.asarray(new_ref, np.float64)))
-            result.append(Check(f"update of {'W' if i % 2 == 0 else 'b'}{i // 2}",
-                                np.asarray(new, np.float64) - old,
-                                np.asarray(new_ref, np.float64) - old, MLP_UPDATE_TOL,
-                                floor=floor))
-        if len(out["params"]) != len(ref["params"]):
-            result.append(Check("parameter count", np.array([len(out["params"])]),
-                                np.array([len(ref["params"])]), 0.0))
-        return result
+        def named(params):
+            return {f"{'W' if i % 2 == 0 else 'b'}{i // 2}": a for i, a in enumerate(params)}
+        initial = named([a for w, b in data["weights"] for a in (w, b)])
+        return ([Check("loss", out["loss"], ref["loss"], MLP_LOSS_TOL)]
+                + update_checks(named(out["params"]), named(ref["params"]), initial,
+                                lambda name: MLP_UPDATE_TOL))
+    if case.suite in TRAIN_SUITES:
+        return ([Check("loss", out["loss"], ref["loss"], TRAIN_LOSS_TOL)]
+                + update_checks(out["params"], ref["params"], initial_params(case, data),
+                                lambda name: train_update_tol(case.suite, name)))
     raise ValueError(case.suite)
+
+
+def train_update_tol(suite, name):
+    """The tolerance of parameter ``name``'s update in training suite ``suite``: that of the
+    first pattern of TRAIN_UPDATE_TOLS that matches (None: not compared)."""
+    return next(tol for pattern, tol in TRAIN_UPDATE_TOLS[suite].items()
+                if fnmatch.fnmatchcase(name, pattern))
+
+
+def update_checks(new, new_ref, initial, tol):
+    """One Check per name of ``initial``: the update ``new - initial`` against
+    ``new_ref - initial``, within ``tol(name)`` (None: that name is not compared).
+
+    The weights barely move in one step (lr * grad is ~1e-4 of them), so comparing the
+    weights themselves would not see a wrong gradient; a small floor keeps float32 rounding
+    of W from dominating an update that is ~0. A missing or extra name fails."""
+    result = []
+    for name, old in initial.items():
+        limit = tol(name)
+        if limit is None:
+            continue
+        old = np.asarray(old, np.float64)
+        ref = np.asarray(new_ref[name], np.float64)
+        got = np.asarray(new[name], np.float64) if name in new else np.array(np.nan)
+        result.append(Check(f"update of {name}", got - old, ref - old, limit,
+                            floor=1e-5 * float(np.linalg.norm(ref))))
+    if set(new) != set(initial):
+        result.append(Check("parameter names", np.array([len(set(new) ^ set(initial))]),
+                            np.array([0]), 0.0))
+    return result
 
 
 def attention_reference(q, k, v, dout):

@@ -368,18 +368,24 @@ class Executor:
         constant_bytes = sum(self.nbytes(v) for v in self._constants) + sum(
             sub.info["constant_bytes"] for sub in self._sub.values())
         live = {v for v in graph.inputs if last[v] >= 0}
-        peak_bytes = constant_bytes + sum(self.nbytes(v) for v in live)
-        peak_values = len(live)
+        live_bytes = sum(self.nbytes(v) for v in live)  # (kept as values come and go)
+        peak_bytes, peak_values = constant_bytes + live_bytes, len(live)
         for node, (_, _, free) in zip(graph.nodes, self._steps):
-            live.update(v for v in node.outputs if v not in self._constants)
+            for v in node.outputs:
+                if v not in self._constants and v not in live:
+                    live.add(v)
+                    live_bytes += self.nbytes(v)
             inner = 0
             if node in self._sub:  # a decomposition's own temporaries, beyond its in/outputs
                 sub = self._sub[node]
                 inner = max(0, sub.info["planned_peak_bytes"] - sub.info["constant_bytes"] - sum(
                     sub.nbytes(v) for v in set(sub.graph.inputs) | set(sub.graph.outputs)))
-            peak_bytes = max(peak_bytes, constant_bytes + inner + sum(self.nbytes(v) for v in live))
+            peak_bytes = max(peak_bytes, constant_bytes + inner + live_bytes)
             peak_values = max(peak_values, len(live) + len(self._constants))
-            live.difference_update(free)
+            for v in free:
+                if v in live:
+                    live.remove(v)
+                    live_bytes -= self.nbytes(v)
         self.info = {"planned_peak_bytes": peak_bytes, "constant_bytes": constant_bytes,
                      "max_live_values": peak_values, "last_use": last, "nodes": end}
 

@@ -40,6 +40,8 @@ NAME = "needle.fusion"
 
 #: ops a group takes in when they feed it alone
 FEEDERS = ("broadcast_in_dim", "reshape")
+#: groups a cycle check visits before it gives up and keeps the two groups apart
+CYCLE_SEARCH = 64
 
 
 def _elementwise(node):
@@ -84,9 +86,13 @@ class _Groups:
         """Whether joining groups ``a`` and ``b`` makes a path that leaves the joined group
         come back into it (through other nodes or groups). Nodes from ``last`` (the
         latest member) on are not grouped yet and come after every member: no such path
-        goes through them."""
+        goes through them. A search that reaches more than :data:`CYCLE_SEARCH` groups
+        answers yes: the two are far apart (a backward op and the forward value it
+        reads), where a join rarely holds and the search would make the pass quadratic."""
         seen, stack = {a, b}, [a, b]
         while stack:
+            if len(seen) > CYCLE_SEARCH:
+                return True
             g = stack.pop()
             for user in self.readers(g):
                 h = self.of[user]
