@@ -361,3 +361,62 @@ def test_linear_ops_float64_match_numpy(device, rng, m, k, n):
     for got, want in ((dx, g @ w.T), (dw, x.T @ g), (db, g.sum(axis=0))):
         np.testing.assert_allclose(get(be, got).reshape(want.shape), want, rtol=1e-12,
                                    atol=1e-12 * np.abs(want).max())
+
+
+# -- embedding kernels: ids read on the device ----------------------------------------------
+def _embedding_backend(device, dtype):
+    be = held(device, dtype)
+    if not be.supports("embedding", dtype):
+        pytest.skip(f"{device.name} has no embedding kernel (the ops layer gathers)")
+    return be
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_embedding_picks_rows_and_gives_nan_for_ids_out_of_range(device, rng, dtype):
+    be = _embedding_backend(device, dtype)
+    rows, dim = 13, 37
+    weight = rng.standard_normal((rows, dim)).astype(dtype)
+    ids = rng.integers(0, rows, 50).astype(dtype)
+    ids[[3, 17, 40]] = (-1, rows, -0.5)  # (-0.5 truncates to 0 but is out of range)
+    out = upload(be, sentinel(ids.size * dim, dtype))
+    be.embedding(upload(be, weight), upload(be, ids), out, ids.size, rows, dim)
+    got = get(be, out).reshape(ids.size, dim)
+    bad = np.isin(np.arange(ids.size), [3, 17, 40])
+    assert np.isnan(got[bad]).all()
+    np.testing.assert_array_equal(got[~bad], weight[ids[~bad].astype(np.int64)])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_embedding_backward_sums_repeated_ids_and_skips_bad_ones(device, rng, dtype):
+    be = _embedding_backend(device, dtype)
+    rows, dim, n = 7, 33, 300  # every row picked many times over
+    grad = rng.standard_normal((n, dim)).astype(dtype)
+    ids = rng.integers(0, rows, n).astype(dtype)
+    ids[[5, 6]] = (rows + 3, -2)
+    dweight = upload(be, sentinel(rows * dim, dtype))  # (zeroed by the op)
+    be.embedding_backward(upload(be, grad), upload(be, ids), dweight, n, rows, dim)
+    want = torch.zeros(rows, dim, dtype=getattr(torch, dtype))
+    ok = np.ones(n, dtype=bool)
+    ok[[5, 6]] = False
+    want.index_add_(0, torch.from_numpy(ids[ok].astype(np.int64)), torch.from_numpy(grad[ok]))
+    np.testing.assert_allclose(get(be, dweight).reshape(rows, dim), want.numpy(),
+                               **{k: v * 10 for k, v in TOL[dtype].items()})
+
+
+def test_embedding_op_matches_torch_forward_and_backward(device, rng):
+    """ops.embedding (the kernel where the backend has one, else the gather) against
+    torch.nn.functional.embedding, ids of shape (3, 5) with repeats."""
+    dtype = "float64" if "float64" in device.backend.dtypes else "float32"
+    weight = rng.standard_normal((11, 4))
+    ids = rng.integers(0, 11, (3, 5))
+    w = needle.Tensor(weight, device=device, dtype=dtype, requires_grad=True)
+    out = ops.embedding(w, needle.Tensor(ids.astype(dtype), device=device))
+    g = rng.standard_normal(out.shape)
+    (out * needle.Tensor(g, device=device, dtype=dtype)).sum().backward()
+    tw = torch.tensor(weight, requires_grad=True)
+    tout = torch.nn.functional.embedding(torch.from_numpy(ids), tw)
+    (tout * torch.from_numpy(g)).sum().backward()
+    np.testing.assert_allclose(out.numpy(), tout.detach().numpy(), **TOL[dtype])
+    np.testing.assert_allclose(w.grad.numpy(), tw.grad.numpy(), **TOL[dtype])
+    with pytest.raises(IndexError, match="ids must lie in"):
+        ops.embedding(w, needle.Tensor(np.array([0.0, 11.0]), device=device))

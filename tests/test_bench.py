@@ -113,22 +113,12 @@ def train_run(tmp_path_factory):
     return code, json.loads((out / "results.json").read_text())["rows"]
 
 
-#: needle.compile cannot trace an Embedding of token tensors yet (the gather reads its ids
-#: on the host): the row is skipped with that error. Once it can, the row must validate.
-COMPILE_UNSUPPORTED = {("transformer", "needle-cpu-compiled"):
-                       "skipped: needle.compile cannot compile this step"}
-
-
 def test_training_suites_run_and_validate_on_the_cpu(train_run):
     code, rows = train_run
     assert {(r["suite"], r["backend"]) for r in rows} == {
         (s, b) for s in suites.TRAIN_SUITES
         for b in ("needle-cpu", "needle-cpu-compiled", "torch-cpu")}
     for r in rows:
-        known = COMPILE_UNSUPPORTED.get((r["suite"], r["backend"]))
-        if known and not r["status"].startswith("ok"):
-            assert r["status"].startswith(known) and "embedding" in r["status"], r["status"]
-            continue
         assert r["status"] == "ok" and r["valid"] and r["rel_err"] <= r["tol"], r
         assert r["iters"] == 3 and r["median_ms"] > 0
         if r["backend"] == "needle-cpu-compiled":

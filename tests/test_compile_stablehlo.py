@@ -30,13 +30,30 @@ def _cnn(rng):
     return model, optim.SGD(model.parameters(), lr=0.05, momentum=0.9), (2, 2, 4, 4)
 
 
+class _Tokens(nn.Module):
+    """Embedding(7, 5) -> Linear(5, 3) per token: the gather and its scatter-add gradient."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.head = nn.Embedding(7, 5), nn.Linear(5, 3)
+
+    def forward(self, ids):
+        return self.head(self.embed(ids))
+
+
+def _tokens(rng):
+    model = _Tokens()  # (ids repeat: the gradient sums rows)
+    return model, optim.SGD(model.parameters(), lr=0.1), rng.integers(0, 7, 6)
+
+
 def _lowered(make, opt_level, composites):
     rng = np.random.default_rng(11)
     np.random.seed(11)
     model, opt, x_shape = make(rng)
     step = training_step(model, opt)
-    x = needle.Tensor(rng.standard_normal(x_shape).astype("float32"))
-    y = needle.Tensor(rng.integers(0, 3, x_shape[0]).astype("float32"))
+    x = needle.Tensor(x_shape.astype("float32") if isinstance(x_shape, np.ndarray) else
+                      rng.standard_normal(x_shape).astype("float32"))
+    y = needle.Tensor(rng.integers(0, 3, x.shape[0]).astype("float32"))
     run = needle.compile(step, opt_level=opt_level)
     for _ in range(3):
         run(x, y)
@@ -46,7 +63,8 @@ def _lowered(make, opt_level, composites):
 
 @pytest.mark.parametrize("composites", ["decompose", "keep"])
 @pytest.mark.parametrize("opt_level", [0, 2])
-@pytest.mark.parametrize("make", [_mlp, _mlp_adam, _cnn], ids=["mlp_sgd", "mlp_adam", "cnn_bn"])
+@pytest.mark.parametrize("make", [_mlp, _mlp_adam, _cnn, _tokens],
+                         ids=["mlp_sgd", "mlp_adam", "cnn_bn", "embedding"])
 def test_exported_step_runs_on_jaxlibs_interpreter(make, opt_level, composites):
     low, arguments = _lowered(make, opt_level, composites)
     text = low.as_stablehlo(composites=composites)

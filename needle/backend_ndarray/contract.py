@@ -28,7 +28,7 @@ fused       ``logsumexp``, ``softmax``, ``cross_entropy``, ``layernorm``,
             ``layernorm_backward``, ``bias_act``, ``batchnorm``, ``sgd_update``,
             ``adam_update``
 layers      ``linear``, ``linear_backward``, ``conv``, ``conv_backward``,
-            ``attention``, ``attention_backward``
+            ``attention``, ``attention_backward``, ``embedding``, ``embedding_backward``
 =========== ===================================================================
 
 The *fused* and *layers* groups are optional: ``backend.supports(name)`` says whether a
@@ -67,9 +67,11 @@ BINARY_OPS = ("add", "sub", "mul", "div", "pow", "maximum", "minimum",
 REDUCE_OPS = ("sum", "max")
 FUSED_OPS = ("logsumexp", "softmax", "cross_entropy", "layernorm", "layernorm_backward",
              "bias_act", "batchnorm", "sgd_update", "adam_update")
-#: whole layers as optional ops, for backends that hand them to a vendor library (cudnn)
+#: whole layers as optional ops, for backends that hand them to a vendor library (cudnn) or
+#: have a kernel of their own for them (embedding: the ids read on the device)
 LAYER_OPS = ("linear", "linear_backward", "conv", "conv_backward", "attention",
-             "attention_backward", "batchnorm_train", "batchnorm_train_backward")
+             "attention_backward", "batchnorm_train", "batchnorm_train_backward", "embedding",
+             "embedding_backward")
 ACTIVATIONS = ("identity", "relu")
 #: activations the fused ``linear`` op applies (a matmul epilogue); GELU is the tanh form
 LINEAR_ACTIVATIONS = ("identity", "relu", "gelu")
@@ -171,6 +173,20 @@ class Backend:
         (the adjoint of :meth:`take`). ``out`` holds the values to add to (the ops layer
         zeroes it first); ``index`` is as in :meth:`take`, with ``a.size`` elements."""
         self._missing("scatter_add")
+
+    def embedding(self, weight, ids, out, n, rows, dim):
+        """``out[i, :] = weight[ids[i], :]`` for the ``n`` ids; ``weight`` is (rows, dim) and
+        ``ids`` holds row indices stored in weight's dtype (as cross_entropy's labels). An
+        id outside ``[0, rows)`` gives a row of NaN, never a read outside ``weight``:
+        compiled replays do not check the ids as eager calls do. The index is the id
+        truncated toward zero."""
+        self._missing("embedding")
+
+    def embedding_backward(self, grad, ids, dweight, n, rows, dim):
+        """``dweight = 0``, then ``dweight[ids[i], :] += grad[i, :]`` for the ``n`` ids
+        (repeats summed, in any order: a GPU adds them with atomics); an id outside
+        ``[0, rows)`` adds nothing."""
+        self._missing("embedding_backward")
 
     def matmul(self, a, b, out, batch, m, k, n):
         self._missing("matmul")

@@ -138,6 +138,18 @@ class NumpyBackend(Backend):
             g[...] = e / s
         g[np.arange(rows)[~bad], idx[~bad]] -= 1
 
+    def embedding(self, weight, ids, out, n, rows, dim):
+        index, valid = _row_ids(ids, rows)
+        with np.errstate(invalid="ignore"):
+            out.reshape(n, dim)[...] = np.where(valid[:, None], weight.reshape(rows, dim)[index],
+                                                np.nan)
+
+    def embedding_backward(self, grad, ids, dweight, n, rows, dim):
+        index, valid = _row_ids(ids, rows)
+        dw = dweight.reshape(rows, dim)
+        dw[...] = 0
+        np.add.at(dw, index[valid], grad.reshape(n, dim)[valid])
+
     def layernorm(self, x, weight, bias, out, mean, rstd, rows, cols, eps):
         x = x.reshape(rows, cols)
         mu = x.mean(axis=1)
@@ -290,6 +302,13 @@ def _attention_scores(q, k, batch, seq_q, seq_k, dim, scale, causal):
     if causal:
         scores[:, np.triu(np.ones((seq_q, seq_k), dtype=bool), 1)] = -np.inf
     return scores
+
+
+def _row_ids(ids, rows):
+    """Embedding ids (floats) as row indices, and which lie in ``[0, rows)`` (the others
+    index row 0, to be masked)."""
+    valid = (ids >= 0) & (ids < rows)
+    return np.where(valid, ids, 0).astype(np.int64), valid
 
 
 def _logsumexp_rows(x):

@@ -93,7 +93,8 @@ class Executor:
                 self._host[node.output] = value
                 self._constants[node.output] = self.upload(value, node.output)
             elif node.op == "composite":
-                kernel = self._kernel(node) if fused_kernels else None
+                kernel = self._kernel(node) if fused_kernels or \
+                    node.attrs["name"] in ALWAYS_FUSED else None
                 if generator is not None and (kernel is None or node.attrs["name"] in UPDATES):
                     kernel = self._generated(node, generator) or kernel
                 if kernel is not None:
@@ -990,6 +991,20 @@ def _cross_entropy_kernel(node, logits, labels):
     return [loss, grad]
 
 
+def _embedding_kernel(node, weight, ids):
+    (rows, dim), n = weight.shape, ids.size
+    out = _new(weight, (n, dim))
+    weight.device.backend.embedding(*_handles(weight, ids), out._handle, n, rows, dim)
+    return out
+
+
+def _embedding_backward_kernel(node, grad, ids):
+    (n, dim), rows = grad.shape, node.attrs["rows"]
+    out = _new(grad, (rows, dim))
+    grad.device.backend.embedding_backward(*_handles(grad, ids), out._handle, n, rows, dim)
+    return out
+
+
 def _written(a):
     """``a``, whose buffer a kernel is about to overwrite (data derived from it goes)."""
     wrote = getattr(a._handle, "wrote", None)
@@ -1031,7 +1046,12 @@ FUSED = {
     "needle.linear_backward": ("linear_backward", ("dx", "bias"), _linear_backward_kernel),
     "needle.attention": ("attention", ("scale", "causal", "key_transposed"), _attention_kernel),
     "needle.cross_entropy": ("cross_entropy", (), _cross_entropy_kernel),
+    "needle.embedding": ("embedding", (), _embedding_kernel),
+    "needle.embedding_backward": ("embedding_backward", ("rows",), _embedding_backward_kernel),
 }
+#: composites run as their kernel at every level where the backend has it: their
+#: decompositions gather at data-dependent positions, which the executor reads on the host
+ALWAYS_FUSED = ("needle.embedding", "needle.embedding_backward")
 
 
 def _sgd_kernel(node, scalars, inplace, p, g, buf=None):

@@ -14,7 +14,7 @@ import numpy as np
 from ..autograd import Tensor, TensorOp, find_topo_sort, grad_enabled, no_grad
 from ..backend_ndarray import NDArray, compact_strides, full
 from ..backend_ndarray import where as nd_where
-from .. import init
+from .. import _trace_state, init
 from ..errors import DeviceMismatchError, DTypeError
 from .movement import broadcast_to, concatenate, get_item as basic_get_item, reshape
 
@@ -244,20 +244,82 @@ def where(condition, a, b):
     return Where()(*(broadcast_to(t, shape) for t in (condition, a, b)))
 
 
+class Embedding(TensorOp):
+    """Rows of ``weight`` (rows, dim) picked by ``ids`` (row indices in weight's dtype, on
+    its device): the backend's embedding kernel reads the ids on the device."""
+
+    def compute(self, weight, ids):
+        (rows, dim), n = weight.shape, ids.size
+        out = weight._new(ids.shape + (dim,))
+        weight.device.backend.embedding(weight.compact()._handle, ids.compact()._handle,
+                                        out._handle, n, rows, dim)
+        return out
+
+    def gradient(self, out_grad, node):
+        weight, ids = node.inputs
+        return EmbeddingBackward(weight.shape[0])(out_grad, ids), None
+
+
+class EmbeddingBackward(TensorOp):
+    """The table gradient of :class:`Embedding`: ``grad``'s rows added into the rows
+    ``ids`` pick of a zero (rows, dim) table."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def compute(self, grad, ids):
+        n, dim = ids.size, grad.shape[-1]
+        out = grad._new((self.rows, dim))
+        grad.device.backend.embedding_backward(grad.compact()._handle, ids.compact()._handle,
+                                               out._handle, n, self.rows, dim)
+        return out
+
+    def gradient(self, out_grad, node):
+        return Embedding()(out_grad, node.inputs[1]), None
+
+
 def embedding(weight, ids):
     """Rows of the ``(num_embeddings, dim)`` ``weight`` picked by integer ``ids`` (a Tensor
     holding integers, or an array) of any shape: shape ``ids.shape + (dim,)``. A gather;
-    its gradient adds into the picked rows (repeats summed). ``ids`` are read on the host
-    and checked to lie in ``[0, num_embeddings)``."""
+    its gradient adds into the picked rows (repeats summed). ``ids`` are checked to lie in
+    ``[0, num_embeddings)`` (read on the host once per ids array; where the backend has an
+    embedding kernel, the lookup itself reads them on the device)."""
     if weight.ndim != 2:
         raise ValueError(f"embedding: weight must be (num_embeddings, dim), got {weight.shape}")
-    values = ids.numpy() if isinstance(ids, Tensor) else np.asarray(ids)
     rows, dim = weight.shape
+    if weight.device.backend.supports("embedding", weight.dtype):
+        return Embedding()(weight, _checked_ids(ids, weight))
+    values = ids.numpy() if isinstance(ids, Tensor) else np.asarray(ids)
     index = _integers(values, "embedding ids")
+    _check_rows(index, rows)
+    return Take(index[..., None] * dim + np.arange(dim))(weight)
+
+
+def _check_rows(index, rows):
     if index.size and (index.min() < 0 or index.max() >= rows):
         raise IndexError(f"embedding: ids must lie in [0, {rows}), got values in "
                          f"[{index.min()}, {index.max()}]")
-    return Take(index[..., None] * dim + np.arange(dim))(weight)
+
+
+def _checked_ids(ids, weight):
+    """``ids`` as a constant of weight's dtype on its device, checked to be row indices.
+
+    The check reads the ids back once per ids array (remembered on it, with its version),
+    and not while needle.compile traces (the kernels give NaN rows for ids out of range)."""
+    if isinstance(ids, Tensor) and ids.device == weight.device:
+        data = ids.realize_cached_data()
+        if data.dtype != weight.dtype:
+            data = data.astype(weight.dtype)
+        checked = (weight.shape[0], ids._version)
+    else:
+        values = ids.numpy() if isinstance(ids, Tensor) else np.asarray(ids)
+        _check_rows(_integers(values, "embedding ids"), weight.shape[0])
+        data = NDArray(values, device=weight.device, dtype=weight.dtype)
+        checked = data._checked_rows = (weight.shape[0], None)
+    if getattr(data, "_checked_rows", None) != checked and _trace_state.ACTIVE is None:
+        _check_rows(_integers(data.numpy(), "embedding ids"), weight.shape[0])
+        data._checked_rows = checked
+    return Tensor.make_const(data)
 
 
 def one_hot(labels, num_classes, device=None, dtype=None):

@@ -339,6 +339,17 @@ class CudaBackend(Backend):
             self._map(("take", self._sfx(a.dtype), isfx), out.size,
                       (a.ptr, idx.ptr, out.ptr, out.size))
 
+    def embedding(self, weight, ids, out, n, rows, dim):
+        if n * dim:
+            self._map(("embedding", self._sfx(weight.dtype)), n * dim,
+                      (weight.ptr, ids.ptr, out.ptr, n, rows, dim))
+
+    def embedding_backward(self, grad, ids, dweight, n, rows, dim):
+        self.fill(dweight, 0.0)
+        if n * dim:
+            self._map(("embedding_backward", self._sfx(grad.dtype)), n * dim,
+                      (grad.ptr, ids.ptr, dweight.ptr, n, rows, dim))
+
     def scatter_add(self, a, index, out):
         """Deterministic: one thread per distinct target sums its sources in order (see
         kernels/gather.cu and contract.scatter_segments)."""

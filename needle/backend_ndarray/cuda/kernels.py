@@ -61,7 +61,8 @@ def _fused():
 
 def _gather():
     return [f"needle_{op}_{s}_{i}" for op in ("take", "scatter_add") for s in _SFX
-            for i in ("i32", "i64")]
+            for i in ("i32", "i64")] + \
+        [f"needle_{op}_{s}" for op in ("embedding", "embedding_backward") for s in _SFX]
 
 
 #: source file (in kernels/) -> its extern "C" entry points

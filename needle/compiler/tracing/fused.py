@@ -1,10 +1,11 @@
-"""The fused backend ops a traced step keeps as composites: cross-entropy and the optimizer
-updates. Each builds its decomposition in plain IR ops, written to compute what the NumPy
+"""The fused backend ops a traced step keeps as composites: cross-entropy, the embedding
+lookup and its gradient, and the optimizer updates. Each builds its decomposition in plain IR ops, written to compute what the NumPy
 backend (the contract's specification) computes.
 
-These three are recorded as the one op they are, not as the ops layer's compositions: the
-composition of cross-entropy reads the labels on the host, and the optimizers' fallbacks
-rebind a parameter to a new array instead of updating it in place.
+These are recorded as the one op they are, not as the ops layer's compositions: the
+compositions of cross-entropy and of the embedding read the labels and the ids on the
+host, and the optimizers' fallbacks rebind a parameter to a new array instead of updating
+it in place.
 """
 from ..ir import Graph
 from ..ops import add_node
@@ -50,6 +51,46 @@ def cross_entropy(b, logits, labels):
                                    b.emit("convert", [hit], dtype=z.dtype)])
         return loss, grad
     return composite(b, "cross_entropy", [logits, labels], body)
+
+
+def embedding(b, weight, ids):
+    """Rows of ``weight`` (rows, dim) picked by ``ids`` (n,) (row indices stored as
+    floats): a gather, with a row of NaN for an id outside [0, rows) as the backends'
+    kernels give (a replay does not check the ids as an eager call does)."""
+    def body(b, w, y):
+        (rows, dim), n = w.shape, y.shape[0]
+        valid, index = _row_index(b, y, rows)
+        picked = b.emit("gather", [w, index], offset_dims=[1], collapsed_slice_dims=[0],
+                        start_index_map=[0], index_vector_dim=1, slice_sizes=[1, dim])
+        return [b.emit("select", [_row(b, valid, picked), picked,
+                                  b.full(float("nan"), (n, dim), w.dtype)])]
+    return composite(b, "embedding", [weight, ids], body)[0]
+
+
+def embedding_backward(b, grad, ids, rows):
+    """The table gradient of :func:`embedding`: ``grad``'s rows (n, dim) added into a zero
+    (rows, dim) table at the rows ``ids`` pick; ids outside [0, rows) add nothing."""
+    def body(b, g, y):
+        n, dim = g.shape
+        valid, index = _row_index(b, y, rows)
+        updates = b.emit("select", [_row(b, valid, g), g, b.full(0.0, (n, dim), g.dtype)])
+        return [b.emit("scatter", [b.full(0.0, (rows, dim), g.dtype), index, updates],
+                       update_window_dims=[1], inserted_window_dims=[0],
+                       scatter_dims_to_operand_dims=[0], index_vector_dim=1,
+                       computation="add")]
+    return composite(b, "embedding_backward", [grad, ids], body, rows=rows)[0]
+
+
+def _row_index(b, ids, rows):
+    """``(valid, index)``: which float ids lie in [0, rows), and the ids as (n, 1) int32
+    start indices (an invalid one as 0)."""
+    zeros = b.full(0.0, ids.shape, ids.dtype)
+    valid = b.emit("and", [
+        b.emit("compare", [ids, zeros], comparison_direction="GE"),
+        b.emit("compare", [ids, b.full(float(rows), ids.shape, ids.dtype)],
+               comparison_direction="LT")])
+    index = b.emit("convert", [b.emit("select", [valid, ids, zeros])], dtype="int32")
+    return valid, b.reshape(index, (ids.shape[0], 1))
 
 
 def _row(b, per_row, like):

@@ -27,7 +27,8 @@ _BINARY = {"add": "add", "sub": "subtract", "mul": "multiply", "div": "divide",
 _COMPARE = {"eq": "EQ", "ne": "NE", "lt": "LT", "le": "LE", "gt": "GT", "ge": "GE"}
 #: the fused ops recorded as composites (see :mod:`.fused`); the others are declined, so
 #: the ops layer composes them from simple ops that the passes can see through
-RECORDED_FUSED = ("cross_entropy", "sgd_update", "adam_update")
+RECORDED_FUSED = ("cross_entropy", "embedding", "embedding_backward", "sgd_update",
+                  "adam_update")
 
 _NEEDLE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -320,6 +321,17 @@ class RecordingBackend:
                                                      t.read(labels, (rows,)))
         t.write(loss, loss_value)
         t.write(grad, grad_value)
+
+    def embedding(self, weight, ids, out, n, rows, dim):
+        self.real.embedding(weight, ids, out, n, rows, dim)
+        t = self._use()
+        t.write(out, fused.embedding(t.b, t.read(weight, (rows, dim)), t.read(ids, (n,))))
+
+    def embedding_backward(self, grad, ids, dweight, n, rows, dim):
+        self.real.embedding_backward(grad, ids, dweight, n, rows, dim)
+        t = self._use()
+        t.write(dweight, fused.embedding_backward(t.b, t.read(grad, (n, dim)),
+                                                  t.read(ids, (n,)), rows))
 
     def sgd_update(self, param, grad, buf, lr, momentum, weight_decay, first_step):
         self.real.sgd_update(param, grad, buf, plain(lr), plain(momentum),

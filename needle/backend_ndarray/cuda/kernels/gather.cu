@@ -1,4 +1,5 @@
-// Integer indexing (Embedding and its gradient): take gathers out[i] = a[index[i]];
+// Integer indexing with host indices (gathers and their gradients): take gathers
+// out[i] = a[index[i]];
 // scatter_add adds every a[i] into out[index[i]] deterministically, without atomics: the
 // host sorts the index (contract.scatter_segments) and one thread per distinct target adds
 // that target's sources, in their original order, into it.
@@ -23,7 +24,42 @@ __device__ void scatter_add(const T* a, const I* starts, const I* targets, const
   }
 }
 
+// Embedding: out[i, j] = weight[ids[i], j], ids read on the device (stored as T); an id
+// outside [0, rows) gives NaN. Its gradient adds grad[i, j] into dweight[ids[i], j] with
+// atomics (repeated ids sum in no fixed order); dweight is zeroed first by the host.
+template <class T>
+__device__ void embedding(const T* weight, const T* ids, T* out, i64 n, i64 rows, i64 dim) {
+  for (i64 e = global_thread(); e < n * dim; e += grid_threads()) {
+    const T id = ids[e / dim];
+    out[e] = id >= T(0) && id < T(rows) ? weight[(i64)id * dim + e % dim] : T(0) / T(0);
+  }
+}
+
+template <class T>
+__device__ void embedding_backward(const T* grad, const T* ids, T* dweight, i64 n, i64 rows,
+                                   i64 dim) {
+  for (i64 e = global_thread(); e < n * dim; e += grid_threads()) {
+    const T id = ids[e / dim];
+    if (id >= T(0) && id < T(rows)) atomicAdd(dweight + (i64)id * dim + e % dim, grad[e]);
+  }
+}
+
 }  // namespace needle
+
+#define NEEDLE_EMBEDDING(T, sfx)                                                            \
+  extern "C" __global__ void needle_embedding_##sfx(const T* weight, const T* ids, T* out,  \
+                                                    needle::i64 n, needle::i64 rows,       \
+                                                    needle::i64 dim) {                     \
+    needle::embedding(weight, ids, out, n, rows, dim);                                      \
+  }                                                                                         \
+  extern "C" __global__ void needle_embedding_backward_##sfx(                               \
+      const T* grad, const T* ids, T* dweight, needle::i64 n, needle::i64 rows,             \
+      needle::i64 dim) {                                                                    \
+    needle::embedding_backward(grad, ids, dweight, n, rows, dim);                           \
+  }
+
+NEEDLE_EMBEDDING(float, f32)
+NEEDLE_EMBEDDING(double, f64)
 
 #define NEEDLE_GATHER(T, sfx, I, isfx)                                                      \
   extern "C" __global__ void needle_take_##sfx##_##isfx(const T* a, const I* index, T* out, \
