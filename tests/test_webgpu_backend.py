@@ -447,6 +447,35 @@ def test_take_and_scatter_add_over_several_bindings(small_binding, rng):
         g.take(g.alloc(2048, "float32"), index, out)
 
 
+def test_embedding_kernels_and_their_host_fallback_for_tables_beyond_a_binding(small_binding,
+                                                                                rng):
+    """Within one binding the kernels run (ids read on the device); a lookup whose result
+    exceeds a binding gathers piece by piece, its ids read on the host and checked; a
+    gradient that exceeds one is a clear error (as scatter_add's)."""
+    from needle.backend_ndarray.webgpu import DeviceLimitError
+    g = small_binding
+    rows, dim = 20, 16  # 320 elements; a binding holds 1024
+    weight = rng.standard_normal((rows, dim)).astype(np.float32)
+    for n in (40, 100):  # results of 640 and 1600 elements
+        ids = rng.integers(0, rows, n).astype(np.float32)
+        out = g.alloc(n * dim, "float32")
+        g.embedding(put(g, weight), put(g, ids), out, n, rows, dim)
+        np.testing.assert_array_equal(get(g, out).reshape(-1, dim), weight[ids.astype(int)])
+    ids = ids[:40]
+    grad = rng.standard_normal((40, dim)).astype(np.float32)
+    dweight = put(g, np.full(rows * dim, 7.0, np.float32))  # (zeroed by the op)
+    g.embedding_backward(put(g, grad), put(g, ids), dweight, 40, rows, dim)
+    want = np.zeros((rows, dim))
+    np.add.at(want, ids.astype(int), grad)
+    np.testing.assert_allclose(get(g, dweight).reshape(rows, dim), want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(IndexError, match="ids must lie in"):
+        bad = np.r_[np.zeros(99), rows].astype(np.float32)
+        g.embedding(put(g, weight), put(g, bad), out, 100, rows, dim)
+    with pytest.raises(DeviceLimitError, match="storage binding"):
+        g.embedding_backward(put(g, np.zeros(1600, np.float32)), put(g, np.zeros(100, np.float32)),
+                             dweight, 100, rows, dim)
+
+
 def test_split_k_falls_back_when_its_partials_exceed_a_binding(small_binding, rng):
     from needle.backend_ndarray.webgpu import gemm
     g = small_binding

@@ -328,6 +328,39 @@ class WebGPUBackend(Backend):
                   {b: self._whole(buf, "scatter_add") for b, buf in bindings.items()},
                   _pack("I", targets.size), -(-targets.size // 256))
 
+    def embedding(self, weight, ids, out, n, rows, dim):
+        if not n * dim:
+            return
+        if out.size > self._max_elems >= weight.size:  # (take writes out piece by piece)
+            self.take(weight, self._positions(ids, n, rows, dim), out)
+            return
+        self._run("embedding.wgsl", "embedding",
+                  {1: self._whole(weight, "embedding"), 2: self._whole(ids, "embedding"),
+                   3: self._whole(out, "embedding")},
+                  _pack("III", n, rows, dim), -(-(n * dim) // 256))
+
+    def embedding_backward(self, grad, ids, dweight, n, rows, dim):
+        self.fill(dweight, 0.0)
+        if not n * dim:
+            return
+        self._run("embedding.wgsl", "embedding_backward",
+                  {1: self._whole(grad, "embedding_backward"),
+                   2: self._whole(ids, "embedding_backward"),
+                   4: self._whole(dweight, "embedding_backward")},
+                  _pack("III", n, rows, dim), -(-(n * dim) // 256))
+
+    def _positions(self, ids, n, rows, dim):
+        """The flat positions of the rows ``ids`` pick, read on the host, for a result
+        larger than one binding (gathered piece by piece). The ops layer checks the ids of
+        an eager call; here a replay's are checked too (a take cannot make the NaN row an
+        id out of range gets elsewhere)."""
+        values = self.to_numpy(ids, (n,), (1,), 0)
+        bad = (values < 0) | (values >= rows)
+        if bad.any():
+            raise IndexError(f"embedding: ids must lie in [0, {rows}), got "
+                             f"{values[bad][:4]} (a table larger than one binding)")
+        return (values.astype(np.int64)[:, None] * dim + np.arange(dim)).reshape(-1)
+
     def matmul(self, a, b, out, batch, m, k, n):
         self._gemm(gemm.plan(batch, m, k, n, max_shared=self._max_shared), a, b, out,
                    batch, m, k, n, (0,) * 7)
