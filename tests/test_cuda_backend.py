@@ -748,6 +748,9 @@ def test_launches_match_kernel_parameters(monkeypatch, driver, ptx_params):
         be.sgd_update(a, b, out, 0.1, 0.9, 0.0, True)
         be.sgd_update(a, b, None, 0.1, 0.0, 0.1, False)
         be.adam_update(a, b, out, out, 1e-3, 0.9, 0.999, 1e-8, 0.0, 3)
+        be.embedding(a, buf(64), out, 64, 64, 64)
+        be.embedding_backward(out, buf(64), a, 64, 64, 64)
+    be.copy_ranges([(1 << 20, 2 << 20, 4096), (3 << 20, 4 << 20, 5)] * 3)  # two launches
     cuda_backend.CudaBackend.set_matmul_precision("tf32")
     try:
         a, b, out = (_FakeBuffer(4096, "float32") for _ in range(3))
