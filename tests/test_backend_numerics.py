@@ -211,18 +211,21 @@ def test_cross_entropy_of_special_rows_matches_torch(device, rng, dtype, cols):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cross_entropy_of_a_label_out_of_range_is_nan(device, rng, dtype):
-    """Labels -1 and cols (a compiled replay passes them unchecked): a NaN loss and the
-    softmax as the gradient in those rows, the other rows as torch."""
+    """Labels -1, cols, -0.5 and NaN (a compiled replay passes them unchecked): a NaN loss
+    and the softmax as the gradient in those rows; the others as torch, a label of 2.5
+    naming class 2."""
     be = held(device, dtype)
-    rows, cols = 6, 7
+    rows, cols = 8, 7
     x = rng.standard_normal((rows, cols)).astype(dtype)
-    labels = rng.integers(0, cols, rows)
-    labels[1], labels[4] = -1, cols
+    labels = rng.integers(0, cols, rows).astype(dtype)
+    labels[[1, 4, 5, 6]] = -1, cols, -0.5, np.nan
+    labels[7] = 2.5
     loss, grad = upload(be, sentinel(rows, dtype)), upload(be, sentinel(x.size, dtype))
-    be.cross_entropy(upload(be, x), upload(be, labels.astype(dtype)), loss, grad, rows, cols)
-    got, bad = get(be, loss), np.isin(np.arange(rows), [1, 4])
+    be.cross_entropy(upload(be, x), upload(be, labels), loss, grad, rows, cols)
+    got, bad = get(be, loss), np.isin(np.arange(rows), [1, 4, 5, 6])
+    labels[bad] = 0
     assert np.isnan(got[bad]).all()
-    ok = torch.from_numpy(labels[~bad])
+    ok = torch.from_numpy(labels[~bad].astype(np.int64))
     want = torch.nn.functional.cross_entropy(torch.from_numpy(x[~bad]), ok, reduction="none")
     np.testing.assert_allclose(got[~bad], want.numpy(), **TOL[dtype])
     softmax = torch.softmax(torch.from_numpy(x), dim=1).numpy()

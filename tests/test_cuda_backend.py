@@ -849,9 +849,11 @@ def test_out_of_memory_returns_kept_blocks_and_retries(blocks):
 
 
 def test_copy_ranges_copies_each_range_and_nothing_else(be, rng):
-    """Six ranges (two launches): 16-byte-aligned ones copied in words, odd offsets and
-    lengths in bytes; the bytes around each destination range stay as they were."""
-    sizes = [(4096, 0, 0), (1, 0, 0), (333, 3, 5), (64, 16, 32), (1 << 18, 0, 16), (7, 1, 2)]
+    """Eight ranges (two launches): 16-byte-aligned ones copied in words (a tail of 4 bytes
+    for 37 floats), 4-byte-aligned in 4-byte words, odd offsets in bytes; the bytes around
+    each destination range stay as they were."""
+    sizes = [(4096, 0, 0), (1, 0, 0), (333, 3, 5), (64, 16, 32), (1 << 18, 0, 16), (7, 1, 2),
+             (37, 0, 0), (50, 4, 8)]
     pairs = []
     for words, src_off, dst_off in sizes:
         src = upload(be, rng.standard_normal(words + 8).astype(np.float32))

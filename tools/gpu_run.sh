@@ -15,9 +15,11 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
   .whl/nvmath_python-*.whl .whl/nvidia_cudnn_frontend-*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD XDG_RUNTIME_DIR=/tmp PYTHONUNBUFFERED=1
 # the tree copy's .git may be stale: pass the commit in, e.g. NEEDLE_BENCH_COMMIT=$(git rev-parse --short HEAD)
-# Each call writes into $OUT/<NAME> (NAME=$mode unless set) and packs it as $OUT/<NAME>.tgz
-# at the end: the lent machine returns at most 8 files from $OUT, two folders deep, and a
-# bench run writes more (a command that calls this script several times sets NAME apart).
+# Each call writes into $OUT/<NAME> (NAME, a plain file name, is $mode unless set) and packs
+# it as $OUT/<NAME>.tgz at the end: the lent machine returns at most 8 files from $OUT, two
+# folders deep, and a bench run writes more (a command that calls this script several
+# times sets NAME apart).
+case $mode in test|quick|bench) ;; *) echo "gpu_run.sh: unknown mode $mode (test, quick, bench)" >&2; exit 2 ;; esac
 OUT=${OUT:-/tmp/out}; DIR="$OUT/${NAME:-$mode}"; mkdir -p "$DIR"
 { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; date -u +%F; echo "commit ${NEEDLE_BENCH_COMMIT:-unknown}"; } > "$DIR/gpu.txt"
 case $mode in
@@ -27,5 +29,5 @@ case $mode in
   bench) python3 -m needle.bench --no-progress --out "$DIR/bench" "$@" 2>&1 | tee "$DIR/bench.log" | tail -80 ;;
 esac
 status=$?
-tar czf "$DIR.tgz" -C "$OUT" "$(basename "$DIR")" && rm -rf "$DIR"
+tar czf "$DIR.tgz" -C "$OUT" "$(basename "$DIR")" && rm -rf "$DIR" || status=1
 exit $status

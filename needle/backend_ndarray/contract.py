@@ -219,8 +219,9 @@ class Backend:
         ``labels`` holds ``rows`` class indices stored as floats. Writes
         ``loss[r] = logsumexp(logits[r]) - logits[r, labels[r]]`` and
         ``grad[r, c] = softmax(logits[r])[c] - (c == labels[r])``. A label outside
-        ``[0, cols)`` gives a NaN loss (and its row's softmax as the gradient), never a
-        read outside the row: compiled replays do not check the labels.
+        ``[0, cols)`` (tested on the float: -0.5 and NaN are outside) gives a NaN loss and
+        its row's softmax as the gradient, never a read outside the row; one inside names
+        the class it truncates to. Compiled replays do not check the labels.
         """
         self._missing("cross_entropy")
 

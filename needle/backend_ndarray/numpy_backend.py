@@ -124,9 +124,8 @@ class NumpyBackend(Backend):
 
     def cross_entropy(self, logits, labels, loss, grad, rows, cols):
         x = logits.reshape(rows, cols)
-        idx = labels.astype(np.int64)
-        bad = (idx < 0) | (idx >= cols)  # a NaN loss, as the GPU kernels give
-        idx[bad] = 0
+        bad = ~((labels >= 0) & (labels < cols))  # (NaN too) a NaN loss, as the GPU kernels
+        idx = np.where(bad, 0, labels).astype(np.int64)
         m = x.max(axis=1, keepdims=True)
         with np.errstate(all="ignore"):
             e = np.exp(x - m)

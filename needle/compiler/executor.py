@@ -208,7 +208,10 @@ class Executor:
                 close()
                 steps.append(step)
                 continue
-            if run and not self._independent([m for _, m, _ in run], node):
+            pointers = len(node.inputs) + len(node.outputs)
+            if run and (not self._independent([m for _, m, _ in run], node) or
+                        8 * (pointers + sum(len(m.inputs) + len(m.outputs)
+                                            for _, m, _ in run)) > BATCH_PARAMETER_BYTES):
                 close()
             run.append(step)
         close()
@@ -459,6 +462,11 @@ class Executor:
                 given[i][...] = outputs[o]
                 outputs[o] = given[i]
         return outputs
+
+
+#: a batched launch's parameters (a pointer per member input and output) stay within the
+#: 4 KiB every CUDA driver takes (12.1 and later take 32 KiB)
+BATCH_PARAMETER_BYTES = 4096
 
 
 class _Batch:

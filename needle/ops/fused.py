@@ -126,17 +126,16 @@ def _labels_like(labels, logits):
     so a batch reused across steps pays for it once."""
     if isinstance(labels, Tensor):
         data = labels.realize_cached_data()
-        if data.dtype != logits.dtype:
-            data = data.astype(logits.dtype)
     else:
         data = NDArray(np.asarray(labels), device=logits.device, dtype=logits.dtype)
     # (keyed by the labels' version too: an in-place write to them must be checked again)
     checked = (logits.shape[1], labels._version if isinstance(labels, Tensor) else None)
-    # (not while needle.compile traces: a check would read traced labels on the host)
+    # (not while needle.compile traces: a check would read traced labels on the host; on
+    # the labels' own array, as a converted copy is a new one on every call)
     if getattr(data, "_checked_classes", None) != checked and _trace_state.ACTIVE is None:
         class_indices(data.numpy(), checked[0])
         data._checked_classes = checked
-    return Tensor.make_const(data)
+    return Tensor.make_const(data if data.dtype == logits.dtype else data.astype(logits.dtype))
 
 
 class LayerNorm(TensorOp):

@@ -287,7 +287,9 @@ def embedding(weight, ids):
     if weight.ndim != 2:
         raise ValueError(f"embedding: weight must be (num_embeddings, dim), got {weight.shape}")
     rows, dim = weight.shape
-    if weight.device.backend.supports("embedding", weight.dtype):
+    # (ids are held in the table's dtype: float32 is exact up to 2**24 rows)
+    if weight.device.backend.supports("embedding", weight.dtype) and \
+            (rows <= 2 ** 24 or weight.dtype == "float64"):
         return Embedding()(weight, _checked_ids(ids, weight))
     values = ids.numpy() if isinstance(ids, Tensor) else np.asarray(ids)
     index = _integers(values, "embedding ids")
@@ -306,20 +308,16 @@ def _checked_ids(ids, weight):
 
     The check reads the ids back once per ids array (remembered on it, with its version),
     and not while needle.compile traces (the kernels give NaN rows for ids out of range)."""
-    if isinstance(ids, Tensor) and ids.device == weight.device:
-        data = ids.realize_cached_data()
-        if data.dtype != weight.dtype:
-            data = data.astype(weight.dtype)
-        checked = (weight.shape[0], ids._version)
-    else:
+    rows = weight.shape[0]
+    if not (isinstance(ids, Tensor) and ids.device == weight.device):
         values = ids.numpy() if isinstance(ids, Tensor) else np.asarray(ids)
-        _check_rows(_integers(values, "embedding ids"), weight.shape[0])
-        data = NDArray(values, device=weight.device, dtype=weight.dtype)
-        checked = data._checked_rows = (weight.shape[0], None)
+        _check_rows(_integers(values, "embedding ids"), rows)
+        return Tensor.make_const(NDArray(values, device=weight.device, dtype=weight.dtype))
+    data, checked = ids.realize_cached_data(), (rows, ids._version)
     if getattr(data, "_checked_rows", None) != checked and _trace_state.ACTIVE is None:
-        _check_rows(_integers(data.numpy(), "embedding ids"), weight.shape[0])
-        data._checked_rows = checked
-    return Tensor.make_const(data)
+        _check_rows(_integers(data.numpy(), "embedding ids"), rows)
+        data._checked_rows = checked  # (on the ids' own array: a converted copy is new)
+    return Tensor.make_const(data if data.dtype == weight.dtype else data.astype(weight.dtype))
 
 
 def one_hot(labels, num_classes, device=None, dtype=None):

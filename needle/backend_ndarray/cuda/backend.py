@@ -161,7 +161,7 @@ class CudaBackend(Backend):
         for start in range(0, len(ranges), 4):
             chunk = ranges[start:start + 4]
             args = [x for r in chunk for x in r] + [0] * (3 * (4 - len(chunk)))
-            words = max(r[2] for r in chunk) // 16 + 1
+            words = max(r[2] for r in chunk) // 4 + 1  # (grid-stride: any grid is correct)
             rt.launch(("copy", "ranges4"), (min(-(-words // THREADS), rt.max_blocks),
                                             len(chunk), 1), _BLOCK, args)
 

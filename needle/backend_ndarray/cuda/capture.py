@@ -100,11 +100,11 @@ class DeviceGraph:
         """``with graph.priming():`` the run before :meth:`record`, on this graph's stream:
         everything it tunes, builds and allocates is then ready for the recording."""
         with self.stream:
-            _Capture.priming = True
+            outer, _Capture.priming = _Capture.priming, True
             try:
                 yield
             finally:
-                _Capture.priming = False
+                _Capture.priming = outer
 
     def reserve(self, buffers):
         """A free block on this graph's stream for each of ``buffers`` (CudaBuffers the

@@ -47,6 +47,9 @@ CANDIDATES, TUNING_SAMPLES, TUNING_WINDOW_MS, TUNING_MAX_CALLS = 8, 3, 0.2, 20
 #: only GPU time counts: up to GRAPH_CANDIDATES proposals are timed as GRAPH_TUNING_CALLS
 #: back-to-back calls in one CUDA graph (best of TUNING_SAMPLES launches)
 GRAPH_CANDIDATES, GRAPH_TUNING_CALLS = 32, 8
+#: ... until the timed launches of one plan have taken GRAPH_TUNING_MS (a large GEMM is
+#: tuned over the heuristic's first proposals only)
+GRAPH_TUNING_MS = 200.0
 #: host time Needle adds to each eager GEMM around cuBLASLt's call (``Tensor @ Tensor`` took
 #: 14.0 us on the lent H200's host, 8.0 of them in cublasLtMatmul; bench_matmul_layers.py)
 EAGER_HOST_MS = 0.006
@@ -335,8 +338,10 @@ class CublasLt:
         cuda = self._cupy_cuda
         cuda.Device().synchronize()  # (the operands are ready, and nothing runs beside)
         start, stop = cuda.Event(), cuda.Event()
-        best = None
+        best, spent = None, 0.0
         for algo in plan.candidates:
+            if spent > GRAPH_TUNING_MS:
+                break
             try:
                 graph = self._capture(plan, args, algo, GRAPH_TUNING_CALLS)
             except Exception:  # noqa: BLE001 - an algorithm this GEMM cannot run: skipped
@@ -349,6 +354,7 @@ class CublasLt:
                 stop.record(stream)
                 stop.synchronize()
                 ms = cuda.get_elapsed_time(start, stop)
+                spent += ms
                 if best is None or ms < best[0]:
                     best = (ms, algo)
         return plan.algo if best is None else best[1]

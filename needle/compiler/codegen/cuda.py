@@ -12,6 +12,7 @@ keyed by the text.
 import hashlib
 import math
 import sys
+import warnings
 
 import numpy as np
 
@@ -262,7 +263,8 @@ class CudaGroupKernel:
             raise Unsupported("an empty value")
         self.executor, self.in_place = executor, dict(in_place or {})
         self.outputs = [(v.shape, executor.storage(v)) for v in graph.outputs]
-        self._variants = {}  # input strides -> (kernel, grid, block, in-place outputs)
+        self._in_place = {}  # input strides -> the outputs written into their inputs
+        self._built = {}  # input strides -> (kernel, grid, block), built on first launch
 
     def source(self, args):
         """The kernel source for inputs ``args`` (NDArrays) and its name."""
@@ -277,33 +279,36 @@ class CudaGroupKernel:
             sys.stderr.write(f"---- generated {name} ({self.group.kind}, "
                              f"{len(self.group.graph.nodes)} nodes) ----\n{text}")
         backend = self.executor.device.backend
-        kernel = backend.generated_kernel(name, text)
         grid, block = launch_shape(self.group, backend.max_blocks)
-        in_place = {j: i for j, i in self.in_place.items()
-                    if args[i].strides == compact_strides(args[i].shape)}
-        return kernel, grid, block, in_place
+        return backend.generated_kernel(name, text), grid, block
 
     def __call__(self, node, *args, into=None):
         """Run on ``args``; ``into`` maps output positions to compact NDArrays to write."""
-        (kernel, grid, block, _), outs, pointers = self.operands(args, into)
-        self.executor.device.backend.launch_generated(kernel, grid, block, pointers)
+        outs, pointers = self.operands(args, into)
+        key = tuple(a.strides for a in args)
+        built = self._built.get(key)
+        if built is None:
+            built = self._built[key] = self._build(args)
+        self.executor.device.backend.launch_generated(*built, pointers)
         return outs if len(outs) > 1 else outs[0]
 
     def operands(self, args, into=None):
-        """``(variant, outputs, pointers)`` of a launch on ``args``: the kernel built for
-        their strides, the output NDArrays (new, ``into``'s, or inputs updated in place),
-        and the kernel's arguments."""
+        """``(outputs, pointers)`` of a launch on ``args``: the output NDArrays (new,
+        ``into``'s, or inputs updated in place where they are compact) and the kernel's
+        arguments."""
         key = tuple(a.strides for a in args)
-        variant = self._variants.get(key)
-        if variant is None:
-            variant = self._variants[key] = self._build(args)
-        in_place, into, device = variant[3], into or {}, self.executor.device
+        in_place = self._in_place.get(key)
+        if in_place is None:
+            in_place = self._in_place[key] = {
+                j: i for j, i in self.in_place.items()
+                if args[i].strides == compact_strides(args[i].shape)}
+        into, device = into or {}, self.executor.device
         outs = [into[j] if j in into else args[in_place[j]] if j in in_place else
                 NDArray.make(shape, device=device, dtype=dtype)
                 for j, (shape, dtype) in enumerate(self.outputs)]
         for j in set(in_place) | set(into):
             outs[j]._handle.wrote()
-        return variant, outs, [address(a) for a in outs] + [address(a) for a in args]
+        return outs, [address(a) for a in outs] + [address(a) for a in args]
 
 
 class CudaLoopBatch:
@@ -325,21 +330,35 @@ class CudaLoopBatch:
     def __call__(self, batch, *args):
         """Run each member on its inputs (``batch.members``' inputs, concatenated in
         ``args``); the outputs, concatenated."""
-        outs, pointers, start, key = [], [], 0, []
-        for kernel, member in zip(self.kernels, batch.members):
-            mine = args[start:start + len(member.inputs)]
-            start += len(member.inputs)
-            _, o, p = kernel.operands(mine)
+        key = tuple(a.strides for a in args)
+        built = self._built.get(key)
+        if built is None:
+            try:
+                built = self._build(args, batch)
+            except Exception as e:  # noqa: BLE001 - the members still run, one launch each
+                built = None
+                warnings.warn(f"needle.compile: a batch of {len(self.kernels)} loop kernels "
+                              f"could not be built ({type(e).__name__}: {e}); they launch "
+                              f"one by one", stacklevel=2)
+            self._built[key] = built
+        if built is None:
+            return [o for kernel, member, mine in self._members(batch, args)
+                    for o in _as_list(kernel(member, *mine))]
+        outs, pointers = [], []
+        for kernel, member, mine in self._members(batch, args):
+            o, p = kernel.operands(mine)
             outs += o
             pointers += p
-            key.append(tuple(a.strides for a in mine))
-        built = self._built.get(tuple(key))
-        if built is None:
-            built = self._built[tuple(key)] = self._build(args, batch)
-        kernel, grid = built
-        self.kernels[0].executor.device.backend.launch_generated(kernel, grid, (THREADS, 1, 1),
-                                                                 pointers)
+        self.kernels[0].executor.device.backend.launch_generated(built[0], built[1],
+                                                                 (THREADS, 1, 1), pointers)
         return outs
+
+    def _members(self, batch, args):
+        """``(kernel, node, its input NDArrays)`` per member."""
+        start = 0
+        for kernel, member in zip(self.kernels, batch.members):
+            yield kernel, member, args[start:start + len(member.inputs)]
+            start += len(member.inputs)
 
     def source(self, args, batch, max_blocks):
         """The kernel source for the members' inputs ``args``, its name and its grid."""
@@ -366,6 +385,10 @@ class CudaLoopBatch:
 CudaGroupKernel.batch = CudaLoopBatch
 
 
+def _as_list(out):
+    return out if isinstance(out, list) else [out]
+
+
 def address(a):
     """The device address of NDArray ``a``'s first element (a CUDA buffer's)."""
     return a._handle.ptr + a._offset * a._handle.dtype.itemsize
@@ -386,11 +409,8 @@ def recording_generator(sources):
         def __call__(self, batch, *args):
             text, name, _ = self.source(args, batch, RECORDED_MAX_BLOCKS)
             sources.setdefault(name, text)
-            outs, start = [], 0
-            for kernel, member in zip(self.kernels, batch.members):
-                outs += kernel(member, *args[start:start + len(member.inputs)])
-                start += len(member.inputs)
-            return outs
+            return [o for kernel, member, mine in self._members(batch, args)
+                    for o in _as_list(kernel(member, *mine))]
 
     class Recording(CudaGroupKernel):
         takes_destinations = False

@@ -30,15 +30,18 @@ def _splat(b, scalar, like):
 def cross_entropy(b, logits, labels):
     """``(loss per row, gradient)`` of softmax cross-entropy; labels are class indices
     stored as floats. ``loss = (max - z_label) + log(sum exp(z - max))``; a label outside
-    [0, classes) gives a NaN loss, as the backends' kernels do (a replay does not check
-    the labels as an eager call does)."""
+    [0, classes) (NaN too) gives a NaN loss and one inside names the class it truncates
+    to, as the backends' kernels do (a replay does not check the labels as an eager call
+    does)."""
     def body(b, z, y):
         rows, cols = z.shape
         m = b.reduce(z, [1], "max", float("-inf"))
         e = b.emit("exponential", [b.emit("subtract", [z, _row(b, m, z)])])
         s = b.reduce(e, [1], "add", 0.0)
         classes = b.emit("iota", [], iota_dimension=1, shape=[rows, cols], dtype=z.dtype)
-        hit = b.emit("compare", [classes, _row(b, y, z)], comparison_direction="EQ")
+        # the class of label 2.5 is 2, as the kernels truncate (its range is tested below)
+        hit = b.emit("compare", [classes, _row(b, b.emit("floor", [y]), z)],
+                     comparison_direction="EQ")
         picked = b.reduce(b.emit("select", [hit, z, b.full(0.0, z.shape, z.dtype)]), [1],
                           "add", 0.0)
         loss = b.emit("add", [b.emit("subtract", [m, picked]), b.emit("log", [s])])

@@ -71,8 +71,9 @@ __device__ void cross_entropy(const T* logits, const T* labels, T* loss, T* grad
     const T m = row_max<TPR>(x, cols, lane, valid);
     const T s = row_sum_exp<TPR>(x, m, cols, lane, valid);
     if (valid) {
-      const i64 label = (i64)labels[r];
-      const bool in_range = label >= 0 && label < cols;
+      const T y = labels[r];  // (in range tested on the float: -0.5 and NaN are not)
+      const bool in_range = y >= T(0) && y < T(cols);
+      const i64 label = in_range ? (i64)y : -1;
       if (lane == 0) {
         const T picked = in_range ? x[label] : T(0) / T(0);  // NaN flags a bad label
         loss[r] = (m - picked) + n_log(s);

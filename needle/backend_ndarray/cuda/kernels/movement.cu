@@ -92,16 +92,20 @@ NEEDLE_MOVEMENT(double, f64, needle::u64, i64)
 // Up to four unrelated byte ranges copied by one launch: a replayed device graph's
 // arguments into its own input buffers, or its results out (one driver copy per range
 // would cost the host ~8 us each). Block row y copies range y; the blocks of a row stride
-// over it in 16-byte words where both addresses and the length allow, else in bytes.
+// over it in 16-byte (or 4-byte) words where both addresses allow, the tail in bytes.
 namespace needle {
 __device__ __forceinline__ void copy_range(char* d, const char* s, i64 n) {
-  if ((((u64)d | (u64)s | (u64)n) & 15) == 0) {
-    uint4* d4 = (uint4*)d;
-    const uint4* s4 = (const uint4*)s;
-    for (i64 i = global_thread(); i < n / 16; i += grid_threads()) d4[i] = s4[i];
-  } else {
-    for (i64 i = global_thread(); i < n; i += grid_threads()) d[i] = s[i];
+  i64 head = 0;  // bytes copied in words
+  if ((((u64)d | (u64)s) & 15) == 0) {
+    head = n / 16 * 16;
+    for (i64 i = global_thread(); i < n / 16; i += grid_threads())
+      ((uint4*)d)[i] = ((const uint4*)s)[i];
+  } else if ((((u64)d | (u64)s) & 3) == 0) {
+    head = n / 4 * 4;
+    for (i64 i = global_thread(); i < n / 4; i += grid_threads())
+      ((unsigned*)d)[i] = ((const unsigned*)s)[i];
   }
+  for (i64 i = head + global_thread(); i < n; i += grid_threads()) d[i] = s[i];
 }
 }  // namespace needle
 
