@@ -400,3 +400,20 @@ def test_batched_sources_compile_and_keep_each_member_on_its_blocks():
     name = text.split("void ")[1].split("(")[0]
     cubin, params, _ = compiler.compile_file(f"{name}.cu", 90, compiler.GENERATED_OPTIONS, text)
     assert name in params
+
+
+def test_a_batch_keeps_its_kernel_parameters_within_4_kib():
+    """Hundreds of independent loops (an Adam step over many tensors) make several batches,
+    none with more pointers than the 4 KiB every CUDA driver takes."""
+    from needle.compiler.executor import BATCH_PARAMETER_BYTES
+    g = Graph()
+    outs = []
+    for _ in range(300):
+        x = g.add_input(T(3))
+        outs.append(op(g, "tanh", op(g, "exponential", x)))
+    g.outputs = outs
+    graph = _fused(lambda: g)
+    ex = Executor(graph, needle.cpu(), generator=recording_generator({}))
+    batches = _batches(ex)
+    assert len(batches) >= 2 and sum(len(b.members) for b in batches) == 300
+    assert all(8 * (len(b.inputs) + len(b.outputs)) <= BATCH_PARAMETER_BYTES for b in batches)
