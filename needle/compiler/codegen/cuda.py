@@ -362,12 +362,9 @@ class CudaLoopBatch:
 
     def source(self, args, batch, max_blocks):
         """The kernel source for the members' inputs ``args``, its name and its grid."""
-        members, start = [], 0
-        for kernel, member in zip(self.kernels, batch.members):
-            strides = [a.strides for a in args[start:start + len(member.inputs)]]
-            start += len(member.inputs)
-            blocks = launch_shape(kernel.group, max_blocks)[0][0]
-            members.append((kernel.group, strides, kernel.executor.storage, blocks))
+        members = [(kernel.group, [a.strides for a in mine], kernel.executor.storage,
+                    launch_shape(kernel.group, max_blocks)[0][0])
+                   for kernel, _, mine in self._members(batch, args)]
         body = batch_source(members, "KERNEL")
         name = kernel_name(body)
         return body.replace("KERNEL", name), name, (sum(m[3] for m in members), 1, 1)
@@ -375,10 +372,9 @@ class CudaLoopBatch:
     def _build(self, args, batch):
         backend = self.kernels[0].executor.device.backend
         text, name, grid = self.source(args, batch, backend.max_blocks)
-        members = batch.members
         if "src" in _debug_flags():
-            sys.stderr.write(f"---- generated {name} (a batch of {len(members)} loops) ----\n"
-                             f"{text}")
+            sys.stderr.write(f"---- generated {name} (a batch of {len(self.kernels)} loops) "
+                             f"----\n{text}")
         return backend.generated_kernel(name, text), grid
 
 
