@@ -18,7 +18,7 @@ import numpy as np
 
 from ...backend_ndarray import NDArray
 from ...backend_ndarray.ndarray import compact_strides
-from .group import IDENTITY, Emitter, Group, Unsupported
+from .group import IDENTITY, Emitter, Group, RunsMembers, Unsupported
 
 CTYPE = {"float32": "float", "float64": "double"}
 THREADS = 256
@@ -155,7 +155,7 @@ def batch_source(members, name):
         body += [f"  if (blockIdx.x < {first + blocks}) {{",
                  f"    for (i64 i = (i64)(blockIdx.x - {first}) * {THREADS} + threadIdx.x; "
                  f"i < {group.n_out}; i += {blocks * THREADS}) {{"]
-        body += [f"      {line}" for line in _element(group, em)] + ["    }", "    return;", "  }"]
+        body += [f"      {line}" for line in em.element(group)] + ["    }", "    return;", "  }"]
         first += blocks
     return _kernel_text(name, params, body)
 
@@ -166,17 +166,9 @@ def _kernel_text(name, params, body):
     return "\n".join(head + body + ["}", ""])
 
 
-def _element(group, em):
-    """The statements that compute and write a loop group's outputs at element ``i``."""
-    lines, coords = em.unravel("i", group.shape, "c")
-    em.lines = lines
-    names = [em.at(v, coords) for v in group.graph.outputs]
-    return lines + [f"{em.prefix}o{j}[i] = {x};" for j, x in enumerate(names)]
-
-
 def _loop(group, em):
     return [f"  for (i64 i = global_thread(); i < {group.n_out}; i += grid_threads()) {{"] + \
-        [f"    {line}" for line in _element(group, em)] + ["  }"]
+        [f"    {line}" for line in em.element(group)] + ["  }"]
 
 
 def _reduction(group, em):
@@ -408,16 +400,14 @@ def recording_generator(sources):
             return [o for kernel, member, mine in self._members(batch, args)
                     for o in _as_list(kernel(member, *mine))]
 
-    class Recording(CudaGroupKernel):
+    class Recording(CudaGroupKernel, RunsMembers):
         takes_destinations = False
         batch = RecordingBatch
 
         def __call__(self, node, *args):
             text, name = self.source(args)
             sources.setdefault(name, text)
-            ex = self.executor
-            sub = ex.__class__(self.group.graph, ex.device, ex.index_dtype)
-            return [NDArray(o) for o in sub.execute(list(args))]
+            return self.run_members(args)
 
     return Recording
 

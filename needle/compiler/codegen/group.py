@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from ...backend_ndarray import NDArray
 from ..ops import OPS
 
 #: ops that only move elements: an emitter maps coordinates through them
@@ -147,10 +148,12 @@ class Emitter:
     * ``constant(x, value)``: a scalar literal;
     * ``op(node, args, value)``: elementwise ``node`` on operand names ``args``;
 
-    and ``VAR`` / ``LET`` are how it declares a mutable and a constant integer index.
+    and ``VAR`` / ``LET`` are how it declares a mutable and a constant integer index;
+    ``prefix`` starts the output names (``<prefix>o<j>``).
     """
 
     VAR = LET = None
+    prefix = ""
 
     def __init__(self, group, strides):
         self.inputs = {v: k for k, v in enumerate(group.graph.inputs)}
@@ -187,6 +190,14 @@ class Emitter:
             else:
                 lines.append(f"{self.LET} {prefix}{j} = {prefix}_;")
         return lines, tuple(reversed(coords))
+
+    def element(self, group):
+        """The statements that compute a loop group's outputs at linear index ``i`` and
+        write them (compact)."""
+        lines, coords = self.unravel("i", group.shape, "c")
+        self.lines = lines
+        names = [self.at(v, coords) for v in group.graph.outputs]
+        return lines + [f"{self.prefix}o{j}[i] = {x};" for j, x in enumerate(names)]
 
     def reduction(self, group):
         """What every target's reduction kernel evaluates, for output element ``o`` and
@@ -233,6 +244,20 @@ class Emitter:
             return self.constant(np.asarray(node.attrs["value"]).reshape(()), v)
         args = [self.at(x, () if x.shape == () else coords) for x in node.inputs]
         return self.let(self.op(node, args, v), v)
+
+
+class RunsMembers:
+    """For a generated-kernel step: the group run member by member on ``args`` (its
+    executor made once), as the executor runs it without a generator; the outputs in new
+    buffers. Needs ``self.group`` and ``self.executor``."""
+
+    _member_executor = None
+
+    def run_members(self, args):
+        if self._member_executor is None:
+            ex = self.executor
+            self._member_executor = ex.__class__(self.group.graph, ex.device, ex.index_dtype)
+        return [NDArray(o) for o in self._member_executor.execute(list(args))]
 
 
 def linear_index(coords, shape):

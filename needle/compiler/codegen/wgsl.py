@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 from ...backend_ndarray import NDArray
-from .group import IDENTITY, Emitter, Group, Unsupported
+from .group import IDENTITY, Emitter, Group, RunsMembers, Unsupported
 
 _UNARY = {"negate": "UNARY_NEG", "exponential": "UNARY_EXP", "log": "UNARY_LOG",
           "tanh": "UNARY_TANH", "logistic": "UNARY_SIGMOID", "sqrt": "UNARY_SQRT",
@@ -124,11 +124,8 @@ def source(group, strides):
     lanes striding over the reduced elements and combining in workgroup memory."""
     graph, em = group.graph, _Emitter(group, strides)
     if group.kind == "loop":
-        lines, coords = em.unravel("i", group.shape, "c")
-        em.lines = lines
-        names = [em.at(v, coords) for v in graph.outputs]
         body = ["let i = i32(element(wid, nwg, lid));", f"if (i >= {group.n_out}) {{ return; }}"]
-        body += lines + [f"o{j}[i] = {x};" for j, x in enumerate(names)]
+        body += em.element(group)
         shared = []
     else:
         body, shared = _reduction(group, em), [f"var<workgroup> part: array<f32, {THREADS}>;"]
@@ -170,7 +167,7 @@ def _reduction(group, em):
             + [f"    {line}" for line in init_lines] + [f"    o{out}[o] = {result};", "}"])
 
 
-class WgslGroupKernel:
+class WgslGroupKernel(RunsMembers):
     """An executor step running a group as one generated WGSL dispatch.
 
     Args: as :class:`~.cuda.CudaGroupKernel` (``in_place`` is not used: WebGPU refuses a
@@ -200,15 +197,6 @@ class WgslGroupKernel:
         self.outputs = [v.shape for v in graph.outputs]
         self._params = struct.Struct(f"<{1 + len(graph.inputs)}i")
         self._variants = {}  # input strides -> (kernel, the inputs it reads)
-        self._member_executor = None
-
-    def _members(self, args):
-        """The group member by member, as the executor runs it without a generator."""
-        if self._member_executor is None:
-            ex = self.executor
-            self._member_executor = ex.__class__(self.group.graph, ex.device, ex.index_dtype)
-        outs = [NDArray(o) for o in self._member_executor.execute(list(args))]
-        return outs if len(outs) > 1 else outs[0]
 
     def source(self, args):
         """The kernel source for inputs ``args``, its name, and the inputs it reads."""
@@ -227,7 +215,8 @@ class WgslGroupKernel:
         ex = self.executor
         limit = ex.device.backend.max_binding_elements
         if self.group.n_out > limit or any(a._handle.size > limit for a in args):
-            return self._members(args)  # (a buffer larger than one binding)
+            outs = self.run_members(args)  # (a buffer larger than one binding)
+            return outs if len(outs) > 1 else outs[0]
         key = tuple(a.strides for a in args)
         variant = self._variants.get(key)
         if variant is None:
