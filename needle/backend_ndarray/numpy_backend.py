@@ -124,18 +124,18 @@ class NumpyBackend(Backend):
 
     def cross_entropy(self, logits, labels, loss, grad, rows, cols):
         x = logits.reshape(rows, cols)
-        bad = ~((labels >= 0) & (labels < cols))  # (NaN too) a NaN loss, as the GPU kernels
-        idx = np.where(bad, 0, labels).astype(np.int64)
+        idx, valid = _row_ids(labels, cols)  # a label outside (NaN too): a NaN loss, as on GPUs
         m = x.max(axis=1, keepdims=True)
         with np.errstate(all="ignore"):
             e = np.exp(x - m)
             s = e.sum(axis=1, keepdims=True)
             # (m - x_label) + log(s), not logsumexp - x_label: the large m cancels exactly
             # before the small log(s) is added (logits [2000, 1990] lose 4.5e-5 otherwise)
-            loss[:] = np.where(bad, np.nan, (m[:, 0] - x[np.arange(rows), idx]) + np.log(s[:, 0]))
+            loss[:] = np.where(valid, (m[:, 0] - x[np.arange(rows), idx]) + np.log(s[:, 0]),
+                               np.nan)
             g = grad.reshape(rows, cols)
             g[...] = e / s
-        g[np.arange(rows)[~bad], idx[~bad]] -= 1
+        g[np.arange(rows)[valid], idx[valid]] -= 1
 
     def embedding(self, weight, ids, out, n, rows, dim):
         index, valid = _row_ids(ids, rows)
@@ -304,8 +304,8 @@ def _attention_scores(q, k, batch, seq_q, seq_k, dim, scale, causal):
 
 
 def _row_ids(ids, rows):
-    """Embedding ids (floats) as row indices, and which lie in ``[0, rows)`` (the others
-    index row 0, to be masked)."""
+    """Embedding ids or class labels (floats) as indices, and which lie in ``[0, rows)``
+    (the others, NaN too, index 0, to be masked)."""
     valid = (ids >= 0) & (ids < rows)
     return np.where(valid, ids, 0).astype(np.int64), valid
 

@@ -4,14 +4,13 @@ where the backend has it (see ``Backend.supports``) and otherwise as a compositi
 ops."""
 import numpy as np
 
-from .. import _trace_state
 from ..autograd import Tensor, TensorOp
 from ..backend_ndarray import ACTIVATIONS, Declined, NDArray, prod
 from ..backend_ndarray.ndarray import _normalize_axes
 from ..errors import ShapeError
 from ..init import class_indices
 from .elementwise import exp, relu
-from .indexing import get_item
+from .indexing import check_once, get_item
 from .movement import broadcast_to, permute, reshape
 from .reduce import logsumexp, summation
 
@@ -128,13 +127,9 @@ def _labels_like(labels, logits):
         data = labels.realize_cached_data()
     else:
         data = NDArray(np.asarray(labels), device=logits.device, dtype=logits.dtype)
-    # (keyed by the labels' version too: an in-place write to them must be checked again)
-    checked = (logits.shape[1], labels._version if isinstance(labels, Tensor) else None)
-    # (not while needle.compile traces: a check would read traced labels on the host; on
-    # the labels' own array, as a converted copy is a new one on every call)
-    if getattr(data, "_checked_classes", None) != checked and _trace_state.ACTIVE is None:
-        class_indices(data.numpy(), checked[0])
-        data._checked_classes = checked
+    classes = logits.shape[1]
+    check_once(data, ("classes", classes, labels._version if isinstance(labels, Tensor) else None),
+               lambda values: class_indices(values, classes))
     return Tensor.make_const(data if data.dtype == logits.dtype else data.astype(logits.dtype))
 
 

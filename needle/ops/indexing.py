@@ -313,11 +313,21 @@ def _checked_ids(ids, weight):
         values = ids.numpy() if isinstance(ids, Tensor) else np.asarray(ids)
         _check_rows(_integers(values, "embedding ids"), rows)
         return Tensor.make_const(NDArray(values, device=weight.device, dtype=weight.dtype))
-    data, checked = ids.realize_cached_data(), (rows, ids._version)
-    if getattr(data, "_checked_rows", None) != checked and _trace_state.ACTIVE is None:
-        _check_rows(_integers(data.numpy(), "embedding ids"), rows)
-        data._checked_rows = checked  # (on the ids' own array: a converted copy is new)
+    data = ids.realize_cached_data()
+    check_once(data, ("rows", rows, ids._version),
+               lambda values: _check_rows(_integers(values, "embedding ids"), rows))
     return Tensor.make_const(data if data.dtype == weight.dtype else data.astype(weight.dtype))
+
+
+def check_once(data, key, check):
+    """``check(data.numpy())`` unless it passed for ``data`` with this ``key`` before (an
+    index array reused across steps pays once; the key holds the tensor's version, so an
+    in-place write checks again), and not while needle.compile traces (a check would read
+    traced data on the host). The mark is on the array itself, not on a converted copy,
+    which is new on every call."""
+    if getattr(data, "_checked", None) != key and _trace_state.ACTIVE is None:
+        check(data.numpy())
+        data._checked = key
 
 
 def one_hot(labels, num_classes, device=None, dtype=None):

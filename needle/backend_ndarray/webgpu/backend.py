@@ -334,19 +334,17 @@ class WebGPUBackend(Backend):
         if out.size > self._max_elems >= weight.size:  # (take writes out piece by piece)
             self.take(weight, self._positions(ids, n, rows, dim), out)
             return
-        self._run("embedding.wgsl", "embedding",
-                  {1: self._whole(weight, "embedding"), 2: self._whole(ids, "embedding"),
-                   3: self._whole(out, "embedding")},
-                  _pack("III", n, rows, dim), -(-(n * dim) // 256))
+        self._embedding("embedding", {1: weight, 2: ids, 3: out}, n, rows, dim)
 
     def embedding_backward(self, grad, ids, dweight, n, rows, dim):
         self.fill(dweight, 0.0)
-        if not n * dim:
-            return
-        self._run("embedding.wgsl", "embedding_backward",
-                  {1: self._whole(grad, "embedding_backward"),
-                   2: self._whole(ids, "embedding_backward"),
-                   4: self._whole(dweight, "embedding_backward")},
+        if n * dim:
+            self._embedding("embedding_backward", {1: grad, 2: ids, 4: dweight}, n, rows, dim)
+
+    def _embedding(self, entry, bindings, n, rows, dim):
+        """A thread per element of the (n, dim) rows (wgsl/embedding.wgsl)."""
+        self._run("embedding.wgsl", entry, {b: self._whole(buf, entry) for b, buf in
+                                            bindings.items()},
                   _pack("III", n, rows, dim), -(-(n * dim) // 256))
 
     def _positions(self, ids, n, rows, dim):
