@@ -45,11 +45,8 @@ def cross_entropy(b, logits, labels):
         picked = b.reduce(b.emit("select", [hit, z, b.full(0.0, z.shape, z.dtype)]), [1],
                           "add", 0.0)
         loss = b.emit("add", [b.emit("subtract", [m, picked]), b.emit("log", [s])])
-        in_range = b.emit("and", [
-            b.emit("compare", [y, b.full(0.0, y.shape, y.dtype)], comparison_direction="GE"),
-            b.emit("compare", [y, b.full(float(cols), y.shape, y.dtype)],
-                   comparison_direction="LT")])
-        loss = b.emit("select", [in_range, loss, b.full(float("nan"), loss.shape, loss.dtype)])
+        loss = b.emit("select", [_in_range(b, y, cols), loss,
+                                 b.full(float("nan"), loss.shape, loss.dtype)])
         grad = b.emit("subtract", [b.emit("divide", [e, _row(b, s, z)]),
                                    b.emit("convert", [hit], dtype=z.dtype)])
         return loss, grad
@@ -84,15 +81,19 @@ def embedding_backward(b, grad, ids, rows):
     return composite(b, "embedding_backward", [grad, ids], body, rows=rows)[0]
 
 
+def _in_range(b, y, n):
+    """Which float indices ``y`` lie in [0, n) (NaN does not)."""
+    return b.emit("and", [
+        b.emit("compare", [y, b.full(0.0, y.shape, y.dtype)], comparison_direction="GE"),
+        b.emit("compare", [y, b.full(float(n), y.shape, y.dtype)], comparison_direction="LT")])
+
+
 def _row_index(b, ids, rows):
     """``(valid, index)``: which float ids lie in [0, rows), and the ids as (n, 1) int32
     start indices (an invalid one as 0)."""
-    zeros = b.full(0.0, ids.shape, ids.dtype)
-    valid = b.emit("and", [
-        b.emit("compare", [ids, zeros], comparison_direction="GE"),
-        b.emit("compare", [ids, b.full(float(rows), ids.shape, ids.dtype)],
-               comparison_direction="LT")])
-    index = b.emit("convert", [b.emit("select", [valid, ids, zeros])], dtype="int32")
+    valid = _in_range(b, ids, rows)
+    index = b.emit("convert", [b.emit("select", [valid, ids, b.full(0.0, ids.shape, ids.dtype)])],
+                   dtype="int32")
     return valid, b.reshape(index, (ids.shape[0], 1))
 
 
