@@ -750,6 +750,13 @@ def test_launches_match_kernel_parameters(monkeypatch, driver, ptx_params):
         be.adam_update(a, b, out, out, 1e-3, 0.9, 0.999, 1e-8, 0.0, 3)
         be.embedding(a, buf(64), out, 64, 64, 64)
         be.embedding_backward(out, buf(64), a, 64, 64, 64)
+        be.running_stats(buf(8), buf(8), buf(8), buf(8), 0.1, 1.5)
+        steps, batch, hidden = 3, 2, 8  # (one call each: a second would record a graph)
+        seq, gates = buf(steps * batch * hidden), buf(steps * batch * 4 * hidden)
+        be.lstm(gates, buf(hidden * 4 * hidden), buf(batch * hidden), buf(batch * hidden), seq,
+                seq, gates, steps, batch, hidden)
+        be.lstm_backward(seq, seq, buf(hidden * 4 * hidden), buf(batch * hidden), seq, gates,
+                         gates, buf(batch * hidden), buf(batch * hidden), steps, batch, hidden)
     be.copy_ranges([(1 << 20, 2 << 20, 4096), (3 << 20, 4 << 20, 5)] * 3)  # two launches
     cuda_backend.CudaBackend.set_matmul_precision("tf32")
     try:

@@ -85,3 +85,23 @@ def test_fused_optimizer_matches_composite(device, rng, unfused, make):
         return p.numpy()
 
     np.testing.assert_allclose(run(), unfused(run), rtol=1e-5, atol=1e-6)
+
+
+def test_running_stats_kernel_matches_the_composition(device, rng, unfused):
+    """BatchNorm2d's running statistics after two training steps, updated by the backend's
+    running_stats kernel and by in-place Tensor ops, and each update moves the buffers'
+    versions (a compiled step or a saved graph must see the write)."""
+    x = [rng.standard_normal((4, 3, 5, 5)) * 2 + 1 for _ in range(2)]
+
+    def run():
+        bn = needle.nn.BatchNorm2d(3, momentum=0.3, device=device)
+        versions = []
+        for batch in x:
+            bn(needle.Tensor(batch, device=device))
+            versions.append((bn.running_mean._version, bn.running_var._version))
+        return bn.running_mean.numpy(), bn.running_var.numpy(), versions
+
+    fused, composite = run(), unfused(run)
+    np.testing.assert_allclose(fused[0], composite[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused[1], composite[1], rtol=1e-5, atol=1e-6)
+    assert fused[2][0] < fused[2][1] and composite[2][0] < composite[2][1]

@@ -25,10 +25,11 @@ gather      ``take(a, index, out)``, ``scatter_add(a, index, out)``
 matmul      ``matmul(a, b, out, batch, m, k, n)``
 conv        ``conv2d(a, w, out, in_shape, kernel, out_channels, stride)``
 fused       ``logsumexp``, ``softmax``, ``cross_entropy``, ``layernorm``,
-            ``layernorm_backward``, ``bias_act``, ``batchnorm``, ``sgd_update``,
-            ``adam_update``
+            ``layernorm_backward``, ``bias_act``, ``batchnorm``, ``running_stats``,
+            ``sgd_update``, ``adam_update``
 layers      ``linear``, ``linear_backward``, ``conv``, ``conv_backward``,
-            ``attention``, ``attention_backward``, ``embedding``, ``embedding_backward``
+            ``attention``, ``attention_backward``, ``embedding``, ``embedding_backward``,
+            ``lstm``, ``lstm_backward``
 =========== ===================================================================
 
 The *fused* and *layers* groups are optional: ``backend.supports(name)`` says whether a
@@ -66,12 +67,12 @@ BINARY_OPS = ("add", "sub", "mul", "div", "pow", "maximum", "minimum",
               "eq", "ne", "lt", "le", "gt", "ge")
 REDUCE_OPS = ("sum", "max")
 FUSED_OPS = ("logsumexp", "softmax", "cross_entropy", "layernorm", "layernorm_backward",
-             "bias_act", "batchnorm", "sgd_update", "adam_update")
+             "bias_act", "batchnorm", "running_stats", "sgd_update", "adam_update")
 #: whole layers as optional ops, for backends that hand them to a vendor library (cudnn) or
 #: have a kernel of their own for them (embedding: the ids read on the device)
 LAYER_OPS = ("linear", "linear_backward", "conv", "conv_backward", "attention",
              "attention_backward", "batchnorm_train", "batchnorm_train_backward", "embedding",
-             "embedding_backward")
+             "embedding_backward", "lstm", "lstm_backward")
 ACTIVATIONS = ("identity", "relu")
 #: activations the fused ``linear`` op applies (a matmul epilogue); GELU is the tanh form
 LINEAR_ACTIVATIONS = ("identity", "relu", "gelu")
@@ -188,6 +189,22 @@ class Backend:
         ``[0, rows)`` adds nothing."""
         self._missing("embedding_backward")
 
+    def lstm(self, xp, w_hh, h0, c0, hs, cs, gates, steps, batch, hidden):
+        """One LSTM layer over ``steps`` time steps. ``xp`` (steps, batch, 4 * hidden) holds
+        each step's input projection (biases included), ``w_hh`` is (hidden, 4 * hidden),
+        ``h0`` and ``c0`` (batch, hidden). For t = 0, 1, ...: ``z = xp[t] + h[t-1] @ w_hh``;
+        its four blocks of ``hidden`` give ``i, f, g, o = sigmoid, sigmoid, tanh, sigmoid``;
+        ``cs[t] = f * c[t-1] + i * g`` and ``hs[t] = o * tanh(cs[t])``. ``gates[t]`` keeps
+        (i, f, g, o) after their activations (the layout of xp), for :meth:`lstm_backward`."""
+        self._missing("lstm")
+
+    def lstm_backward(self, dhs, dcs, w_hh, c0, cs, gates, dz, dh0, dc0, steps, batch, hidden):
+        """The gradient of :meth:`lstm` from ``dhs`` and ``dcs`` (the gradients of hs and
+        cs, each step's own): writes ``dz`` (steps, batch, 4 * hidden), the gradient of
+        every step's pre-activation z, and ``dh0``, ``dc0`` those of the initial states.
+        The weight gradients are products the ops layer forms from dz."""
+        self._missing("lstm_backward")
+
     def matmul(self, a, b, out, batch, m, k, n):
         self._missing("matmul")
 
@@ -247,6 +264,14 @@ class Backend:
         where ``c = (i // inner) % channels`` (NCHW: ``inner = H * W``; rows: ``inner = 1``).
         ``x_bias`` (a preceding conv's bias) may be None; ``act`` is in :data:`ACTIVATIONS`."""
         self._missing("batchnorm")
+
+    def running_stats(self, running_mean, running_var, mean, var, momentum, unbiased):
+        """BatchNorm's running statistics updated in place from a batch's per-channel
+        ``mean`` and biased ``var`` (each buffer one element per channel):
+        ``running_mean = running_mean * (1 - momentum) + mean * momentum`` and
+        ``running_var = running_var * (1 - momentum) + var * unbiased * momentum``, with
+        ``unbiased = n / (n - 1)`` for n values per channel (PyTorch's update)."""
+        self._missing("running_stats")
 
     def sgd_update(self, param, grad, buf, lr, momentum, weight_decay, first_step):
         """In place, PyTorch's SGD: ``g = grad + wd * param``; with momentum

@@ -149,6 +149,46 @@ class NumpyBackend(Backend):
         dw[...] = 0
         np.add.at(dw, index[valid], grad.reshape(n, dim)[valid])
 
+    def running_stats(self, running_mean, running_var, mean, var, momentum, unbiased):
+        keep = 1 - momentum
+        running_mean[:] = running_mean * keep + mean * momentum
+        running_var[:] = running_var * keep + var * unbiased * momentum
+
+    def lstm(self, xp, w_hh, h0, c0, hs, cs, gates, steps, batch, hidden):
+        xp, w = xp.reshape(steps, batch, 4 * hidden), w_hh.reshape(hidden, 4 * hidden)
+        hs, cs = hs.reshape(steps, batch, hidden), cs.reshape(steps, batch, hidden)
+        gates = gates.reshape(steps, batch, 4, hidden)
+        h, c = h0.reshape(batch, hidden), c0.reshape(batch, hidden)
+        with np.errstate(all="ignore"):
+            for t in range(steps):
+                z = (xp[t] + h @ w).reshape(batch, 4, hidden)
+                i, f, g, o = _UNARY["sigmoid"](z[:, 0]), _UNARY["sigmoid"](z[:, 1]), \
+                    np.tanh(z[:, 2]), _UNARY["sigmoid"](z[:, 3])
+                c = cs[t] = f * c + i * g
+                h = hs[t] = o * np.tanh(c)
+                gates[t] = np.stack([i, f, g, o], axis=1)
+
+    def lstm_backward(self, dhs, dcs, w_hh, c0, cs, gates, dz, dh0, dc0, steps, batch, hidden):
+        w = w_hh.reshape(hidden, 4 * hidden)
+        dhs, dcs = dhs.reshape(steps, batch, hidden), dcs.reshape(steps, batch, hidden)
+        cs, gates = cs.reshape(steps, batch, hidden), gates.reshape(steps, batch, 4, hidden)
+        dz = dz.reshape(steps, batch, 4, hidden)
+        dh, dc = np.zeros((batch, hidden), cs.dtype), np.zeros((batch, hidden), cs.dtype)
+        with np.errstate(all="ignore"):
+            for t in reversed(range(steps)):
+                i, f, g, o = (gates[t, :, j] for j in range(4))
+                c_prev = cs[t - 1] if t else c0.reshape(batch, hidden)
+                dh = dhs[t] + dh
+                tc = np.tanh(cs[t])
+                dc = dcs[t] + dc + dh * o * (1 - tc * tc)
+                dz[t, :, 0] = dc * g * i * (1 - i)
+                dz[t, :, 1] = dc * c_prev * f * (1 - f)
+                dz[t, :, 2] = dc * i * (1 - g * g)
+                dz[t, :, 3] = dh * tc * o * (1 - o)
+                dc = dc * f
+                dh = dz[t].reshape(batch, 4 * hidden) @ w.T
+        dh0[:], dc0[:] = dh.reshape(-1), dc.reshape(-1)
+
     def layernorm(self, x, weight, bias, out, mean, rstd, rows, cols, eps):
         x = x.reshape(rows, cols)
         mu = x.mean(axis=1)

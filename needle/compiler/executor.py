@@ -1013,6 +1013,23 @@ def _embedding_backward_kernel(node, grad, ids):
     return out
 
 
+def _lstm_kernel(node, xp, w_hh, h0, c0):
+    steps, batch, four = xp.shape
+    hs, cs = _new(xp, (steps, batch, four // 4)), _new(xp, (steps, batch, four // 4))
+    gates = _new(xp, xp.shape)
+    xp.device.backend.lstm(*_handles(xp, w_hh, h0, c0), hs._handle, cs._handle, gates._handle,
+                           steps, batch, four // 4)
+    return [hs, cs, gates]
+
+
+def _lstm_backward_kernel(node, dhs, dcs, w_hh, c0, cs, gates):
+    steps, batch, hidden = cs.shape
+    dz, dh0, dc0 = _new(cs, gates.shape), _new(cs, (batch, hidden)), _new(cs, (batch, hidden))
+    cs.device.backend.lstm_backward(*_handles(dhs, dcs, w_hh, c0, cs, gates), dz._handle,
+                                    dh0._handle, dc0._handle, steps, batch, hidden)
+    return [dz, dh0, dc0]
+
+
 def _written(a):
     """``a``, whose buffer a kernel is about to overwrite (data derived from it goes)."""
     wrote = getattr(a._handle, "wrote", None)
@@ -1056,6 +1073,8 @@ FUSED = {
     "needle.cross_entropy": ("cross_entropy", (), _cross_entropy_kernel),
     "needle.embedding": ("embedding", (), _embedding_kernel),
     "needle.embedding_backward": ("embedding_backward", ("rows",), _embedding_backward_kernel),
+    "needle.lstm": ("lstm", (), _lstm_kernel),
+    "needle.lstm_backward": ("lstm_backward", (), _lstm_backward_kernel),
 }
 #: composites run as their kernel at every level where the backend has it: their
 #: decompositions gather at data-dependent positions, which the executor reads on the host

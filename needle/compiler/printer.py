@@ -26,6 +26,7 @@
   (``0x7FC00001``: NaN payloads, ``-nan``), so constants round-trip bit-exactly.
 - ``aliases {out: in, ...}`` (only when there are any) maps output to input positions.
 """
+import hashlib
 import json
 import re
 
@@ -35,6 +36,8 @@ from .ir import TensorType
 from .ops import OPS
 
 _BITS = {"float32": np.uint32, "float64": np.uint64}
+#: constants larger than this print as a digest in ``as_text(graph, digest=True)``
+DIGEST_ELEMENTS = 64
 _PLAIN = re.compile(r"[A-Za-z_][\w]*\Z")
 _SYMBOL = re.compile(r"[\w.$-]+\Z")
 
@@ -71,12 +74,14 @@ def _element_texts(flat):
     return texts
 
 
-def _dense(array):
+def _dense(array, digest=False):
     head = f"dense<{TensorType(array.shape, array.dtype.name)}>"
     flat = np.ascontiguousarray(array).reshape(-1)
     raw = flat.view(np.uint8).reshape(flat.size, flat.itemsize)
     if flat.size > 1 and (raw == raw[0]).all():
         return f"{head}splat({_element_texts(flat[:1])[0]})"
+    if digest and flat.size > DIGEST_ELEMENTS:
+        return f"{head}sha256({hashlib.sha256(raw.tobytes()).hexdigest()})"
     return f"{head}[{', '.join(_element_texts(flat))}]"
 
 
@@ -84,8 +89,8 @@ def _key(name):
     return name if _PLAIN.match(name) else json.dumps(name)
 
 
-def attr_text(value):
-    """The text of one attribute value."""
+def attr_text(value, digest=False):
+    """The text of one attribute value (``digest``: see :func:`as_text`)."""
     if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
     if isinstance(value, (int, np.integer)):
@@ -95,26 +100,27 @@ def attr_text(value):
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, np.ndarray):
-        return _dense(value)
+        return _dense(value, digest)
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(attr_text(v) for v in value) + "]"
+        return "[" + ", ".join(attr_text(v, digest) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{_key(k)} = {attr_text(value[k])}" for k in sorted(value)) + "}"
+        return "{" + ", ".join(f"{_key(k)} = {attr_text(value[k], digest)}"
+                               for k in sorted(value)) + "}"
     raise TypeError(f"cannot print an attribute value of type {type(value).__name__}: {value!r}")
 
 
-def _attrs_text(op, attrs):
+def _attrs_text(op, attrs, digest):
     """``{a = 1, b = [2, 3]}`` in the op table's order, then any other names sorted."""
     order = OPS[op].attr_names() if op in OPS else []
     keys = [k for k in order if k in attrs] + sorted(k for k in attrs if k not in order)
-    return "{" + ", ".join(f"{_key(k)} = {attr_text(attrs[k])}" for k in keys) + "}"
+    return "{" + ", ".join(f"{_key(k)} = {attr_text(attrs[k], digest)}" for k in keys) + "}"
 
 
 def _symbol(name):
     return "@" + (name if _SYMBOL.match(name) else json.dumps(name))
 
 
-def _func(graph, indent, lines):
+def _func(graph, indent, lines, digest):
     pad = "  " * indent
     names = {}
 
@@ -144,25 +150,28 @@ def _func(graph, indent, lines):
         if node.inputs:
             line += " " + ", ".join(use(v) for v in node.inputs)
         if node.attrs:
-            line += " " + _attrs_text(node.op, node.attrs)
+            line += " " + _attrs_text(node.op, node.attrs, digest)
         line += " : " + (", ".join(repr(v.type) for v in node.outputs) or "()")
         if node.decomposition is None:
             lines.append(line)
         else:
             lines.append(line + " {")
-            _func(node.decomposition, indent + 2, lines)
+            _func(node.decomposition, indent + 2, lines, digest)
             lines.append(f"{pad}  }}")
     lines.append(f"{pad}  return" + (" " if graph.outputs else "")
                  + ", ".join(use(v) for v in graph.outputs))
     lines.append(f"{pad}}}")
 
 
-def as_text(graph):
+def as_text(graph, digest=False):
     """The text form of ``graph`` (see this module's docstring); :func:`.parser.parse`
     reads it back.
 
     Args:
         graph: a :class:`~needle.compiler.ir.Graph`.
+        digest: print a constant of more than :data:`DIGEST_ELEMENTS` elements that are
+            not all equal as the SHA-256 of its bytes: a text that tells graphs apart
+            (trace signatures, CSE keys) at a fraction of the cost, but not parseable.
 
     Returns:
         A string: one ``func`` with one line per node (no trailing newline).
@@ -179,7 +188,7 @@ def as_text(graph):
         }
     """
     lines = []
-    _func(graph, 0, lines)
+    _func(graph, 0, lines, digest)
     return "\n".join(lines)
 
 

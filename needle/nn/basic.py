@@ -54,11 +54,9 @@ class Linear(Module):
             raise ShapeError(f"Linear({self.in_features}, {self.out_features}) got input of "
                              f"shape {x.shape}")
         check_dtype(self, x, self.weight)
-        lead = x.shape[:-1]
-        bias = ops.reshape(self.bias, (self.out_features,)) if self.bias is not None else None
-        y = ops.linear(ops.reshape(x, (-1, self.in_features)) if x.ndim != 2 else x, self.weight,
-                       bias, act)
-        return ops.reshape(y, lead + (self.out_features,)) if x.ndim != 2 else y
+        if x.ndim == 1:
+            return ops.reshape(self.forward(ops.reshape(x, (1, -1)), act), (self.out_features,))
+        return ops.linear(x, self.weight, self.bias, act)  # (..., in) rows, (1, out) bias
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

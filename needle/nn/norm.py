@@ -1,6 +1,5 @@
 """Normalisation layers: BatchNorm1d/2d and LayerNorm1d."""
 from .. import init, ops
-from ..autograd import no_grad
 from ..errors import ShapeError
 from .module import Module, Parameter, check_dtype
 
@@ -59,12 +58,7 @@ class BatchNorm1d(Module):
             raise ValueError(f"{type(self).__name__} needs more than one value per channel "
                              f"in training mode (got input of shape {x.shape}); use eval()")
         y, mean, var = ops.batch_norm_train(x, self.weight, self.bias, self.eps, act)
-        with no_grad():
-            m = self.momentum
-            unbiased = var * (n / (n - 1))
-            # in place, as PyTorch: a compiled step updates the same buffers every call
-            self.running_mean[...] = self.running_mean * (1 - m) + mean * m
-            self.running_var[...] = self.running_var * (1 - m) + unbiased * m
+        ops.update_running_stats(self.running_mean, self.running_var, mean, var, self.momentum, n)
         return y
 
 

@@ -128,9 +128,7 @@ class LSTMCell(Module):
         z = x @ self.W_ih + h @ self.W_hh
         if self.bias_ih is not None:
             z = z + _broadcast_row(self.bias_ih + self.bias_hh, z.shape)
-        i, f, g, o = ops.split(ops.reshape(z, (bs, 4, hs)), 1).tuple()
-        c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
-        return ops.sigmoid(o) * ops.tanh(c), c
+        return ops.lstm_cell(z, c)
 
     def extra_repr(self):
         s = f"{self.W_ih.shape[0]}, {self.hidden_size}"
@@ -265,18 +263,19 @@ class LSTM(_Stacked):
             raise TypeError(f"LSTM expects its state as a pair (h0, c0), got "
                             f"{type(state).__name__} of {len(state) if isinstance(state, (tuple, list)) else 1}")
         self._check(x, *(state if state is not None else ()))
-        inputs = list(ops.split(self._time_major(x), 0).tuple())
+        check_dtype(self, x, self.lstm_cells[0].W_ih)
+        inputs = self._time_major(x)
         if state is None:
-            states = [None] * self.num_layers
+            zeros = init.zeros(inputs.shape[1], self.hidden_size, device=x.device, dtype=x.dtype)
+            states = [(zeros, zeros)] * self.num_layers
         else:
             states = list(zip(ops.split(state[0], 0).tuple(), ops.split(state[1], 0).tuple()))
         hs, cs = [], []
-        for cell, st in zip(self.lstm_cells, states):
-            outputs = []
-            for x_t in inputs:
-                st = cell(x_t, st)
-                outputs.append(st[0])
-            hs.append(st[0])
-            cs.append(st[1])
-            inputs = outputs
-        return self._layout(ops.stack(inputs, 0)), (ops.stack(hs, 0), ops.stack(cs, 0))
+        # a layer at a time over the whole sequence: ops.lstm projects every step's input in
+        # one product and runs the recurrence as the backend's fused LSTM where it has one
+        for cell, (h0, c0) in zip(self.lstm_cells, states):
+            bias = cell.bias_ih + cell.bias_hh if cell.bias_ih is not None else None
+            inputs, (h, c) = ops.lstm(inputs, h0, c0, cell.W_ih, cell.W_hh, bias)
+            hs.append(h)
+            cs.append(c)
+        return self._layout(inputs), (ops.stack(hs, 0), ops.stack(cs, 0))

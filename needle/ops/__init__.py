@@ -8,7 +8,8 @@ from .elementwise import (Abs, AddScalar, Compare, DivScalar, EWiseAdd, EWiseDiv
                           power_scalar, relu, sigmoid, sqrt, subtract, tanh)
 from .attention import Attention, scaled_dot_product_attention
 from .fused import (LogSoftmax, batch_norm, batch_norm_train, bias_act, layer_norm,
-                    log_softmax, logsoftmax, softmax, softmax_cross_entropy)
+                    log_softmax, logsoftmax, softmax, softmax_cross_entropy,
+                    update_running_stats)
 from .indexing import (ScatterAdd, Take, Where, assigned, embedding, get_item, one_hot,
                        set_item_, where)
 from .linalg import Conv, MatMul, conv, matmul
@@ -18,5 +19,6 @@ from .movement import (AsType, BroadcastTo, Concatenate, Dilate, Flip, GetItem, 
                        broadcast_to, concatenate, dilate, flatten, flip, make_tuple, pad,
                        permute, reshape, split, squeeze, stack, to_device, transpose,
                        tuple_get_item, undilate, unsqueeze)
+from .recurrent import LSTMLayer, LSTMLayerBackward, lstm, lstm_cell
 from .reduce import (LogSumExp, Max, Summation, argmax, argmin, logsumexp, max, mean, min,
                      summation)

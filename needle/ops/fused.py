@@ -4,7 +4,7 @@ where the backend has it (see ``Backend.supports``) and otherwise as a compositi
 ops."""
 import numpy as np
 
-from ..autograd import Tensor, TensorOp
+from ..autograd import Tensor, TensorOp, no_grad
 from ..backend_ndarray import ACTIVATIONS, Declined, NDArray, prod
 from ..backend_ndarray.ndarray import _normalize_axes
 from ..errors import ShapeError
@@ -352,7 +352,7 @@ def batch_norm_train(x, weight, bias, eps=1e-5, act="identity"):
         except Declined:
             pass
         else:  # var from rstd = 1 / sqrt(var + eps): two small kernels on (C,) vectors
-            var = Tensor.make_const(op.rstd) ** -2 - eps
+            var = Tensor.make_const(op.rstd ** -2 - eps)
             return relu(y) if act == "relu" else y, Tensor.make_const(op.mean), var
     axes = tuple(a for a in range(x.ndim) if a != 1)
     n = x.size // channels[0]
@@ -361,3 +361,23 @@ def batch_norm_train(x, weight, bias, eps=1e-5, act="identity"):
     var = summation(centered * centered, axes) / n
     y = batch_norm(x, mean, var, weight, bias, eps, act)
     return y, mean.detach(), var.detach()
+
+
+def update_running_stats(running_mean, running_var, mean, var, momentum, n):
+    """BatchNorm's running statistics updated in place from a batch's per-channel ``mean``
+    and biased ``var`` over ``n`` values per channel, as PyTorch updates them:
+    ``running = running * (1 - momentum) + stat * momentum``, the variance unbiased
+    (``* n / (n - 1)``). One backend kernel for both where the backend has it, else a few
+    in-place Tensor ops; either way the buffers' versions move on."""
+    unbiased = n / (n - 1)
+    backend = running_mean.device.backend
+    rm, rv = running_mean.realize_cached_data(), running_var.realize_cached_data()
+    if backend.supports("running_stats", rm.dtype) and rm.is_compact() and rv.is_compact():
+        backend.running_stats(rm._handle, rv._handle, mean.realize_cached_data().compact()._handle,
+                              var.realize_cached_data().compact()._handle, momentum, unbiased)
+        running_mean._version += 1
+        running_var._version += 1
+        return
+    with no_grad():  # in place, as PyTorch: a compiled step updates the same buffers every call
+        running_mean[...] = running_mean * (1 - momentum) + mean * momentum
+        running_var[...] = running_var * (1 - momentum) + var * unbiased * momentum

@@ -350,6 +350,58 @@ class CudaBackend(Backend):
             self._map(("embedding_backward", self._sfx(grad.dtype)), n * dim,
                       (grad.ptr, ids.ptr, dweight.ptr, n, rows, dim))
 
+    # -- recurrent layers ------------------------------------------------------------------
+    @functools.cached_property
+    def replays(self):
+        """Eager calls with a loop of launches, replayed as CUDA graphs when they recur."""
+        from .capture import CallReplays
+        return CallReplays()
+
+    def lstm(self, xp, w_hh, h0, c0, hs, cs, gates, steps, batch, hidden):
+        buffers = (xp, w_hh, h0, c0, hs, cs, gates)
+        self.replays.run(("lstm", xp.dtype, steps, batch, hidden) + tuple(b.ptr for b in buffers),
+                         lambda: self._lstm_steps(*buffers, steps, batch, hidden))
+
+    def lstm_backward(self, dhs, dcs, w_hh, c0, cs, gates, dz, dh0, dc0, steps, batch, hidden):
+        buffers = (dhs, dcs, w_hh, c0, cs, gates, dz, dh0, dc0)
+        self.replays.run(("lstm_backward", cs.dtype, steps, batch, hidden) +
+                         tuple(b.ptr for b in buffers),
+                         lambda: self._lstm_steps_backward(*buffers, steps, batch, hidden))
+
+    def _lstm_steps(self, xp, w_hh, h0, c0, hs, cs, gates, steps, batch, hidden):
+        # per step one product (h[t-1] @ W_hh) and one cell kernel, on slices of the
+        # sequence buffers at raw addresses: no buffer or Tensor per step
+        dtype = xp.dtype
+        zrow, hrow = batch * 4 * hidden * dtype.itemsize, batch * hidden * dtype.itemsize
+        hz = CudaBuffer(batch * 4 * hidden, dtype)
+        cell = ("lstm_cell", self._sfx(dtype))
+        h_prev, c_prev = h0.ptr, c0.ptr
+        for t in range(steps):
+            h, c, z = hs.ptr + t * hrow, cs.ptr + t * hrow, xp.ptr + t * zrow
+            self._gemm(h_prev, w_hh.ptr, hz.ptr, 1, batch, hidden, 4 * hidden, dtype)
+            self._map(cell, batch * hidden,
+                      (z, hz.ptr, c_prev, gates.ptr + t * zrow, c, h, batch, hidden))
+            h_prev, c_prev = h, c
+
+    def _lstm_steps_backward(self, dhs, dcs, w_hh, c0, cs, gates, dz, dh0, dc0, steps, batch,
+                             hidden):
+        # dh0 and dc0 carry the gradients of h and c back through the steps and end as those
+        # of the initial states; dh's carry is the product dz[t] @ W_hh^T
+        dtype = cs.dtype
+        zrow, hrow = batch * 4 * hidden * dtype.itemsize, batch * hidden * dtype.itemsize
+        w_t = CudaBuffer(w_hh.size, dtype)
+        self._strided("compact", w_hh.ptr, w_t.ptr, (4 * hidden, hidden), (1, 4 * hidden), 0,
+                      dtype)
+        self.fill(dh0, 0.0)
+        self.fill(dc0, 0.0)
+        cell = ("lstm_cell_backward", self._sfx(dtype))
+        for t in reversed(range(steps)):
+            z, h = t * zrow, t * hrow
+            self._map(cell, batch * hidden,
+                      (gates.ptr + z, cs.ptr + h, c0.ptr if t == 0 else cs.ptr + h - hrow,
+                       dhs.ptr + h, dcs.ptr + h, dh0.ptr, dc0.ptr, dz.ptr + z, batch, hidden))
+            self._gemm(dz.ptr + z, w_t.ptr, dh0.ptr, 1, batch, 4 * hidden, hidden, dtype)
+
     def scatter_add(self, a, index, out):
         """Deterministic: one thread per distinct target sums its sources in order (see
         kernels/gather.cu and contract.scatter_segments)."""
@@ -492,6 +544,13 @@ class CudaBackend(Backend):
         self._map(("batchnorm", act, self._sfx(x.dtype)), n,
                   (x.ptr, x_bias.ptr if x_bias is not None else 0, mean.ptr, var.ptr, weight.ptr,
                    bias.ptr, out.ptr, n, channels, inner, eps))
+
+    def running_stats(self, running_mean, running_var, mean, var, momentum, unbiased):
+        running_mean.wrote()
+        running_var.wrote()
+        self._map(("running_stats", self._sfx(mean.dtype)), mean.size,
+                  (running_mean.ptr, running_var.ptr, mean.ptr, var.ptr, momentum, 1 - momentum,
+                   unbiased, mean.size))
 
     def sgd_update(self, param, grad, buf, lr, momentum, weight_decay, first_step):
         flags = (1 if weight_decay else 0) | (2 if buf is not None else 0) | (4 if first_step else 0)

@@ -55,7 +55,8 @@ def _fused():
     names = [f"needle_{op}_{s}_t{t}" for op in ROW_OPS for s in _SFX for t in ROW_TPR]
     names += [f"needle_{op}_{s}" for op in ("layernorm_bwd_params", "colsum", "bias_act_identity",
                                             "bias_act_relu", "batchnorm_identity",
-                                            "batchnorm_relu", "sgd", "adam") for s in _SFX]
+                                            "batchnorm_relu", "running_stats", "sgd", "adam")
+              for s in _SFX]
     return names
 
 
@@ -73,6 +74,8 @@ ENTRY_POINTS = {
     "matmul.cu": _matmul(),
     "fused.cu": _fused(),
     "gather.cu": _gather(),
+    "recurrent.cu": [f"needle_{op}_{s}" for op in ("lstm_cell", "lstm_cell_backward")
+                     for s in _SFX],
     "convert.cu": ["needle_cast_f32_bf16", "needle_cast_bf16_f32"],  # used by the cudnn device
 }
 

@@ -439,6 +439,11 @@ class WebGPUBackend(Backend):
                       _pack("IIIIfIII", count, start, channels, inner, eps, 0, 0, 0),
                       -(-count // 256), consts)
 
+    def running_stats(self, running_mean, running_var, mean, var, momentum, unbiased):
+        self._elementwise("running_stats.wgsl", "running_stats", {2: mean, 4: var},
+                          {1: running_mean, 3: running_var}, lambda start, count: _pack(
+                              "Ifff", count, momentum, 1 - momentum, unbiased))
+
     def sgd_update(self, param, grad, buf, lr, momentum, weight_decay, first_step):
         entry, ins, outs = "sgd", {2: grad}, {1: param}
         if buf is not None:

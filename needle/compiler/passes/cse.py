@@ -42,7 +42,7 @@ def freeze(value):
 def node_key(node):
     """What makes two nodes compute the same thing (their inputs as they are now)."""
     attrs = with_defaults(node.op, node.attrs) if node.op in OPS else node.attrs
-    decomposition = as_text(node.decomposition) if node.decomposition is not None else None
+    decomposition = as_text(node.decomposition, digest=True) if node.decomposition is not None else None
     return (node.op, tuple(v.id for v in node.inputs), freeze(attrs), decomposition)
 
 

@@ -1,5 +1,5 @@
 """The fused backend ops a traced step keeps as composites: cross-entropy, the embedding
-lookup and its gradient, and the optimizer updates. Each builds its decomposition in plain IR ops, written to compute what the NumPy
+lookup and its gradient, an LSTM layer and its gradient, and the optimizer updates. Each builds its decomposition in plain IR ops, written to compute what the NumPy
 backend (the contract's specification) computes.
 
 These are recorded as the one op they are, not as the ops layer's compositions: the
@@ -79,6 +79,88 @@ def embedding_backward(b, grad, ids, rows):
                        scatter_dims_to_operand_dims=[0], index_vector_dim=1,
                        computation="add")]
     return composite(b, "embedding_backward", [grad, ids], body, rows=rows)[0]
+
+
+def lstm(b, xp, w_hh, h0, c0):
+    """``(hs, cs, gates)`` of an LSTM layer over ``xp`` (steps, batch, 4 * hidden), each
+    step's input projection, as the backend's ``lstm`` computes them: the recurrence
+    unrolled over the steps (the decomposition a level without the fused op runs)."""
+    def body(b, xp, w, h, c):
+        steps, batch, four = xp.shape
+        hidden = four // 4
+        hs, cs, gates = [], [], []
+        for t in range(steps):
+            z = b.emit("add", [_slice(b, xp, 0, t, t + 1, (batch, four)), _dot(b, h, w)])
+            i, f, g, o = (_slice(b, z, 1, k * hidden, (k + 1) * hidden) for k in range(4))
+            i, f, o = (b.emit("logistic", [v]) for v in (i, f, o))
+            g = b.emit("tanh", [g])
+            c = b.emit("add", [b.emit("multiply", [f, c]), b.emit("multiply", [i, g])])
+            h = b.emit("multiply", [o, b.emit("tanh", [c])])
+            hs.append(h)
+            cs.append(c)
+            gates.append(b.emit("concatenate", [i, f, g, o], dimension=1))
+        return [_steps(b, values) for values in (hs, cs, gates)]
+    return composite(b, "lstm", [xp, w_hh, h0, c0], body)
+
+
+def lstm_backward(b, dhs, dcs, w_hh, c0, cs, gates):
+    """``(dz, dh0, dc0)``: the gradient of :func:`lstm` with respect to every step's
+    pre-activation and the initial states, from those of hs and cs (the backend's
+    ``lstm_backward``, unrolled)."""
+    def body(b, dhs, dcs, w, c0, cs, gates):
+        steps, batch, hidden = cs.shape
+        w_t = b.emit("transpose", [w], permutation=[1, 0])
+        one = b.full(1.0, (batch, hidden), cs.dtype)
+        dh, dc, dz = None, None, [None] * steps
+
+        def mul(*values):
+            out = values[0]
+            for v in values[1:]:
+                out = b.emit("multiply", [out, v])
+            return out
+
+        def one_minus(v):
+            return b.emit("subtract", [one, v])
+
+        for t in reversed(range(steps)):
+            row = _slice(b, gates, 0, t, t + 1, (batch, 4 * hidden))
+            i, f, g, o = (_slice(b, row, 1, k * hidden, (k + 1) * hidden) for k in range(4))
+            c = _slice(b, cs, 0, t, t + 1, (batch, hidden))
+            c_prev = _slice(b, cs, 0, t - 1, t, (batch, hidden)) if t else c0
+            dh_t = _slice(b, dhs, 0, t, t + 1, (batch, hidden))
+            dh = dh_t if dh is None else b.emit("add", [dh_t, dh])
+            tc = b.emit("tanh", [c])
+            dc_t = _slice(b, dcs, 0, t, t + 1, (batch, hidden))
+            dc = dc_t if dc is None else b.emit("add", [dc_t, dc])
+            dc = b.emit("add", [dc, mul(dh, o, one_minus(mul(tc, tc)))])
+            dz[t] = b.emit("concatenate", [mul(dc, g, i, one_minus(i)),
+                                           mul(dc, c_prev, f, one_minus(f)),
+                                           mul(dc, i, one_minus(mul(g, g))),
+                                           mul(dh, tc, o, one_minus(o))], dimension=1)
+            dc = mul(dc, f)
+            dh = _dot(b, dz[t], w_t)
+        return [_steps(b, dz), dh, dc]
+    return composite(b, "lstm_backward", [dhs, dcs, w_hh, c0, cs, gates], body)
+
+
+def _slice(b, value, dim, start, limit, shape=None):
+    """``value`` from ``start`` to ``limit`` on ``dim`` (reshaped to ``shape``, if given)."""
+    starts, limits = [0] * len(value.shape), list(value.shape)
+    starts[dim], limits[dim] = start, limit
+    out = b.emit("slice", [value], start_indices=starts, limit_indices=limits,
+                 strides=[1] * len(value.shape))
+    return b.reshape(out, shape) if shape is not None else out
+
+
+def _dot(b, x, y):
+    return b.emit("dot_general", [x, y], lhs_batching_dimensions=[], rhs_batching_dimensions=[],
+                  lhs_contracting_dimensions=[1], rhs_contracting_dimensions=[0])
+
+
+def _steps(b, values):
+    """Per-step (batch, n) values stacked into (steps, batch, n)."""
+    return b.emit("concatenate", [b.reshape(v, (1,) + tuple(v.shape)) for v in values],
+                  dimension=0)
 
 
 def _in_range(b, y, n):

@@ -54,7 +54,7 @@ class Program:
     def signature(self):
         """What two traces must share for the graph to be the same program."""
         from ..printer import as_text
-        return (as_text(self.graph),
+        return (as_text(self.graph, digest=True),
                 tuple((kind, ref) if kind == "arg" else
                       (kind, "new" if id(ref) in self._new_ids else id(ref))
                       for kind, ref in self.sources),

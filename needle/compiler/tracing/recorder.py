@@ -27,8 +27,8 @@ _BINARY = {"add": "add", "sub": "subtract", "mul": "multiply", "div": "divide",
 _COMPARE = {"eq": "EQ", "ne": "NE", "lt": "LT", "le": "LE", "gt": "GT", "ge": "GE"}
 #: the fused ops recorded as composites (see :mod:`.fused`); the others are declined, so
 #: the ops layer composes them from simple ops that the passes can see through
-RECORDED_FUSED = ("cross_entropy", "embedding", "embedding_backward", "sgd_update",
-                  "adam_update")
+RECORDED_FUSED = ("cross_entropy", "embedding", "embedding_backward", "lstm", "lstm_backward",
+                  "sgd_update", "adam_update")
 
 _NEEDLE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -332,6 +332,26 @@ class RecordingBackend:
         t = self._use()
         t.write(dweight, fused.embedding_backward(t.b, t.read(grad, (n, dim)),
                                                   t.read(ids, (n,)), rows))
+
+    def lstm(self, xp, w_hh, h0, c0, hs, cs, gates, steps, batch, hidden):
+        self.real.lstm(xp, w_hh, h0, c0, hs, cs, gates, steps, batch, hidden)
+        t = self._use()
+        state, four = (batch, hidden), 4 * hidden
+        values = fused.lstm(t.b, t.read(xp, (steps, batch, four)), t.read(w_hh, (hidden, four)),
+                            t.read(h0, state), t.read(c0, state))
+        for buf, value in zip((hs, cs, gates), values):
+            t.write(buf, value)
+
+    def lstm_backward(self, dhs, dcs, w_hh, c0, cs, gates, dz, dh0, dc0, steps, batch, hidden):
+        self.real.lstm_backward(dhs, dcs, w_hh, c0, cs, gates, dz, dh0, dc0, steps, batch,
+                                hidden)
+        t = self._use()
+        seq, four = (steps, batch, hidden), 4 * hidden
+        values = fused.lstm_backward(t.b, t.read(dhs, seq), t.read(dcs, seq),
+                                     t.read(w_hh, (hidden, four)), t.read(c0, (batch, hidden)),
+                                     t.read(cs, seq), t.read(gates, (steps, batch, four)))
+        for buf, value in zip((dz, dh0, dc0), values):
+            t.write(buf, value)
 
     def sgd_update(self, param, grad, buf, lr, momentum, weight_decay, first_step):
         self.real.sgd_update(param, grad, buf, plain(lr), plain(momentum),

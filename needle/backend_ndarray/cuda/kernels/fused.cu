@@ -195,6 +195,18 @@ __device__ void batchnorm(const T* x, const T* x_bias, const T* mean, const T* v
   }
 }
 
+// BatchNorm's running statistics, in place, one thread per channel: each product and sum
+// rounded as NumPy rounds the contract's expressions (no FMA contraction)
+template <class T>
+__device__ void running_stats(T* running_mean, T* running_var, const T* mean, const T* var,
+                              T momentum, T keep, T unbiased, i64 n) {
+  for (i64 i = global_thread(); i < n; i += grid_threads()) {
+    running_mean[i] = add_rn(mul_rn(running_mean[i], keep), mul_rn(mean[i], momentum));
+    running_var[i] = add_rn(mul_rn(running_var[i], keep),
+                            mul_rn(mul_rn(var[i], unbiased), momentum));
+  }
+}
+
 enum { SGD_WEIGHT_DECAY = 1, SGD_MOMENTUM = 2, SGD_FIRST_STEP = 4 };
 
 // PyTorch's SGD, in place; each product and sum rounded as NumPy rounds it
@@ -290,6 +302,11 @@ __device__ void adam(T* param, const T* grad, T* m, T* v, T lr, T beta1, T beta2
       T* out, needle::i64 n, needle::i64 channels, needle::i64 inner, T eps) {                  \
     needle::batchnorm<T, true>(x, x_bias, mean, var, weight, bias, out, n, channels, inner,     \
                                eps);                                                            \
+  }                                                                                             \
+  extern "C" __global__ void needle_running_stats_##sfx(                                       \
+      T* running_mean, T* running_var, const T* mean, const T* var, T momentum, T keep,         \
+      T unbiased, needle::i64 n) {                                                              \
+    needle::running_stats<T>(running_mean, running_var, mean, var, momentum, keep, unbiased, n); \
   }                                                                                             \
   extern "C" __global__ void needle_sgd_##sfx(T* param, const T* grad, T* buf, T lr,           \
                                               T momentum, T weight_decay, int flags,           \
