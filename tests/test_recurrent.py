@@ -95,15 +95,21 @@ def test_lstm_refuses_weights_of_the_wrong_shape(rng):
 
 
 # -- the backend layer op, called directly: a recurring call replays its recording ---------
-def test_a_recurring_lstm_call_gives_the_results_of_its_new_contents(device, rng):
-    """The same buffers called four times with new contents each time (on cuda and cudnn
-    the first call runs directly, the second is recorded as a CUDA graph, the later ones
-    launch it): forward and backward match the NumPy backend every time."""
+@pytest.mark.parametrize("replayed", [False, True], ids=["direct", "replayed"])
+def test_a_recurring_lstm_call_gives_the_results_of_its_new_contents(device, rng, replayed,
+                                                                     monkeypatch):
+    """The same buffers called four times with new contents each time (replayed, on cuda
+    and cudnn: the first call runs directly, the second is recorded as a CUDA graph, the
+    later ones launch it): forward and backward match the NumPy backend every time."""
     from helpers import download, upload
     from needle.backend_ndarray.numpy_backend import NumpyBackend
     be, ref = device.backend, NumpyBackend()
     if not be.supports("lstm", "float32") or isinstance(be, NumpyBackend):
         pytest.skip(f"{device} has no fused LSTM layer, or is the reference")
+    if replayed:
+        if not hasattr(be, "replay_recurring_calls"):
+            pytest.skip(f"{device} replays no eager calls")
+        monkeypatch.setattr(be, "replay_recurring_calls", True)
     steps, batch, hidden = 6, 3, 9
     shapes = {"xp": (steps, batch, 4 * hidden), "w_hh": (hidden, 4 * hidden), "h0": (batch, hidden),
               "c0": (batch, hidden), "dhs": (steps, batch, hidden), "dcs": (steps, batch, hidden)}
@@ -126,7 +132,7 @@ def test_a_recurring_lstm_call_gives_the_results_of_its_new_contents(device, rng
         for k in outs:
             np.testing.assert_allclose(download(be, bufs[k]), mine[k], rtol=2e-5, atol=2e-6,
                                        err_msg=f"{k} of call {call}")
-    if hasattr(be, "replays"):  # the later calls were graph launches
+    if replayed:  # the later calls were graph launches
         assert {key[0] for key in be.replays.graphs} >= {"lstm", "lstm_backward"}
 
 
@@ -154,3 +160,19 @@ def test_a_compiled_step_keeps_the_fused_layer_as_one_composite(device, rng):
     eager = [step(x).numpy() for _ in range(3)]
     model.load_state_dict(state)
     np.testing.assert_allclose([compiled(x).numpy() for _ in range(3)], eager, rtol=1e-4)
+
+
+def test_a_declined_layer_op_runs_as_the_composition(rng, monkeypatch):
+    """A backend may decline the layer op for some arguments (webgpu: sequences larger
+    than one storage binding): the steps' composition gives the result instead."""
+    from needle.backend_ndarray import Declined
+    from needle.backend_ndarray.numpy_backend import NumpyBackend
+
+    def decline(*args):
+        raise Declined("too large")
+    monkeypatch.setattr(NumpyBackend, "lstm", decline)
+    inputs = lstm_inputs(rng, 3, 2, 4, 5)
+    hs, _ = ops.lstm(*(needle.Tensor(a) for a in inputs))
+    assert not isinstance(hs.inputs[0].op, ops.LSTMLayer)
+    np.testing.assert_allclose(lstm_out(*(needle.Tensor(a) for a in inputs)).numpy(),
+                               torch_lstm(*inputs), rtol=1e-4, atol=1e-5)

@@ -8,6 +8,7 @@ gradient is the backend's ``lstm_backward`` (a fused cell-gradient kernel and on
 per step), and the weight gradients are one product each over the whole sequence.
 """
 from ..autograd import Tensor, TensorTupleOp
+from ..backend_ndarray import Declined
 from ..errors import ShapeError
 from .linalg import matmul
 from .linear import linear
@@ -51,8 +52,12 @@ def lstm(x, h0, c0, w_ih, w_hh, bias=None):
     backend = x.device.backend
     if steps and batch and hidden and backend.supports("lstm", x.dtype) \
             and backend.supports("lstm_backward", x.dtype):
-        hs, cs = LSTMLayer()(xp, w_hh, h0, c0).tuple()
-        return hs, (hs[steps - 1], cs[steps - 1])
+        try:
+            hs, cs = LSTMLayer()(xp, w_hh, h0, c0).tuple()
+        except Declined:  # (sequences too large for the backend's layer op)
+            pass
+        else:
+            return hs, (hs[steps - 1], cs[steps - 1])
     h, c, outputs = h0, c0, []
     for xp_t in split(xp, 0).tuple():
         h, c = lstm_cell(xp_t + matmul(h, w_hh), c)

@@ -351,22 +351,32 @@ class CudaBackend(Backend):
                       (grad.ptr, ids.ptr, dweight.ptr, n, rows, dim))
 
     # -- recurrent layers ------------------------------------------------------------------
+    #: opt in to recording an eager layer call that recurs with the same buffers (the LSTM
+    #: layer op's loop of a product and a kernel per step, in a training loop) as a CUDA
+    #: graph, launched from then on (capture.CallReplays):
+    #: ``needle.cuda().backend.replay_recurring_calls = True``
+    replay_recurring_calls = False
+
     @functools.cached_property
     def replays(self):
-        """Eager calls with a loop of launches, replayed as CUDA graphs when they recur."""
         from .capture import CallReplays
         return CallReplays()
 
+    def _maybe_replayed(self, key, buffers, call):
+        if self.replay_recurring_calls:
+            self.replays.run(key + tuple(b.ptr for b in buffers), call)
+        else:
+            call()
+
     def lstm(self, xp, w_hh, h0, c0, hs, cs, gates, steps, batch, hidden):
         buffers = (xp, w_hh, h0, c0, hs, cs, gates)
-        self.replays.run(("lstm", xp.dtype, steps, batch, hidden) + tuple(b.ptr for b in buffers),
-                         lambda: self._lstm_steps(*buffers, steps, batch, hidden))
+        self._maybe_replayed(("lstm", xp.dtype, steps, batch, hidden), buffers,
+                             lambda: self._lstm_steps(*buffers, steps, batch, hidden))
 
     def lstm_backward(self, dhs, dcs, w_hh, c0, cs, gates, dz, dh0, dc0, steps, batch, hidden):
         buffers = (dhs, dcs, w_hh, c0, cs, gates, dz, dh0, dc0)
-        self.replays.run(("lstm_backward", cs.dtype, steps, batch, hidden) +
-                         tuple(b.ptr for b in buffers),
-                         lambda: self._lstm_steps_backward(*buffers, steps, batch, hidden))
+        self._maybe_replayed(("lstm_backward", cs.dtype, steps, batch, hidden), buffers,
+                             lambda: self._lstm_steps_backward(*buffers, steps, batch, hidden))
 
     def _lstm_steps(self, xp, w_hh, h0, c0, hs, cs, gates, steps, batch, hidden):
         # per step one product (h[t-1] @ W_hh) and one cell kernel, on slices of the

@@ -1,5 +1,8 @@
 """A call's device work recorded once as a CUDA graph and launched on later calls.
 
+Two users: ``needle.compile`` (a whole compiled call, below) and, opt-in, an eager backend
+call that recurs with the same buffers (:class:`CallReplays`).
+
 ``needle.compile`` replays a compiled call on cuda and cudnn through :class:`DeviceGraph`:
 
 1. ``with graph.priming():`` the call runs for real once on the graph's own stream, so

@@ -12,7 +12,7 @@ from math import prod
 import numpy as np
 
 from ...errors import DeviceUnavailableError, DTypeError
-from ..contract import Backend, scatter_segments
+from ..contract import Backend, Declined, scatter_segments
 from . import gemm, plans
 from .context import DeviceLimitError, Unavailable, open_context
 from .kernels import KernelCache
@@ -358,6 +358,48 @@ class WebGPUBackend(Backend):
             raise IndexError(f"embedding: ids must lie in [0, {rows}), got "
                              f"{values[bad][:4]} (a table larger than one binding)")
         return (values.astype(np.int64)[:, None] * dim + np.arange(dim)).reshape(-1)
+
+    # -- recurrent layers ------------------------------------------------------------------
+    def lstm(self, xp, w_hh, h0, c0, hs, cs, gates, steps, batch, hidden):
+        # per step one product of the running h and a cell dispatch (wgsl/lstm.wgsl), all
+        # in the call's one submission; the cell reads and writes the sequences at offsets
+        n = batch * hidden
+        self._fits_one_binding(xp)
+        h, c, hz = self.alloc(n, np.float32), self.alloc(n, np.float32), \
+            self.alloc(4 * n, np.float32)
+        self.compact(h0, h, (n,), (1,), 0)
+        self.compact(c0, c, (n,), (1,), 0)
+        bindings = {b: self._whole(buf, "lstm") for b, buf in
+                    ((1, xp), (2, hz), (3, c), (4, gates), (5, cs), (6, hs), (7, h))}
+        for t in range(steps):
+            self.matmul(h, w_hh, hz, 1, batch, hidden, 4 * hidden)
+            self._run("lstm.wgsl", "lstm_cell", bindings,
+                      _pack("IIII", n, hidden, t * 4 * n, t * n), -(-n // 256))
+
+    def lstm_backward(self, dhs, dcs, w_hh, c0, cs, gates, dz, dh0, dc0, steps, batch, hidden):
+        # dh0 and dc0 carry the gradients back through the steps (ending as the initial
+        # states'); dz[t] is copied to a buffer of its own for the product dz[t] @ W_hh^T
+        n = batch * hidden
+        self._fits_one_binding(dz)
+        w_t, dz_t = self.alloc(w_hh.size, np.float32), self.alloc(4 * n, np.float32)
+        self.compact(w_hh, w_t, (4 * hidden, hidden), (1, 4 * hidden), 0)
+        self.fill(dh0, 0.0)
+        self.fill(dc0, 0.0)
+        bindings = {b: self._whole(buf, "lstm_backward") for b, buf in
+                    ((1, gates), (2, cs), (3, c0), (4, dhs), (5, dcs), (6, dh0), (7, dc0),
+                     (8, dz))}
+        for t in reversed(range(steps)):
+            self._run("lstm_backward.wgsl", "lstm_cell_backward", bindings,
+                      _pack("IIIIIIII", n, hidden, t * 4 * n, t * n, int(t == 0), 0, 0, 0),
+                      -(-n // 256))
+            self.compact(dz, dz_t, (4 * n,), (1,), t * 4 * n)
+            self.matmul(dz_t, w_t, dh0, 1, batch, 4 * hidden, hidden)
+
+    def _fits_one_binding(self, sequence):
+        """The layer binds its sequences whole: larger ones go to the composition."""
+        if sequence.size > self._max_elems:
+            raise Declined(f"webgpu lstm: a sequence of {_size(sequence.size * 4)} exceeds one "
+                           f"storage binding")
 
     def matmul(self, a, b, out, batch, m, k, n):
         self._gemm(gemm.plan(batch, m, k, n, max_shared=self._max_shared), a, b, out,
