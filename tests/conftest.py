@@ -58,3 +58,14 @@ def device(request):
 def rng(request):
     """A fresh generator per test, seeded from the test's name so failures reproduce."""
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture
+def unfused(monkeypatch):
+    """``unfused(fn)`` runs ``fn()`` with every backend reporting no fused or layer ops: the
+    ops layer then composes them from simple ops (what a fused kernel is tested against)."""
+    def run(fn):
+        with monkeypatch.context() as m:
+            m.setattr(needle.backend_ndarray.Backend, "supports", lambda self, op, dtype=None: False)
+            return fn()
+    return run

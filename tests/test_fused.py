@@ -9,16 +9,6 @@ import needle
 import needle.ops as ops
 
 
-@pytest.fixture
-def unfused(monkeypatch):
-    """Run the block with every backend reporting no fused ops."""
-    def run(fn):
-        with monkeypatch.context() as m:
-            m.setattr(needle.backend_ndarray.Backend, "supports", lambda self, op, dtype=None: False)
-            return fn()
-    return run
-
-
 def _both(device, unfused, build, inputs):
     """(fused, composite) results of ``build`` and the gradients of its inputs."""
     def run():

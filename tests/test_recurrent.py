@@ -52,15 +52,6 @@ def test_lstm_without_bias_matches_torch(device, rng):
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-5)
 
 
-@pytest.fixture
-def unfused(monkeypatch):
-    def run(fn):
-        with monkeypatch.context() as m:
-            m.setattr(needle.backend_ndarray.Backend, "supports", lambda self, op, dtype=None: False)
-            return fn()
-    return run
-
-
 def test_fused_lstm_layer_matches_the_composition(device, rng, unfused):
     """Forward and every input's gradient, fused (where the backend has the layer op) and
     composed step by step, a longer sequence with hidden 37 (not a multiple of 4)."""

@@ -46,9 +46,10 @@ def lstm(x, h0, c0, w_ih, w_hh, bias=None):
         if s.shape != (batch, hidden):
             raise ShapeError(f"lstm: {name} must be (batch, hidden) = {(batch, hidden)}, "
                              f"got {s.shape}")
-    flat = reshape(x, (steps * batch, features))
-    xp = linear(flat, w_ih, bias) if bias is not None else matmul(flat, w_ih)
-    xp = reshape(xp, (steps, batch, 4 * hidden))
+    if bias is not None:  # every step's input projection, one product
+        xp = linear(x, w_ih, bias)
+    else:
+        xp = reshape(matmul(reshape(x, (steps * batch, features)), w_ih), (steps, batch, 4 * hidden))
     backend = x.device.backend
     if steps and batch and hidden and backend.supports("lstm", x.dtype) \
             and backend.supports("lstm_backward", x.dtype):
@@ -79,7 +80,7 @@ class LSTMLayer(TensorTupleOp):
         return hs, cs
 
     def gradient(self, out_grad, node):
-        xp, w_hh, h0, c0 = node.inputs
+        _, w_hh, h0, c0 = node.inputs
         hs, cs = (Tensor.make_const(a) for a in node.realize_cached_data())
         dhs, dcs = out_grad.tuple()
         dz, dh0, dc0 = LSTMLayerBackward(self.gates)(dhs, dcs, w_hh, c0, cs).tuple()
