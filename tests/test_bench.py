@@ -174,6 +174,36 @@ def test_resnet9_train_checks_the_running_statistics():
     assert not verdict.ok and verdict.what == "update of layer7.var"
 
 
+def _needle_cpu_first_result(case, data):
+    (backend,) = select(all_backends(), ["needle-cpu"])
+    return backend.build(case, data).output
+
+
+def test_conv_step_checks_catch_a_flipped_weight_gradient():
+    # correlation where the backward needs convolution (or the reverse) flips the kernel
+    (case,) = suites.cases("micro-conv-step", quick=True)
+    data = suites.make_data(case)
+    ref = suites.reference(case, data)
+    out = _needle_cpu_first_result(case, data)
+    assert validate(suites.checks(case, out, ref, data)).ok
+    verdict = validate(suites.checks(case, dict(out, dw=out["dw"][..., ::-1, ::-1]), ref, data))
+    assert not verdict.ok and verdict.what == "dw"
+
+
+def test_norms_validate_and_catch_a_biased_running_variance():
+    # PyTorch updates running_var with the unbiased batch variance, as resnet9-train checks
+    layernorm, batchnorm = suites.cases("micro-norms", quick=True)
+    assert (layernorm.params["norm"], batchnorm.params["norm"]) == ("layernorm", "batchnorm")
+    for case in (layernorm, batchnorm):
+        data = suites.make_data(case)
+        ref = suites.reference(case, data)
+        out = _needle_cpu_first_result(case, data)
+        assert validate(suites.checks(case, out, ref, data)).ok
+    biased = 0.9 + 0.1 * data["x"].astype(np.float64).var((0, 2, 3))
+    verdict = validate(suites.checks(batchnorm, dict(out, running_var=biased), ref, data))
+    assert not verdict.ok and verdict.what == "running_var"
+
+
 def test_compiled_mlp_validates_and_times_replays():
     # the validated step runs after the weights are restored in place: it and every timed
     # step must replay the graph, not trace again
@@ -380,6 +410,12 @@ def test_cases_match_the_issue():
         == {"input": 256, "hidden": 512, "layers": 2, "seq": 64, "batch": 32, "classes": 10}
     data = suites.make_data(suites.cases("transformer", quick=True)[0])
     assert (data["targets"][:, :-1] == data["tokens"][:, 1:]).all()  # next-token targets
+    conv = suites.cases("micro-conv-step")
+    assert [c.name for c in conv] == ["n32c64h32w32-o128k3", "n64c128h16w16-o256k3",
+                                      "n64c256h8w8-o512k3", "n16c3h32w32-o64k3"]
+    norms = [c.name for c in suites.cases("micro-norms")]
+    assert "layernorm/8192x768" in norms and "batchnorm/64x64x32x32" in norms
+    assert len(norms) == 11
 
 
 def test_resnet9_models_agree_with_each_other():
@@ -492,6 +528,16 @@ def test_roofline_work_and_shares():
     assert roofline.work(lstm)[0] == 3 * forward
     (train32, _) = suites.cases("resnet9-train")
     assert roofline.work(train32)[0] == 3 * roofline.work(suites.cases("resnet9")[1])[0]
+    (conv, *_) = suites.cases("micro-conv-step")  # 32x64x32x32 -> 128 channels, 3x3
+    assert roofline.work(conv) == (3 * 2 * 32 * 32 * 32 * 128 * 64 * 9,
+                                   4 * 2 * (32 * 64 * 32 * 32 + 32 * 128 * 32 * 32 + 128 * 64 * 9))
+    (layernorm, *_) = suites.cases("micro-norms")  # no products: a bandwidth share only
+    assert roofline.work(layernorm) == (None, 4 * (4 * 8192 * 768 + 4 * 768))
+    norm_row = {"suite": "micro-norms", "case": layernorm.name, "backend": "needle-cuda",
+                "median_ms": 0.1, "status": "ok"}
+    roofline.add_shares([norm_row], [layernorm], "NVIDIA H200")
+    assert norm_row["pct_fp32_peak"] is None and norm_row["pct_bandwidth"] > 0
+    assert "%HBM" in report.table([norm_row], "micro-norms")
     unknown = [dict(rows[0])]
     del unknown[0]["pct_fp32_peak"], unknown[0]["pct_bandwidth"]
     roofline.add_shares(unknown, [tiny], "Some Other GPU")

@@ -1,5 +1,5 @@
-"""needle-bench: Needle's benchmark suites (matmul, MLP training step, ResNet9 inference)
-against PyTorch and JAX. Run ``needle-bench --help`` or ``python -m needle.bench --help``;
+"""needle-bench: Needle's benchmark suites (matmul, attention, model inference and training
+steps, one layer's forward and backward) against PyTorch and JAX. Run ``needle-bench --help`` or ``python -m needle.bench --help``;
 see bench/README.md.
 
 Modules: cli (arguments, orchestration), suites (cases, shared specs and data, references),

@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from .backends import Backend, NotInSuite, Runnable
-from .suites import BN_EPS, BN_MOMENTUM, RESNET9, flat_layers
+from .suites import BN_EPS, BN_MOMENTUM, NORM_EPS, RESNET9, flat_layers
 
 # For developing on a machine without a GPU only: run the JAX variant on JAX's CPU.
 ON_CPU_ENV = "NEEDLE_BENCH_JAX_ON_CPU"
@@ -48,7 +48,8 @@ def build(case, data):
     jax = _jax()
     dev = _device(jax)
     return {"matmul": matmul, "mlp": mlp, "resnet9": resnet9, "resnet9-train": resnet9_train,
-            "transformer": transformer, "lstm": lstm}[case.suite](jax, dev, case, data)
+            "transformer": transformer, "lstm": lstm, "micro-conv-step": conv_step,
+            "micro-norms": norms}[case.suite](jax, dev, case, data)
 
 
 def _put(jax, dev, tree):
@@ -331,3 +332,56 @@ def resnet9(jax, dev, case, data):
     def advance(s):
         s["out"] = f(params, x)
     return _runnable(jax, state, first, advance)
+
+
+def _backward_step(jax, dev, forward, inputs, dout, output):
+    """``forward(*inputs) -> (y, extra)`` and the VJP of ``dout`` through y jitted as one
+    function (the gradients of every input); ``output(y, grads, extra)`` names the results
+    for validation."""
+    def fwd_bwd(inputs, dout):
+        y, vjp, extra = jax.vjp(forward, *inputs, has_aux=True)
+        return y, vjp(dout), extra
+    f = jax.jit(fwd_bwd)
+    inputs, dout = _put(jax, dev, inputs), _put(jax, dev, dout)
+    state = {"out": f(inputs, dout)}
+    first = {k: np.asarray(v) for k, v in output(*state["out"]).items()}
+
+    def advance(s):
+        s["out"] = f(inputs, dout)
+    return _runnable(jax, state, first, advance)
+
+
+def conv_step(jax, dev, case, data):
+    """One NCHW convolution (stride 1, padding k//2, no bias) and its two gradients."""
+    lax, pad = jax.lax, case.params["kernel"] // 2
+
+    def conv(x, w):
+        return lax.conv_general_dilated(x, w, (1, 1), [(pad, pad), (pad, pad)],
+                                        dimension_numbers=("NCHW", "OIHW", "NCHW"),
+                                        precision=lax.Precision.HIGHEST), {}
+    return _backward_step(jax, dev, conv, (data["x"], data["w"]), data["dout"],
+                          lambda y, grads, _: {"y": y, "dx": grads[0], "dw": grads[1]})
+
+
+def norms(jax, dev, case, data):
+    """LayerNorm over the last axis, or training BatchNorm2d, and the gradients of x and the
+    affine terms. BatchNorm also updates its running statistics from PyTorch's initial 0 and
+    1, with the unbiased batch variance as PyTorch does."""
+    norm = case.params["norm"]
+    axes = (-1,) if norm == "layernorm" else (0, 2, 3)
+
+    def along(a):  # the weight or bias along the normalised axis
+        return a if norm == "layernorm" else a[None, :, None, None]
+
+    def forward(x, w, b):
+        mean, var = x.mean(axes, keepdims=True), x.var(axes, keepdims=True)
+        y = (x - mean) * jax.lax.rsqrt(var + NORM_EPS) * along(w) + along(b)
+        if norm == "layernorm":
+            return y, {}
+        n, m = x.size // x.shape[1], BN_MOMENTUM
+        return y, {"running_mean": m * mean.reshape(-1),
+                   "running_var": (1 - m) + m * var.reshape(-1) * (n / (n - 1))}
+
+    return _backward_step(jax, dev, forward, (data["x"], data["w"], data["b"]), data["dout"],
+                          lambda y, grads, extra: {"y": y, "dx": grads[0], "dw": grads[1],
+                                                   "db": grads[2], **extra})

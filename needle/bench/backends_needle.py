@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from .backends import Backend, NotInSuite, Runnable
-from .suites import BN_EPS, BN_MOMENTUM, RESNET9, flat_layers, walk
+from .suites import BN_EPS, BN_MOMENTUM, NORM_EPS, RESNET9, flat_layers, walk
 
 
 def backends(opt_level=2):
@@ -34,7 +34,8 @@ def _builder(device, opt_level=None):
     """Eager when ``opt_level`` is None, else compiled at that level."""
     def build(case, data):
         suites = {"matmul": matmul, "mlp": mlp, "resnet9": resnet9, "attention": attention,
-                  "resnet9-train": resnet9_train, "transformer": transformer, "lstm": lstm}
+                  "resnet9-train": resnet9_train, "transformer": transformer, "lstm": lstm,
+                  "micro-conv-step": conv_step, "micro-norms": norms}
         if opt_level is None:
             runnable = suites[case.suite](device, case, data)
         elif case.suite in COMPILED_SUITES:
@@ -394,3 +395,49 @@ def attention(device, case, data):
         if device.name == "cudnn":
             backend.set_matmul_precision(before)
     return Runnable(output=output, step=step, sync=device.synchronize, cleanup=cleanup)
+
+
+def _backward_step(layer, x, dout, params):
+    """A step of one layer: its forward on ``x``, then the backward of ``dout``; the
+    gradients are cleared first so that each step writes them afresh."""
+    def step():
+        for t in (x, *params):
+            t.grad = None
+        y = layer(x)
+        y.backward(dout)
+        return y
+    return step
+
+
+def conv_step(device, case, data):
+    """nn.Conv (no bias) forward and backward: the convolution, data-gradient and
+    weight-gradient kernels of one layer."""
+    from needle import nn
+    p = case.params
+    conv = nn.Conv(p["c_in"], p["c_out"], p["kernel"], bias=False, device=device)
+    conv.weight = _param(data["w"].transpose(2, 3, 1, 0), device)  # OIHW -> (k, k, in, out)
+    x = _tensor(data["x"], device, requires_grad=True)
+    step = _backward_step(conv, x, _tensor(data["dout"], device), [conv.weight])
+    output = {"y": step().numpy(), "dx": x.grad.numpy(),
+              "dw": conv.weight.grad.numpy().transpose(3, 2, 0, 1)}
+    return Runnable(output=output, step=step, sync=device.synchronize)
+
+
+def norms(device, case, data):
+    """nn.LayerNorm1d, or nn.BatchNorm2d in training mode, forward and backward."""
+    from needle import nn
+    norm, shape = case.params["norm"], case.params["shape"]
+    if norm == "layernorm":
+        layer = nn.LayerNorm1d(shape[-1], eps=NORM_EPS, device=device)
+    else:
+        layer = nn.BatchNorm2d(shape[1], eps=NORM_EPS, momentum=BN_MOMENTUM,
+                               device=device).train()
+    layer.weight, layer.bias = _param(data["w"], device), _param(data["b"], device)
+    x = _tensor(data["x"], device, requires_grad=True)
+    step = _backward_step(layer, x, _tensor(data["dout"], device), [layer.weight, layer.bias])
+    output = {"y": step().numpy(), "dx": x.grad.numpy(), "dw": layer.weight.grad.numpy(),
+              "db": layer.bias.grad.numpy()}
+    if norm == "batchnorm":
+        output.update(running_mean=layer.running_mean.numpy(),
+                      running_var=layer.running_var.numpy())
+    return Runnable(output=output, step=step, sync=device.synchronize)

@@ -8,7 +8,7 @@ import importlib.util
 import os
 
 from .backends import Backend, NotInSuite, Runnable
-from .suites import BN_EPS, BN_MOMENTUM, RESNET9, flat_layers, walk
+from .suites import BN_EPS, BN_MOMENTUM, NORM_EPS, RESNET9, flat_layers, walk
 
 # For developing on a machine without a GPU only: run the torch.compile variants on the
 # CPU so their code path can be exercised (not a benchmark configuration).
@@ -87,7 +87,7 @@ def _build(case, data, mode, device):
     torch = _torch()
     build = {"matmul": matmul, "mlp": mlp, "resnet9": resnet9, "attention": attention,
              "resnet9-train": resnet9_train, "transformer": transformer,
-             "lstm": lstm}[case.suite]
+             "lstm": lstm, "micro-conv-step": conv_step, "micro-norms": norms}[case.suite]
     runnable = build(torch, mode, torch.device(device), case, data)
     on_cuda = device == "cuda"
     if on_cuda:
@@ -357,6 +357,12 @@ def _np(t):
     return t.detach().cpu().numpy()
 
 
+def _eager_only(case, mode):
+    """The suites that measure kernels themselves run eager PyTorch only."""
+    if mode != "eager":
+        raise NotInSuite(f"the {case.suite} suite runs PyTorch eager only")
+
+
 # ---------------------------------------------------------------- suites
 
 def matmul(torch, mode, device, case, data):
@@ -498,8 +504,7 @@ def resnet9(torch, mode, device, case, data):
 def attention(torch, mode, device, case, data):
     """scaled_dot_product_attention forward + backward; bf16 on CUDA (flash attention), fp32
     on the CPU. Eager only: the suite measures the attention kernels themselves."""
-    if mode != "eager":
-        raise NotInSuite("the attention suite runs PyTorch eager only")
+    _eager_only(case, mode)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     q, k, v = (torch.from_numpy(data[n]).to(device, dtype).requires_grad_() for n in "qkv")
     dout = torch.from_numpy(data["dout"]).to(device, dtype)
@@ -514,4 +519,55 @@ def attention(torch, mode, device, case, data):
     out = step()
     output = {"out": _np(out.float()), "dq": _np(q.grad.float()), "dk": _np(k.grad.float()),
               "dv": _np(v.grad.float())}
+    return Runnable(output=output, step=step)
+
+
+def _backward_step(layer, x, dout):
+    """A step of one layer: its forward on ``x``, then the backward of ``dout``, the
+    gradients cleared first."""
+    def step():
+        x.grad = None
+        layer.zero_grad(set_to_none=True)
+        y = layer(x)
+        y.backward(dout)
+        return y
+    return step
+
+
+def _copy_params(torch, layer, **arrays):
+    """``layer`` with each named parameter set to its shared NumPy array."""
+    with torch.no_grad():
+        for name, array in arrays.items():
+            getattr(layer, name).copy_(torch.from_numpy(array))
+    return layer
+
+
+def conv_step(torch, mode, device, case, data):
+    """nn.Conv2d (padding k//2, no bias) forward and backward; eager only."""
+    _eager_only(case, mode)
+    p = case.params
+    conv = torch.nn.Conv2d(p["c_in"], p["c_out"], p["kernel"], padding=p["kernel"] // 2,
+                           bias=False)
+    conv = _copy_params(torch, conv, weight=data["w"]).to(device)
+    x = torch.from_numpy(data["x"]).to(device).requires_grad_()
+    step = _backward_step(conv, x, torch.from_numpy(data["dout"]).to(device))
+    output = {"y": _np(step()), "dx": _np(x.grad), "dw": _np(conv.weight.grad)}
+    return Runnable(output=output, step=step)
+
+
+def norms(torch, mode, device, case, data):
+    """nn.LayerNorm, or nn.BatchNorm2d in training mode, forward and backward; eager only."""
+    _eager_only(case, mode)
+    norm, shape = case.params["norm"], case.params["shape"]
+    if norm == "layernorm":
+        layer = torch.nn.LayerNorm(shape[-1], eps=NORM_EPS)
+    else:
+        layer = torch.nn.BatchNorm2d(shape[1], eps=NORM_EPS, momentum=BN_MOMENTUM).train()
+    layer = _copy_params(torch, layer, weight=data["w"], bias=data["b"]).to(device)
+    x = torch.from_numpy(data["x"]).to(device).requires_grad_()
+    step = _backward_step(layer, x, torch.from_numpy(data["dout"]).to(device))
+    output = {"y": _np(step()), "dx": _np(x.grad), "dw": _np(layer.weight.grad),
+              "db": _np(layer.bias.grad)}
+    if norm == "batchnorm":
+        output.update(running_mean=_np(layer.running_mean), running_var=_np(layer.running_var))
     return Runnable(output=output, step=step)

@@ -1,5 +1,6 @@
-"""``needle-bench``: Needle against PyTorch and JAX on matmul, attention, ResNet9 inference
-and training steps of an MLP, ResNet9, a Transformer and an LSTM. See bench/README.md.
+"""``needle-bench``: Needle against PyTorch and JAX on matmul, attention, ResNet9 inference,
+training steps of an MLP, ResNet9, a Transformer and an LSTM, and single layers' forward +
+backward (a convolution, LayerNorm and training BatchNorm). See bench/README.md.
 
 For each case: make the shared NumPy weights and inputs, compute the reference, then for
 each backend build it, check its first output against the reference (a mismatch is
@@ -36,8 +37,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="needle-bench",
         description="Benchmark Needle's devices against PyTorch (CPU, CUDA eager, torch.compile, "
-                    "CUDA graphs) and JAX on matmul, attention, ResNet9 inference and training "
-                    "steps (MLP, ResNet9, Transformer, LSTM).",
+                    "CUDA graphs) and JAX on matmul, attention, ResNet9 inference, training "
+                    "steps (MLP, ResNet9, Transformer, LSTM) and one layer's forward + backward "
+                    "(a convolution; LayerNorm and training BatchNorm2d).",
         epilog="Backends that cannot run here are reported as skipped rows with the reason. "
                "Exit status 1 if any row failed validation or raised an error.")
     p.add_argument("--suite", action="append", metavar="NAME",

@@ -17,6 +17,10 @@ TITLES = {
     "transformer": ("causal Transformer LM training step (Adam), fp32",
                     "ms per step (median)  - lower is better"),
     "lstm": ("2-layer LSTM training step (SGD), fp32", "ms per step (median)  - lower is better"),
+    "micro-conv-step": ("one convolution (NCHW, stride 1, no bias) forward + backward, fp32",
+                        "ms per step (median)  - lower is better"),
+    "micro-norms": ("LayerNorm / training BatchNorm2d forward + backward, fp32",
+                    "ms per step (median)  - lower is better"),
 }
 
 

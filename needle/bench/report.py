@@ -89,7 +89,7 @@ def table(rows, suite, width=None):
     unavailable())."""
     show_rate = any(r.get("gflops") is not None for r in rows if r["suite"] == suite)
     show_compile = any(r.get("compile_s") is not None for r in rows if r["suite"] == suite)
-    show_share = any(r.get("pct_fp32_peak") is not None for r in rows if r["suite"] == suite)
+    show_share = any(r.get("pct_bandwidth") is not None for r in rows if r["suite"] == suite)
     head = ["case", "backend", "median ms"] + (["GFLOP/s"] if show_rate else []) + \
         ["p95 ms", "iters", "/torch-cuda", "/best torch"] + \
         (["%fp32", "%HBM"] if show_share else []) + \
@@ -141,7 +141,7 @@ def markdown(meta, rows, suites):
             continue
         rate = any(r.get("gflops") is not None for r in srows)
         compiled = any(r.get("compile_s") is not None for r in srows)
-        share = any(r.get("pct_fp32_peak") is not None for r in srows)
+        share = any(r.get("pct_bandwidth") is not None for r in srows)
         out.write(f"\n### {suite}\n\n| case | backend | median ms |"
                   + (" GFLOP/s |" if rate else "") + " / torch-cuda | / best torch |"
                   + (" % fp32 peak | % HBM |" if share else "")

@@ -1,5 +1,6 @@
 """How much of the GPU a timed step uses: its share of the fp32 peak FLOP/s and of the
-memory bandwidth, for the suites whose work is known (all but ``attention``).
+memory bandwidth, for the suites whose work is known (all but ``attention``; ``micro-norms``
+has no products, so only its bandwidth share).
 
 Work per step, counted the same for every backend:
 
@@ -11,14 +12,17 @@ Work per step, counted the same for every backend:
   count 3x the forward products (forward, input gradient, weight gradient: each the same
   number of multiply-adds), so they overcount by the first layer's input gradient, which
   no one computes; attention's two products are counted over the whole (seq, seq) square,
-  though causal kernels can skip half of it.
+  though causal kernels can skip half of it. ``micro-conv-step`` counts its forward and
+  both gradients' convolutions.
 * Bytes: the *compulsory* traffic in float32: parameters read once (and, in a training
   step, written once, with their gradients written once: they are left on ``p.grad``),
   the input batch read once and the output written once; an optimizer's buffers (SGD's
   momentum, Adam's two moments) and BatchNorm's running statistics are read and written
-  once. Labels and token ids count 4 bytes each. Everything else may stay on chip
-  in a perfect schedule, so this is a lower bound: a share near 100% means the step is at
-  the bandwidth floor, not that it moves only these bytes.
+  once. Labels and token ids count 4 bytes each. The micro suites read x, the weights and
+  the output gradient and write y and every gradient (BatchNorm's running statistics are
+  read and written). Everything else may stay on chip in a perfect schedule, so this is a
+  lower bound: a share near 100% means the step is at the bandwidth floor, not that it
+  moves only these bytes.
 
 Peaks are the vendors' dense fp32 (non-tensor-core) FLOP/s and HBM bandwidth; a GPU missing
 from :data:`PEAKS` gets no shares.
@@ -82,7 +86,8 @@ def lstm_forward(p):
 
 
 def work(case):
-    """``(flops, bytes)`` of one timed step of ``case``, or ``None``."""
+    """``(flops, bytes)`` of one timed step of ``case`` (flops None: no products), or
+    ``None``."""
     p = case.params
     if case.suite == "matmul":
         m, k, n = p["m"], p["k"], p["n"]
@@ -110,6 +115,17 @@ def work(case):
         flops, params = lstm_forward(p)
         inputs = p["seq"] * p["batch"] * p["input"] + p["batch"]
         return 3 * flops, 4.0 * (3 * params + inputs)
+    if case.suite == "micro-conv-step":
+        x = p["batch"] * p["c_in"] * p["height"] * p["width"]
+        y = p["batch"] * p["c_out"] * p["height"] * p["width"]
+        w = p["c_out"] * p["c_in"] * p["kernel"] ** 2
+        return case.flops, 4.0 * 2 * (x + y + w)  # x, dx; dout, y; w, dw
+    if case.suite == "micro-norms":
+        shape = p["shape"]
+        dim = shape[-1] if p["norm"] == "layernorm" else shape[1]
+        stats = 2 * 2 * dim if p["norm"] == "batchnorm" else 0  # running mean, var in and out
+        # x, dout, y, dx; w, b, dw, db
+        return None, 4.0 * (4 * math.prod(shape) + 4 * dim + stats)
     return None
 
 
@@ -127,6 +143,6 @@ def add_shares(rows, cases, gpu):
         if done is None:
             continue
         seconds = r["median_ms"] * 1e-3
-        r["pct_fp32_peak"] = 100.0 * done[0] / seconds / peak[0]
+        r["pct_fp32_peak"] = None if done[0] is None else 100.0 * done[0] / seconds / peak[0]
         r["pct_bandwidth"] = 100.0 * done[1] / seconds / peak[1]
     return rows

@@ -21,6 +21,13 @@ Canonical layouts (each backend converts from these):
              "l{l}.w_hh" (4h, h), "l{l}.b_ih", "l{l}.b_hh" (4h,), gates (i, f, g, o); then
              "head.w" (h, classes) (in, out), "head.b"; x (seq, batch, input) standard
              normal, y (batch,) int64 labels.
+    micro-conv-step: x (batch, c_in, h, w), the weight w (c_out, c_in, k, k) (OIHW) and the
+             output gradient dout (batch, c_out, h, w); the result is {"y", "dx", "dw"}
+             (dw OIHW).
+    micro-norms: x (the case's shape), the affine weight w and bias b (the normalised axis:
+             the last for LayerNorm, the channels for BatchNorm2d) and dout (x's shape); the
+             result is {"y", "dx", "dw", "db"}, and for BatchNorm2d "running_mean" and
+             "running_var" after the step (they start at 0 and 1, as the layers make them).
 The three training suites' results are {"loss": float, "params": name -> array} after one
 step, in these layouts (resnet9-train's names from ``flat_layers``).
 """
@@ -32,9 +39,12 @@ import numpy as np
 
 from .validation import Check
 
-SUITES = ("matmul", "mlp", "resnet9", "attention", "resnet9-train", "transformer", "lstm")
+SUITES = ("matmul", "mlp", "resnet9", "attention", "resnet9-train", "transformer", "lstm",
+          "micro-conv-step", "micro-norms")
 #: suites whose step is a training step checked by the loss and each parameter's update
 TRAIN_SUITES = ("resnet9-train", "transformer", "lstm")
+#: suites whose step is one layer's forward and backward, checked output by output
+MICRO_SUITES = ("micro-conv-step", "micro-norms")
 
 # (m, k, n): C = A @ B
 MATMUL_SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 4096, 4096),
@@ -101,6 +111,23 @@ LSTM = {"input": 256, "hidden": 512, "layers": 2, "seq": 64, "batch": 32, "class
 LSTM_QUICK = {"input": 8, "hidden": 16, "layers": 2, "seq": 5, "batch": 3, "classes": 10}
 LSTM_LR = 0.01
 
+# micro-conv-step: one convolution as nn.Conv runs it in a network (NCHW, stride 1, padding
+# k//2, no bias): the forward, then the backward of dout into x's and the weight's gradients.
+# (batch, c_in, height, width, c_out, kernel): ResNet-sized 3x3 layers and a 3-channel stem.
+CONV_STEP_SHAPES = [(32, 64, 32, 32, 128, 3), (64, 128, 16, 16, 256, 3),
+                    (64, 256, 8, 8, 512, 3), (16, 3, 32, 32, 64, 3)]
+CONV_STEP_QUICK = [(2, 4, 8, 8, 8, 3)]
+
+# micro-norms: one normalisation layer's forward and the backward of dout: LayerNorm over the
+# last axis of (rows, cols), and BatchNorm2d in training mode (batch statistics over N, H, W;
+# the running ones updated with momentum BN_MOMENTUM). Both with eps 1e-5.
+LAYERNORM_SHAPES = [(8192, 768), (4096, 1024), (4096, 4096), (512, 512), (8192, 256),
+                    (2048, 8192)]
+BATCHNORM_SHAPES = [(64, 64, 32, 32), (64, 128, 16, 16), (64, 256, 8, 8), (64, 512, 4, 4),
+                    (16, 64, 32, 32)]
+NORMS_QUICK = {"layernorm": [(16, 32)], "batchnorm": [(4, 8, 4, 4)]}
+NORM_EPS = 1e-5
+
 # Relative-error tolerances (||out - ref|| / ||ref||). fp32 lands far below these; TF32 or
 # bf16 arithmetic (~3e-4 and up) fails the matmul check on purpose: this suite is fp32.
 MATMUL_TOL = 1e-4
@@ -108,6 +135,9 @@ MLP_LOSS_TOL = 1e-4
 MLP_UPDATE_TOL = 1e-2   # the weight update lr*grad; fp32 noise reaches ~7e-4 on deep-6L
 RESNET9_TOL = 1e-3
 ATTENTION_TOL = 2e-2  # bf16 inputs and outputs (8-bit mantissa)
+# The micro suites' outputs and gradients: measured at most 9e-6 (a convolution's weight
+# gradient through cuDNN, PyTorch CUDA or JAX on an H200), 3e-6 on the CPU.
+MICRO_TOL = 1e-4
 # The training suites. Measured on the CPU (Needle eager and compiled, JAX, against PyTorch;
 # the quick and full cases): the loss within 7e-7 of PyTorch's, so MLP_LOSS_TOL.
 TRAIN_LOSS_TOL = MLP_LOSS_TOL
@@ -178,6 +208,18 @@ def cases(suite, quick=False):
     if suite == "lstm":
         c = LSTM_QUICK if quick else LSTM
         return [Case(suite, f"i{c['input']}h{c['hidden']}/b{c['batch']}s{c['seq']}", dict(c))]
+    if suite == "micro-conv-step":
+        return [Case(suite, f"n{n}c{c}h{h}w{w}-o{o}k{k}",
+                     {"batch": n, "c_in": c, "height": h, "width": w, "c_out": o, "kernel": k},
+                     # the forward product, and as many multiply-adds for each gradient
+                     3 * 2.0 * n * h * w * o * c * k * k)
+                for n, c, h, w, o, k in (CONV_STEP_QUICK if quick else CONV_STEP_SHAPES)]
+    if suite == "micro-norms":
+        shapes = NORMS_QUICK if quick else {"layernorm": LAYERNORM_SHAPES,
+                                            "batchnorm": BATCHNORM_SHAPES}
+        return [Case(suite, f"{norm}/{'x'.join(map(str, shape))}",
+                     {"norm": norm, "shape": shape})
+                for norm, norm_shapes in shapes.items() for shape in norm_shapes]
     raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
 
 
@@ -219,6 +261,22 @@ def make_data(case, seed=0):
         return {"params": lstm_params(p, rng), "lr": LSTM_LR,
                 "x": rng.standard_normal((p["seq"], p["batch"], p["input"]), dtype=np.float32),
                 "y": rng.integers(0, p["classes"], p["batch"]).astype(np.int64)}
+    if case.suite == "micro-conv-step":
+        n, c, h, w, o, k = (p[name] for name in ("batch", "c_in", "height", "width", "c_out",
+                                                   "kernel"))
+        return {"x": rng.standard_normal((n, c, h, w), dtype=np.float32),
+                "w": (rng.standard_normal((o, c, k, k)) * np.sqrt(2.0 / (c * k * k))
+                      ).astype(np.float32),
+                "dout": rng.standard_normal((n, o, h, w), dtype=np.float32)}
+    if case.suite == "micro-norms":
+        shape = p["shape"]
+        dim = shape[-1] if p["norm"] == "layernorm" else shape[1]
+        # x off zero mean and unit variance, and an affine part far from (1, 0), so that a
+        # norm that skips a term fails validation
+        return {"x": (2 * rng.standard_normal(shape) + 0.5).astype(np.float32),
+                "w": (rng.standard_normal(dim) + 1).astype(np.float32),
+                "b": rng.standard_normal(dim).astype(np.float32),
+                "dout": rng.standard_normal(shape, dtype=np.float32)}
     raise ValueError(case.suite)
 
 
@@ -326,6 +384,8 @@ def checks(case, out, ref, data):
         return [Check("logits", out, ref, RESNET9_TOL)]
     if case.suite == "attention":
         return [Check(name, out[name], ref[name], ATTENTION_TOL) for name in ref]
+    if case.suite in MICRO_SUITES:
+        return [Check(name, out[name], ref[name], MICRO_TOL) for name in ref]
     if case.suite == "mlp":
         def named(params):
             return {f"{'W' if i % 2 == 0 else 'b'}{i // 2}": a for i, a in enumerate(params)}
