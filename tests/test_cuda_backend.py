@@ -751,7 +751,7 @@ def test_launches_match_kernel_parameters(monkeypatch, driver, ptx_params):
         be.embedding(a, buf(64), out, 64, 64, 64)
         be.embedding_backward(out, buf(64), a, 64, 64, 64)
         be.running_stats(buf(8), buf(8), buf(8), buf(8), 0.1, 1.5)
-        steps, batch, hidden = 3, 2, 8  # (one call each: a second would record a graph)
+        steps, batch, hidden = 3, 2, 8
         seq, gates = buf(steps * batch * hidden), buf(steps * batch * 4 * hidden)
         be.lstm(gates, buf(hidden * 4 * hidden), buf(batch * hidden), buf(batch * hidden), seq,
                 seq, gates, steps, batch, hidden)

@@ -351,34 +351,7 @@ class CudaBackend(Backend):
                       (grad.ptr, ids.ptr, dweight.ptr, n, rows, dim))
 
     # -- recurrent layers ------------------------------------------------------------------
-    #: opt in to recording an eager layer call that recurs with the same buffers (the LSTM
-    #: layer op's loop of a product and a kernel per step, in a training loop) as a CUDA
-    #: graph, launched from then on (capture.CallReplays):
-    #: ``needle.cuda().backend.replay_recurring_calls = True``
-    replay_recurring_calls = False
-
-    @functools.cached_property
-    def replays(self):
-        from .capture import CallReplays
-        return CallReplays()
-
-    def _maybe_replayed(self, key, buffers, call):
-        if self.replay_recurring_calls:
-            self.replays.run(key + tuple(b.ptr for b in buffers), call)
-        else:
-            call()
-
     def lstm(self, xp, w_hh, h0, c0, hs, cs, gates, steps, batch, hidden):
-        buffers = (xp, w_hh, h0, c0, hs, cs, gates)
-        self._maybe_replayed(("lstm", xp.dtype, steps, batch, hidden), buffers,
-                             lambda: self._lstm_steps(*buffers, steps, batch, hidden))
-
-    def lstm_backward(self, dhs, dcs, w_hh, c0, cs, gates, dz, dh0, dc0, steps, batch, hidden):
-        buffers = (dhs, dcs, w_hh, c0, cs, gates, dz, dh0, dc0)
-        self._maybe_replayed(("lstm_backward", cs.dtype, steps, batch, hidden), buffers,
-                             lambda: self._lstm_steps_backward(*buffers, steps, batch, hidden))
-
-    def _lstm_steps(self, xp, w_hh, h0, c0, hs, cs, gates, steps, batch, hidden):
         # per step one product (h[t-1] @ W_hh) and one cell kernel, on slices of the
         # sequence buffers at raw addresses: no buffer or Tensor per step
         dtype = xp.dtype
@@ -393,8 +366,7 @@ class CudaBackend(Backend):
                       (z, hz.ptr, c_prev, gates.ptr + t * zrow, c, h, batch, hidden))
             h_prev, c_prev = h, c
 
-    def _lstm_steps_backward(self, dhs, dcs, w_hh, c0, cs, gates, dz, dh0, dc0, steps, batch,
-                             hidden):
+    def lstm_backward(self, dhs, dcs, w_hh, c0, cs, gates, dz, dh0, dc0, steps, batch, hidden):
         # dh0 and dc0 carry the gradients of h and c back through the steps and end as those
         # of the initial states; dh's carry is the product dz[t] @ W_hh^T
         dtype = cs.dtype

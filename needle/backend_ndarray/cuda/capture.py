@@ -1,8 +1,5 @@
 """A call's device work recorded once as a CUDA graph and launched on later calls.
 
-Two users: ``needle.compile`` (a whole compiled call, below) and, opt-in, an eager backend
-call that recurs with the same buffers (:class:`CallReplays`).
-
 ``needle.compile`` replays a compiled call on cuda and cudnn through :class:`DeviceGraph`:
 
 1. ``with graph.priming():`` the call runs for real once on the graph's own stream, so
@@ -206,48 +203,3 @@ class DeviceGraph:
         self._own_blocks()  # (buffers freed since the recording came back to our list)
         self._kept = []
 
-
-class CallReplays:
-    """Eager calls replayed as device graphs: a backend method whose whole call recurs with
-    the same addresses (an LSTM layer's loop over its time steps in a training loop, where
-    the memory pool hands every step the same blocks) runs directly when its key is new, is
-    primed and recorded as a :class:`DeviceGraph` the second time, and is one graph launch
-    from then on: the host issues one call instead of a product and a kernel per step.
-
-    The key must name every address and size the call's work depends on (its buffers'
-    ``ptr`` and the shapes): a graph replays exactly the call it recorded, reading and
-    writing the same addresses, so it stands for a call only when all of them match. The
-    call's temporaries come from the graph's own blocks. At most ``limit`` graphs are kept
-    (then they start over); where a recording fails, calls run directly.
-    """
-
-    def __init__(self, limit=16):
-        self.limit, self.graphs, self.seen, self.failed = limit, {}, set(), False
-
-    def run(self, key, call):
-        """``call()`` for ``key``: directly, recorded and run, or as its graph's launch."""
-        if for_graph():  # inside needle.compile's recording (or its priming): plain calls
-            call()
-            return
-        graph = self.graphs.get(key)
-        if graph is not None:
-            graph.launch()
-            return
-        if key not in self.seen or self.failed:
-            if len(self.seen) >= 4 * self.limit:
-                self.seen.clear()
-            self.seen.add(key)
-            call()
-            return
-        graph = DeviceGraph()
-        graph._cuda.Device().synchronize()  # the graph's stream does not wait on the caller's
-        with graph.priming():
-            call()  # this call's results, and every plan tuned and workspace sized
-        try:
-            graph.record(call)
-        except Exception:  # noqa: BLE001 - whatever refused the capture: direct calls from now
-            self.failed = True
-            return
-        if len(self.graphs) >= self.limit:  # (a graph freed while queued waits for it: __del__)
-            self.graphs.clear()
-        self.graphs[key] = graph
