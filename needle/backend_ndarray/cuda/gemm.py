@@ -6,7 +6,7 @@ When the tiles alone still cannot fill the GPU (m or n small, k long), the k dim
 split (split-K): each split writes a partial product and one more kernel sums them,
 deterministically.
 
-Defaults measured on an H100 (tools/bench_cuda_matmul.py, 2026-11-23): 128x128x16 with
+Defaults measured on an H100 (2026-11-23): 128x128x16 with
 one block per SM (157 registers, no spills) ran 2048^3 / 4096^3 at 0.78x cuBLAS, against
 0.73x for 128x128x8 with two blocks per SM (capped at 128 registers, spills); the
 spill-free 64x128x8 (two blocks per SM) won on 1024^3, 256x1024x4096 and m = 64.

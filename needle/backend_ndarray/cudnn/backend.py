@@ -10,7 +10,8 @@ Routed to the libraries:
 * ``batchnorm_train``/``batchnorm_train_backward``: cuDNN's batchnorm graphs (float32),
   4-5x faster per training step of nn.BatchNorm2d than the composition of Needle ops;
 * ``layernorm``/``layernorm_backward``: ours or cuDNN's, whichever measured faster for the
-  shape on first use. Both measured with tools/bench_cudnn_norms.py.
+  shape on first use (both measured on an H200, 2026-11-30, in
+  bench/results/H200-2026-11-30-e47498f; `needle-bench --suite micro-norms` times the layers).
 
 Everything else (elementwise, reductions, softmax, eval-mode BatchNorm, optimizers) is the
 cuda device's own kernels: the class derives from CudaBackend and shares its buffers.
@@ -197,7 +198,7 @@ class CudnnBackend(CudaBackend):
         """Run ``ours(self, *args)`` or cuDNN's ``LayerNormGraph(*graph_args)`` on
         ``pointers``, whichever measured faster for ``key``. The first call times both on its
         own buffers, as an eager loop runs them (cublaslt.fastest). Neither wins everywhere,
-        and the host's speed moves the line: tools/bench_cudnn_norms.py has the figures."""
+        and the host's speed moves the line (bench/results/H200-2026-11-30-e47498f)."""
         choice = self._choices.get(key)
         if choice is None:
             try:

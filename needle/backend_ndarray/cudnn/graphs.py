@@ -39,8 +39,7 @@ class Graphs:
 
     #: how graphs execute: "raw" (the frontend's C++ call under its public ``execute``, see
     #: :class:`_RawExecute`; falls back to "ordered" where unavailable) or "ordered" (the
-    #: public ``execute`` with a tuple of addresses and their uids);
-    #: tools/bench_cudnn_execute.py times both
+    #: public ``execute`` with a tuple of addresses and their uids)
     form = "raw"
 
     def __init__(self):
@@ -100,7 +99,7 @@ class _RawExecute:
     """One graph's execution as a single call into the frontend's C++ layer.
 
     The public ``execute`` spends ~20 us of Python per call describing each operand, even
-    for bare addresses (measured on an H100 with frontend 1.32; tools/bench_cudnn_execute.py).
+    for bare addresses (measured on an H100 with frontend 1.32, 2026-11-23).
     Below it, the frontend hands cuDNN a ``void*[]`` of the operands in ascending uid order
     (``_lowered_graph._execute_with_raw_ptrs``); this class fills such an array and makes that
     call. It is private frontend API, so :meth:`make` returns None (and the public path

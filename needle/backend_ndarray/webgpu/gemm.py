@@ -2,7 +2,7 @@
 
 The kernel computes 8 x 8 outputs per thread; the block tile sets the workgroup size
 ((BM / 8) * (BN / 8) threads). The rules below come from sweeping every tile and split on
-an H100 through Vulkan (tools/bench_webgpu.py --sweep): 128 x 128 x 16 tiles for products
+an H100 through Vulkan (2026-11-23): 128 x 128 x 16 tiles for products
 with at least 128 rows and columns, 64-row tiles otherwise, and K split across
 workgroups until about two workgroups per multiprocessor of a large GPU are busy.
 """
