@@ -122,13 +122,18 @@ class Value:
         out = value.cached_data = op.compute(*data)
         try:  # (zero cost when nothing raises: TensorTuple ops have tuples here)
             shared = cls is Tensor and out._handle is data[0]._handle
-        except (AttributeError, IndexError):
+        except IndexError:
             shared = False
+        except AttributeError:  # an element taken from a TensorTuple: the tuple's counter, so
+            # that a write into it reaches the op that made the tuple (LSTMLayer reads its
+            # outputs in its gradient)
+            shared = cls is Tensor and isinstance(data[0], tuple) and \
+                any(out._handle is d._handle for d in data[0])
         if shared:
             # a view of the first input (reshape, permute, slice...): one buffer, one counter
             first = inputs[0]
             value._counter, value._own_version = first._counter, first._counter[0]
-            if first.is_mask:
+            if getattr(first, "is_mask", False):
                 value.is_mask = True
         else:
             value._counter = [0]

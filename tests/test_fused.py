@@ -95,3 +95,11 @@ def test_running_stats_kernel_matches_the_composition(device, rng, unfused):
     np.testing.assert_allclose(fused[0], composite[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(fused[1], composite[1], rtol=1e-5, atol=1e-6)
     assert fused[2][0] < fused[2][1] and composite[2][0] < composite[2][1]
+
+
+def test_update_running_stats_refuses_mismatched_statistics():
+    rm, rv = needle.init.zeros(3), needle.init.ones(3)
+    with pytest.raises(needle.errors.ShapeError, match="one element per channel"):
+        ops.update_running_stats(rm, rv, needle.init.zeros(4), needle.init.ones(3), 0.1, 8)
+    with pytest.raises(ValueError, match="n > 1"):
+        ops.update_running_stats(rm, rv, needle.init.zeros(3), needle.init.ones(3), 0.1, 1)

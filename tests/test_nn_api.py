@@ -451,3 +451,15 @@ def test_one_hot_memory_is_the_results():
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert y.shape == (2, 20000) and peak < 2e6  # (not a 20000 x 20000 identity: 3 GB)
+
+
+def test_linear_without_bias_and_a_frozen_weight_runs_on_inputs_of_any_rank():
+    """(A frozen, bias-free layer: nothing to differentiate; 1-, 2- and 3-D inputs.)"""
+    lin = nn.Linear(3, 4, bias=False)
+    lin.weight.requires_grad = False
+    w = lin.weight.numpy()
+    for shape in ((3,), (2, 3), (5, 2, 3)):
+        x = np.random.default_rng(1).standard_normal(shape)
+        out = lin(needle.Tensor(x, requires_grad=False))
+        assert out.shape == shape[:-1] + (4,)
+        np.testing.assert_allclose(out.numpy(), x @ w, rtol=1e-5, atol=1e-6)

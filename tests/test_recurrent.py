@@ -158,3 +158,16 @@ def test_a_declined_layer_op_runs_as_the_composition(rng, monkeypatch):
     assert not isinstance(hs.inputs[0].op, ops.LSTMLayer)
     np.testing.assert_allclose(lstm_out(*(needle.Tensor(a) for a in inputs)).numpy(),
                                torch_lstm(*inputs), rtol=1e-4, atol=1e-5)
+
+
+def test_an_in_place_write_to_the_layer_outputs_is_caught_by_backward(device, rng):
+    """The layer's gradient reads its outputs: writing into them (or into a view, h_n)
+    before backward raises, as for any op whose saved tensor changed."""
+    tensors = [needle.Tensor(a, device=device, requires_grad=True)
+               for a in lstm_inputs(rng, 3, 2, 4, 5)]
+    hs, (h_n, c_n) = ops.lstm(*tensors)
+    loss = (hs * hs).sum() + (c_n * c_n).sum()
+    with needle.no_grad():
+        h_n[...] = 0.0
+    with pytest.raises(RuntimeError, match="modified by an in-place operation"):
+        loss.backward()

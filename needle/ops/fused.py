@@ -369,6 +369,14 @@ def update_running_stats(running_mean, running_var, mean, var, momentum, n):
     ``running = running * (1 - momentum) + stat * momentum``, the variance unbiased
     (``* n / (n - 1)``). One backend kernel for both where the backend has it, else a few
     in-place Tensor ops; either way the buffers' versions move on."""
+    channels = running_mean.size
+    if any(t.size != channels for t in (running_var, mean, var)):
+        raise ShapeError(f"update_running_stats: running_mean {running_mean.shape}, running_var "
+                         f"{running_var.shape}, mean {mean.shape} and var {var.shape} must have "
+                         f"one element per channel each")
+    if n < 2:
+        raise ValueError(f"update_running_stats: the unbiased variance needs n > 1 values per "
+                         f"channel, got n = {n}")
     unbiased = n / (n - 1)
     backend = running_mean.device.backend
     rm, rv = running_mean.realize_cached_data(), running_var.realize_cached_data()

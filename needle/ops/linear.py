@@ -69,7 +69,7 @@ def linear(x, w, bias=None, act="identity"):
     backend = x.device.backend
     fused = (bias is not None and x.size and w.size and backend.supports("linear", x.dtype)
              and backend.supports("linear_backward", x.dtype))
-    training = grad_enabled() and any(t.requires_grad for t in (x, w, bias))
+    training = grad_enabled() and any(t is not None and t.requires_grad for t in (x, w, bias))
     if fused and not (act == "gelu" and training):  # the epilogue keeps no GELU input
         return Linear(act)(x, w, bias)
     if fused:

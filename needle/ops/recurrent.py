@@ -37,6 +37,9 @@ def lstm(x, h0, c0, w_ih, w_hh, bias=None):
 
     Returns ``(hs, (h_n, c_n))``: hs (steps, batch, hidden) holds h at every step.
     """
+    if x.ndim != 3 or w_ih.ndim != 2 or w_hh.ndim != 2:
+        raise ShapeError(f"lstm: expected x (steps, batch, input) and 2-D weights, got x "
+                         f"{x.shape}, w_ih {w_ih.shape}, w_hh {w_hh.shape}")
     steps, batch, features = x.shape
     hidden = w_hh.shape[0]
     if w_ih.shape != (features, 4 * hidden) or w_hh.shape != (hidden, 4 * hidden):
@@ -49,7 +52,8 @@ def lstm(x, h0, c0, w_ih, w_hh, bias=None):
     if bias is not None:  # every step's input projection, one product
         xp = linear(x, w_ih, bias)
     else:
-        xp = reshape(matmul(reshape(x, (steps * batch, features)), w_ih), (steps, batch, 4 * hidden))
+        flat = reshape(x, (steps * batch, features))
+        xp = reshape(matmul(flat, w_ih), (steps, batch, 4 * hidden))
     backend = x.device.backend
     if steps and batch and hidden and backend.supports("lstm", x.dtype) \
             and backend.supports("lstm_backward", x.dtype):

@@ -202,4 +202,3 @@ class DeviceGraph:
             self._exec = None
         self._own_blocks()  # (buffers freed since the recording came back to our list)
         self._kept = []
-

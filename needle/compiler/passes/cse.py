@@ -5,7 +5,7 @@ Attributes compare structurally with the op's defaults filled in; lists and tupl
 same; ints, floats and bools are not (``1``, ``1.0`` and ``True`` differ); floats compare
 by their bits (``0.0`` is not ``-0.0``, NaN equals the same NaN); arrays (constants) by
 dtype, shape and bytes, so NaN payloads and signed zeros stay apart. A decomposition
-compares by its text form, which is exact.
+compares by its text form, its large constants by a digest of their bytes (exact too).
 """
 import struct
 
@@ -42,7 +42,8 @@ def freeze(value):
 def node_key(node):
     """What makes two nodes compute the same thing (their inputs as they are now)."""
     attrs = with_defaults(node.op, node.attrs) if node.op in OPS else node.attrs
-    decomposition = as_text(node.decomposition, digest=True) if node.decomposition is not None else None
+    decomposition = (as_text(node.decomposition, digest=True)
+                     if node.decomposition is not None else None)
     return (node.op, tuple(v.id for v in node.inputs), freeze(attrs), decomposition)
 
 

@@ -1,6 +1,7 @@
 """The fused backend ops a traced step keeps as composites: cross-entropy, the embedding
-lookup and its gradient, an LSTM layer and its gradient, and the optimizer updates. Each builds its decomposition in plain IR ops, written to compute what the NumPy
-backend (the contract's specification) computes.
+lookup and its gradient, an LSTM layer and its gradient, and the optimizer updates. Each
+builds its decomposition in plain IR ops, written to compute what the NumPy backend (the
+contract's specification) computes.
 
 These are recorded as the one op they are, not as the ops layer's compositions: the
 compositions of cross-entropy and of the embedding read the labels and the ids on the
