@@ -235,7 +235,8 @@ class LSTM(_Stacked):
 
     ``forward(x, (h0, c0)=None)`` returns ``(output, (h_n, c_n))``, shapes as for ``RNN``
     (h0, c0, h_n, c_n are (num_layers, batch, hidden) whatever ``batch_first``). Cells are
-    ``lstm_cells[i]`` (``LSTMCell``).
+    ``lstm_cells[i]`` (``LSTMCell``), holding each layer's parameters; a layer runs as
+    ``ops.lstm`` over the whole sequence (the device's fused LSTM layer where it has one).
 
     Example:
         >>> lstm = needle.nn.LSTM(4, 8)
