@@ -46,6 +46,23 @@ def _tokens(rng):
     return model, optim.SGD(model.parameters(), lr=0.1), rng.integers(0, 7, 6)
 
 
+class _LastStep(nn.Module):
+    """A 2-layer LSTM (batch first) -> Linear on the last step: the layer composites."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm, self.head = nn.LSTM(3, 4, num_layers=2, batch_first=True), nn.Linear(4, 3)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return self.head(out[:, -1])
+
+
+def _lstm(rng):
+    model = _LastStep()
+    return model, optim.SGD(model.parameters(), lr=0.1), (2, 3, 3)
+
+
 def _lowered(make, opt_level, composites):
     rng = np.random.default_rng(11)
     np.random.seed(11)
@@ -63,8 +80,8 @@ def _lowered(make, opt_level, composites):
 
 @pytest.mark.parametrize("composites", ["decompose", "keep"])
 @pytest.mark.parametrize("opt_level", [0, 2])
-@pytest.mark.parametrize("make", [_mlp, _mlp_adam, _cnn, _tokens],
-                         ids=["mlp_sgd", "mlp_adam", "cnn_bn", "embedding"])
+@pytest.mark.parametrize("make", [_mlp, _mlp_adam, _cnn, _tokens, _lstm],
+                         ids=["mlp_sgd", "mlp_adam", "cnn_bn", "embedding", "lstm"])
 def test_exported_step_runs_on_jaxlibs_interpreter(make, opt_level, composites):
     low, arguments = _lowered(make, opt_level, composites)
     text = low.as_stablehlo(composites=composites)

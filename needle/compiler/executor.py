@@ -1076,9 +1076,11 @@ FUSED = {
     "needle.lstm": ("lstm", (), _lstm_kernel),
     "needle.lstm_backward": ("lstm_backward", (), _lstm_backward_kernel),
 }
-#: composites run as their kernel at every level where the backend has it: their
-#: decompositions gather at data-dependent positions, which the executor reads on the host
-ALWAYS_FUSED = ("needle.embedding", "needle.embedding_backward")
+#: composites run as their kernel at every level where the backend has it: the embedding's
+#: decompositions gather at data-dependent positions, which the executor reads on the host;
+#: the LSTM layer's unroll its steps, which op by op cost what eager's per-step ops did
+ALWAYS_FUSED = ("needle.embedding", "needle.embedding_backward", "needle.lstm",
+                "needle.lstm_backward")
 
 
 def _sgd_kernel(node, scalars, inplace, p, g, buf=None):
