@@ -292,15 +292,17 @@ def embedding(weight, ids):
             (rows <= 2 ** 24 or weight.dtype == "float64"):
         return Embedding()(weight, _checked_ids(ids, weight))
     values = ids.numpy() if isinstance(ids, Tensor) else np.asarray(ids)
-    index = _integers(values, "embedding ids")
-    _check_rows(index, rows)
+    index = _row_indices(values, rows)
     return Take(index[..., None] * dim + np.arange(dim))(weight)
 
 
-def _check_rows(index, rows):
+def _row_indices(values, rows):
+    """Host ``values`` as integer row indices, checked to lie in ``[0, rows)``."""
+    index = _integers(values, "embedding ids")
     if index.size and (index.min() < 0 or index.max() >= rows):
         raise IndexError(f"embedding: ids must lie in [0, {rows}), got values in "
                          f"[{index.min()}, {index.max()}]")
+    return index
 
 
 def _checked_ids(ids, weight):
@@ -311,11 +313,10 @@ def _checked_ids(ids, weight):
     rows = weight.shape[0]
     if not (isinstance(ids, Tensor) and ids.device == weight.device):
         values = ids.numpy() if isinstance(ids, Tensor) else np.asarray(ids)
-        _check_rows(_integers(values, "embedding ids"), rows)
+        _row_indices(values, rows)
         return Tensor.make_const(NDArray(values, device=weight.device, dtype=weight.dtype))
     data = ids.realize_cached_data()
-    check_once(data, ("rows", rows, ids._version),
-               lambda values: _check_rows(_integers(values, "embedding ids"), rows))
+    check_once(data, ("rows", rows, ids._version), lambda values: _row_indices(values, rows))
     return Tensor.make_const(data if data.dtype == weight.dtype else data.astype(weight.dtype))
 
 

@@ -365,10 +365,7 @@ class WebGPUBackend(Backend):
         # in the call's one submission; the cell reads and writes the sequences at offsets
         n = batch * hidden
         self._fits_one_binding(xp)
-        h, c, hz = self.alloc(n, np.float32), self.alloc(n, np.float32), \
-            self.alloc(4 * n, np.float32)
-        self.compact(h0, h, (n,), (1,), 0)
-        self.compact(c0, c, (n,), (1,), 0)
+        h, c, hz = self._copy(h0), self._copy(c0), self.alloc(4 * n, np.float32)
         bindings = {b: self._whole(buf, "lstm") for b, buf in
                     ((1, xp), (2, hz), (3, c), (4, gates), (5, cs), (6, hs), (7, h))}
         for t in range(steps):
@@ -391,7 +388,7 @@ class WebGPUBackend(Backend):
             self._run("lstm_backward.wgsl", "lstm_cell_backward", bindings,
                       _pack("IIIIIIII", n, hidden, t * 4 * n, t * n, int(t == 0), 0, 0, 0),
                       -(-n // 256))
-            self.compact(dz, dz_t, (4 * n,), (1,), t * 4 * n)
+            self._rec.copy(dz.gpu, t * 4 * n * 4, dz_t.gpu, 0, 4 * n * 4)
             self.matmul(dz_t, w_t, dh0, 1, batch, 4 * hidden, hidden)
 
     def _fits_one_binding(self, sequence):
