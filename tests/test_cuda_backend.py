@@ -456,6 +456,32 @@ def test_every_fused_op_is_native(be):
     assert all(be.supports(op) for op in FUSED_OPS)
 
 
+# shapes off the kernels' tiles (32 rows, 16/32-key tiles), dims below and at each compiled
+# width (16, 32, 64, 128), one problem and many
+ATTENTION_CASES = [(1, 1, 1, 1), (3, 40, 70, 8), (2, 33, 33, 16), (4, 65, 65, 31),
+                   (2, 17, 130, 64), (5, 128, 128, 64), (2, 47, 47, 100), (1, 20, 36, 128)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", (False, True))
+@pytest.mark.parametrize("batch,seq_q,seq_k,dim", ATTENTION_CASES)
+def test_attention(be, rng, batch, seq_q, seq_k, dim, causal, dtype):
+    if causal and seq_q != seq_k:
+        pytest.skip("causal attention takes seq_q == seq_k (the contract)")
+    scale = dim ** -0.5
+    q = rng.standard_normal(batch * seq_q * dim).astype(dtype) * 2
+    k, v = (rng.standard_normal(batch * seq_k * dim).astype(dtype) for _ in range(2))
+    ours, ref = call_both(be, "attention", q, k, v, poison(q.size, dtype),
+                          poison(batch * seq_q, dtype), batch, seq_q, seq_k, dim, scale, causal)
+    assert_same(ours[3:], ref[3:], dtype, scale=10.0)
+    out, stats = ref[3:]
+    grad = rng.standard_normal(q.size).astype(dtype)
+    ours, ref = call_both(be, "attention_backward", q, k, v, out, stats, grad,
+                          poison(q.size, dtype), poison(k.size, dtype), poison(v.size, dtype),
+                          batch, seq_q, seq_k, dim, scale, causal)
+    assert_same(ours[6:], ref[6:], dtype, scale=20.0)
+
+
 # ---- anywhere: no GPU needed ---------------------------------------------------------
 def test_unavailable_reason_says_why():
     device = cuda_device()
@@ -751,6 +777,13 @@ def test_launches_match_kernel_parameters(monkeypatch, driver, ptx_params):
         be.embedding(a, buf(64), out, 64, 64, 64)
         be.embedding_backward(out, buf(64), a, 64, 64, 64)
         be.running_stats(buf(8), buf(8), buf(8), buf(8), 0.1, 1.5)
+        for batch, seq_q, seq_k, dim in [(3, 40, 70, 8), (3, 40, 40, 32), (2, 5, 9, 50),
+                                         (1, 3, 3, 128), (70000, 1, 1, 16)]:  # (grid y split)
+            q, kv = buf(batch * seq_q * dim), buf(batch * seq_k * dim)
+            stats = buf(batch * seq_q)
+            be.attention(q, kv, kv, q, stats, batch, seq_q, seq_k, dim, 0.125, seq_q == seq_k)
+            be.attention_backward(q, kv, kv, q, stats, q, q, kv, kv, batch, seq_q, seq_k, dim,
+                                  0.125, seq_q == seq_k)
         steps, batch, hidden = 3, 2, 8
         seq, gates = buf(steps * batch * hidden), buf(steps * batch * 4 * hidden)
         be.lstm(gates, buf(hidden * 4 * hidden), buf(batch * hidden), buf(batch * hidden), seq,

@@ -329,11 +329,18 @@ def test_attention_forward_backward(bf16, rng, batch, seq_q, seq_k, dim, causal)
         assert np.linalg.norm(got - want) / np.linalg.norm(want) < 2e-2
 
 
-def test_attention_needs_bf16_opt_in(be, monkeypatch):
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_attention_is_exact_without_bf16_opt_in(be, rng, monkeypatch, dtype):
+    """Without the bf16 opt-in (and for float64) attention runs the cuda device's exact
+    kernels: float32 rounding, not bf16's."""
     monkeypatch.setattr(CudnnBackend, "matmul_precision", "highest")
-    assert not be.supports("attention", "float32")
-    monkeypatch.setattr(CudnnBackend, "matmul_precision", "bf16")
-    assert be.supports("attention", "float32") and not be.supports("attention", "float64")
+    batch, seq, dim = 3, 50, 64
+    q, k, v = (rng.standard_normal(batch * seq * dim).astype(dtype) for _ in range(3))
+    ours, ref = call_both(be, "attention", q, k, v, nan(q.size, dtype), nan(batch * seq, dtype),
+                          batch, seq, seq, dim, dim ** -0.5, True)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    for got, want in zip(ours[3:], ref[3:]):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
 
 # ---- LayerNorm: ours or cuDNN's, per shape --------------------------------------------------

@@ -87,8 +87,11 @@ def test_lstm_refuses_weights_of_the_wrong_shape(rng):
 
 # -- the backend layer op, called directly ---------------------------------------------------
 def test_the_backend_layer_op_matches_the_numpy_backend_call_after_call(device, rng):
-    """The backend's lstm and lstm_backward on the same buffers four times, new contents
-    each time (awkward sizes: hidden 9), against the NumPy backend, the specification."""
+    """The backend's lstm and lstm_backward called six times, new contents each time, on two
+    sets of buffers in turn (awkward sizes: hidden 9), against the NumPy backend, the
+    specification. On cuda and cudnn the later calls replay a graph recorded on buffers of
+    its own: each call's results must reach its own buffers, and stay there while the other
+    set is used."""
     from helpers import download, upload
     from needle.backend_ndarray.numpy_backend import NumpyBackend
     be, ref = device.backend, NumpyBackend()
@@ -100,22 +103,32 @@ def test_the_backend_layer_op_matches_the_numpy_backend_call_after_call(device, 
     outs = {"hs": steps * batch * hidden, "cs": steps * batch * hidden,
             "gates": steps * batch * 4 * hidden, "dz": steps * batch * 4 * hidden,
             "dh0": batch * hidden, "dc0": batch * hidden}
-    bufs = {k: upload(be, np.zeros(s, np.float32)) for k, s in shapes.items()}
-    bufs.update({k: be.alloc(n, np.float32) for k, n in outs.items()})
-    for call in range(4):
+    forward = ("xp", "w_hh", "h0", "c0", "hs", "cs", "gates")
+    backward = ("dhs", "dcs", "w_hh", "c0", "cs", "gates", "dz", "dh0", "dc0")
+    sets = []
+    for _ in range(2):
+        bufs = {k: upload(be, np.zeros(s, np.float32)) for k, s in shapes.items()}
+        sets.append({**bufs, **{k: be.alloc(n, np.float32) for k, n in outs.items()}})
+    expected = [None, None]
+    for call in range(6):
+        bufs = sets[call % 2]
         arrays = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
         for k, a in arrays.items():
             be.from_numpy(a.reshape(-1), bufs[k])
         mine = {k: ref.alloc(n, np.float32) for k, n in outs.items()}
         inputs = {k: a.reshape(-1).copy() for k, a in arrays.items()}
-        forward = ("xp", "w_hh", "h0", "c0", "hs", "cs", "gates")
-        backward = ("dhs", "dcs", "w_hh", "c0", "cs", "gates", "dz", "dh0", "dc0")
         for impl, b in ((be, bufs), (ref, {**inputs, **mine})):
             impl.lstm(*(b[k] for k in forward), steps, batch, hidden)
             impl.lstm_backward(*(b[k] for k in backward), steps, batch, hidden)
+        expected[call % 2] = mine
         for k in outs:
             np.testing.assert_allclose(download(be, bufs[k]), mine[k], rtol=2e-5, atol=2e-6,
                                        err_msg=f"{k} of call {call}")
+    for k in outs:  # the 5th call's results, after the 6th ran on the other buffers
+        np.testing.assert_allclose(download(be, sets[0][k]), expected[0][k], rtol=2e-5,
+                                   atol=2e-6, err_msg=f"{k} of call 4, after call 5")
+    if hasattr(be, "_layer_replays"):  # the later calls were graph launches
+        assert {key[0] for key in be._layer_replays.graphs} >= {"lstm", "lstm_backward"}
 
 
 def test_a_compiled_step_keeps_the_fused_layer_as_one_composite(device, rng):

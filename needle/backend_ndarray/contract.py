@@ -96,6 +96,8 @@ class Backend:
     name = "abstract"
     #: dtypes this backend can hold, as numpy dtype names
     dtypes = ("float32",)
+    #: the largest head dim its ``attention`` takes (None: any); beyond it, callers compose
+    attention_max_dim = None
 
     def unavailable_reason(self):
         """``None`` if this backend can run here, else a sentence saying why not."""
@@ -314,7 +316,8 @@ class Backend:
         problems: q ``(batch, seq_q, dim)``, k and v ``(batch, seq_k, dim)``,
         ``out = softmax(scale * q @ k.T + mask) @ v``; ``causal`` masks key j > query i
         (requires seq_q == seq_k). Also writes ``stats`` ``(batch, seq_q)``: the log-sum-exp
-        of each row of scaled scores, which :meth:`attention_backward` reuses."""
+        of each row of scaled scores, which :meth:`attention_backward` reuses. Callers pass
+        ``dim`` up to :attr:`attention_max_dim`."""
         self._missing("attention")
 
     def attention_backward(self, q, k, v, out, stats, grad, dq, dk, dv, batch, seq_q, seq_k,

@@ -40,6 +40,7 @@ from ..backend_ndarray.ndarray import compact_strides
 from ..backend_ndarray import where as nd_where
 from ..backend_ndarray.device import device as lookup_device
 from ..errors import ShapeError
+from ..ops.attention import fused_attention_fits
 from . import reference
 from .codegen import Unsupported
 from .passes.common import splat
@@ -138,7 +139,10 @@ class Executor:
         if any(k not in node.attrs for k in attrs) or len(dtypes) != 1 or \
                 not all(math.prod(v.shape) for v in values):
             return None
-        return fn if self.device.backend.supports(op, dtypes.pop()) else None
+        backend = self.device.backend
+        if op == "attention" and not fused_attention_fits(backend, node.inputs[0].shape[-1]):
+            return None
+        return fn if backend.supports(op, dtypes.pop()) else None
 
     def _destinations(self):
         """``{node: {output position: graph input}}``: composite outputs that become an

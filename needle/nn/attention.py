@@ -58,7 +58,7 @@ class MultiHeadAttention(Module):
     value to mask). Masked keys get ``MASKED`` (-1e9)
     added rather than -inf, so a query whose keys are all masked gets finite output where
     PyTorch gives NaN. With a mask (or dropout) attention runs unfused (matmul, softmax,
-    matmul); without, ``ops.scaled_dot_product_attention`` (one fused kernel on cudnn).
+    matmul); without, ``ops.scaled_dot_product_attention`` (fused kernels on cuda and cudnn).
 
     Example:
         >>> mha = needle.nn.MultiHeadAttention(16, 4)

@@ -1,5 +1,6 @@
-"""Scaled dot-product attention: one fused op (cuDNN's flash attention on the cudnn
-device) where the backend has it, otherwise matmul + softmax + matmul."""
+"""Scaled dot-product attention: one fused op where the backend has it (our kernels on
+cuda and cudnn, cuDNN's flash attention on cudnn with bf16 products), otherwise matmul +
+softmax + matmul."""
 import math
 
 import numpy as np
@@ -36,6 +37,11 @@ class Attention(TensorOp):
         return Tensor.make_const(dq), Tensor.make_const(dk), Tensor.make_const(dv)
 
 
+def fused_attention_fits(backend, dim):
+    """Whether the backend's attention kernels take head dim ``dim``."""
+    return backend.attention_max_dim is None or dim <= backend.attention_max_dim
+
+
 def scaled_dot_product_attention(q, k, v, causal=False, dropout=None):
     """Attention of (batch, heads, seq, dim) tensors, scaled by ``1 / sqrt(dim)``.
 
@@ -53,7 +59,8 @@ def scaled_dot_product_attention(q, k, v, causal=False, dropout=None):
     backend = q.device.backend
     if (dropout is None and (not causal or tq == tk) and q.size and k.size
             and backend.supports("attention", q.dtype)
-            and backend.supports("attention_backward", q.dtype)):
+            and backend.supports("attention_backward", q.dtype)
+            and fused_attention_fits(backend, d)):
         return Attention(scale, causal)(q, k, v)
     scores = (q @ transpose(k)) * scale
     if causal:  # -1e9 above the diagonal (aligned to the last key)

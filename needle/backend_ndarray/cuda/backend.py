@@ -20,6 +20,9 @@ from .capture import _Capture
 from .memory import CudaBuffer, _Blocks, memory_stats, reset_peak
 
 THREADS = 256  # block size of the 1-D kernels (the reduce and row kernels require it)
+_GRID_Y = 65535  # CUDA's limit on a grid's y dimension
+#: rows per block and threads per block of kernels/attention.cu (ATT_ROWS, x ATT_TPR)
+_ATTENTION_ROWS, _ATTENTION_THREADS = 32, 128
 _BLOCK = (THREADS, 1, 1)
 _NO_DEVICE = 100  # cudaErrorNoDevice
 _H2D, _D2H, _D2D = 1, 2, 3  # cudaMemcpyKind
@@ -350,8 +353,59 @@ class CudaBackend(Backend):
             self._map(("embedding_backward", self._sfx(grad.dtype)), n * dim,
                       (grad.ptr, ids.ptr, dweight.ptr, n, rows, dim))
 
+    # -- attention (kernels/attention.cu) ------------------------------------------------
+    attention_max_dim = kernels.ATTENTION_DIMS[-1]
+
+    def _attention_launches(self, kind, dtype, batch, rows, dim, pointers):
+        """Launch attention kernel ``kind`` over (row blocks, batch), splitting the batch
+        where it passes the grid's y limit: ``pointers(b0)`` gives the kernel's arguments
+        for the problems from ``b0`` on."""
+        d = next(d for d in kernels.ATTENTION_DIMS if d >= dim)
+        parts, rt = (kind, self._sfx(dtype), f"d{d}"), self.rt
+        for b0 in range(0, batch, _GRID_Y):
+            grid = (-(-rows // _ATTENTION_ROWS), min(_GRID_Y, batch - b0), 1)
+            rt.launch(parts, grid, (_ATTENTION_THREADS, 1, 1), pointers(b0))
+
+    def attention(self, q, k, v, out, stats, batch, seq_q, seq_k, dim, scale, causal):
+        size = q.dtype.itemsize
+        qo, ko = seq_q * dim * size, seq_k * dim * size
+        self._attention_launches("attention", q.dtype, batch, seq_q, dim, lambda b: (
+            q.ptr + b * qo, k.ptr + b * ko, v.ptr + b * ko, out.ptr + b * qo,
+            stats.ptr + b * seq_q * size, seq_q, seq_k, dim, scale, int(causal)))
+
+    def attention_backward(self, q, k, v, out, stats, grad, dq, dk, dv, batch, seq_q, seq_k,
+                           dim, scale, causal):
+        # dq first: its kernel also writes each query's dO . O, which the dk/dv kernel reads
+        size = q.dtype.itemsize
+        qo, ko, so = seq_q * dim * size, seq_k * dim * size, seq_q * size
+        delta = CudaBuffer(batch * seq_q, q.dtype)
+        self._attention_launches("attention_bwd_dq", q.dtype, batch, seq_q, dim, lambda b: (
+            q.ptr + b * qo, k.ptr + b * ko, v.ptr + b * ko, out.ptr + b * qo,
+            stats.ptr + b * so, grad.ptr + b * qo, dq.ptr + b * qo, delta.ptr + b * so,
+            seq_q, seq_k, dim, scale, int(causal)))
+        self._attention_launches("attention_bwd_dkv", q.dtype, batch, seq_k, dim, lambda b: (
+            q.ptr + b * qo, k.ptr + b * ko, v.ptr + b * ko, stats.ptr + b * so,
+            grad.ptr + b * qo, delta.ptr + b * so, dk.ptr + b * ko, dv.ptr + b * ko,
+            seq_q, seq_k, dim, scale, int(causal)))
+
     # -- recurrent layers ------------------------------------------------------------------
+    @functools.cached_property
+    def _layer_replays(self):
+        from .capture import StaticReplays
+        return StaticReplays(self)
+
     def lstm(self, xp, w_hh, h0, c0, hs, cs, gates, steps, batch, hidden):
+        # 2 x steps launches: from a shape's second call on, one graph (capture.StaticReplays)
+        self._layer_replays.run(("lstm", xp.dtype, steps, batch, hidden),
+                                lambda *b: self._lstm_steps(*b, steps, batch, hidden),
+                                (xp, w_hh, h0, c0), (hs, cs, gates))
+
+    def lstm_backward(self, dhs, dcs, w_hh, c0, cs, gates, dz, dh0, dc0, steps, batch, hidden):
+        self._layer_replays.run(("lstm_backward", cs.dtype, steps, batch, hidden),
+                                lambda *b: self._lstm_steps_backward(*b, steps, batch, hidden),
+                                (dhs, dcs, w_hh, c0, cs, gates), (dz, dh0, dc0))
+
+    def _lstm_steps(self, xp, w_hh, h0, c0, hs, cs, gates, steps, batch, hidden):
         # per step one product (h[t-1] @ W_hh) and one cell kernel, on slices of the
         # sequence buffers at raw addresses: no buffer or Tensor per step
         dtype = xp.dtype
@@ -366,7 +420,8 @@ class CudaBackend(Backend):
                       (z, hz.ptr, c_prev, gates.ptr + t * zrow, c, h, batch, hidden))
             h_prev, c_prev = h, c
 
-    def lstm_backward(self, dhs, dcs, w_hh, c0, cs, gates, dz, dh0, dc0, steps, batch, hidden):
+    def _lstm_steps_backward(self, dhs, dcs, w_hh, c0, cs, gates, dz, dh0, dc0, steps, batch,
+                             hidden):
         # dh0 and dc0 carry the gradients of h and c back through the steps and end as those
         # of the initial states; dh's carry is the product dz[t] @ W_hh^T
         dtype = cs.dtype

@@ -1,5 +1,8 @@
 """A call's device work recorded once as a CUDA graph and launched on later calls.
 
+Two users: ``needle.compile`` (a whole compiled call, :class:`DeviceGraph`) and the eager
+LSTM layer ops (:class:`StaticReplays`, a graph on buffers of its own).
+
 ``needle.compile`` replays a compiled call on cuda and cudnn through :class:`DeviceGraph`:
 
 1. ``with graph.priming():`` the call runs for real once on the graph's own stream, so
@@ -202,3 +205,70 @@ class DeviceGraph:
             self._exec = None
         self._own_blocks()  # (buffers freed since the recording came back to our list)
         self._kept = []
+
+
+class StaticReplays:
+    """An eager backend call that issues many launches (an LSTM layer: a product and a cell
+    kernel per time step) replayed as one :class:`DeviceGraph` recorded on buffers of its
+    own: per call, the inputs are copied into the graph's buffers, the graph is launched
+    and its outputs are copied out (two copy launches: the caller's addresses change from
+    call to call, the graph's do not). The graph for a key is recorded on the key's second
+    call; a key seen once runs directly, as does everything inside needle.compile's own
+    recording. At most ``limit`` keys keep a graph (each holds copies of its buffers).
+
+    Args:
+        backend: the CudaBackend whose ``copy_ranges`` moves the buffers.
+    """
+
+    def __init__(self, backend, limit=8):
+        self.backend, self.limit = backend, limit
+        self.graphs, self.seen, self.failed = {}, set(), False
+
+    def run(self, key, call, inputs, outputs):
+        """``call(*inputs, *outputs)``; ``outputs`` must be written whole by the call. The
+        key must name everything the work depends on but the buffers (shapes, dtype)."""
+        if for_graph() or self.failed:
+            call(*inputs, *outputs)
+            return
+        entry = self.graphs.get(key)
+        if entry is None:
+            if key not in self.seen:
+                if len(self.seen) >= 16 * self.limit:
+                    self.seen.clear()
+                self.seen.add(key)
+                call(*inputs, *outputs)
+                return
+            entry = self._record(key, call, inputs, outputs)
+            if entry is None:
+                call(*inputs, *outputs)
+                return
+        else:
+            graph, own_in, own_out = entry
+            self._copy(own_in, inputs)
+            graph.launch()
+        self._copy(outputs, entry[2])
+
+    def _record(self, key, call, inputs, outputs):
+        """Prime and record the call on fresh buffers holding this call's inputs; returns
+        ``(graph, own inputs, own outputs)``, the outputs holding this call's results, or
+        None where the recording failed (this call and every later one then run
+        directly)."""
+        own_in = [CudaBuffer(b.size, b.dtype) for b in inputs]
+        own_out = [CudaBuffer(b.size, b.dtype) for b in outputs]
+        self._copy(own_in, inputs)
+        graph = DeviceGraph()
+        graph._cuda.Device().synchronize()  # the graph's stream does not wait on the caller's
+        with graph.priming():
+            call(*own_in, *own_out)  # this call's results, every plan tuned and compiled
+        try:
+            graph.record(lambda: call(*own_in, *own_out))
+        except Exception:  # noqa: BLE001 - whatever refused the capture: direct calls
+            self.failed = True
+            return None
+        if len(self.graphs) >= self.limit:  # (a graph freed while queued waits for it: __del__)
+            self.graphs.clear()
+        self.graphs[key] = entry = (graph, own_in, own_out)
+        return entry
+
+    def _copy(self, dst, src):
+        self.backend.copy_ranges([(d.ptr, s.ptr, s.nbytes) for d, s in zip(dst, src) if s.nbytes])

@@ -19,6 +19,8 @@ ROW_TPR = (32, 256)
 #: SGEMM configurations (BM, BN, BK, min blocks per SM) compiled into matmul.cu
 SGEMM_TILES = ((128, 128, 8, 2), (128, 128, 16, 2), (128, 128, 8, 1), (128, 128, 16, 1),
                (64, 128, 8, 4), (64, 128, 8, 2), (64, 64, 8, 8))
+#: head dims the attention kernels are compiled for (a dim runs in the next one up)
+ATTENTION_DIMS = (16, 32, 64, 128)
 ROW_OPS = ("logsumexp", "softmax", "cross_entropy", "layernorm", "layernorm_bwd_dx")
 
 
@@ -76,6 +78,8 @@ ENTRY_POINTS = {
     "gather.cu": _gather(),
     "recurrent.cu": [f"needle_{op}_{s}" for op in ("lstm_cell", "lstm_cell_backward")
                      for s in _SFX],
+    "attention.cu": [f"needle_attention{part}_{s}_d{d}" for part in ("", "_bwd_dq", "_bwd_dkv")
+                     for s in _SFX for d in ATTENTION_DIMS],
     "convert.cu": ["needle_cast_f32_bf16", "needle_cast_bf16_f32"],  # used by the cudnn device
 }
 

@@ -6,7 +6,8 @@ Routed to the libraries:
   (cublaslt.py), with the bias, ReLU and GELU epilogues and the bias-gradient epilogue;
 * ``conv``/``conv_backward``: cuDNN's convolution graphs (graphs.py);
 * ``attention``/``attention_backward``: cuDNN's flash attention, which reads bf16 only, so
-  it runs when the user chose ``set_matmul_precision("bf16")``;
+  it runs when the user chose ``set_matmul_precision("bf16")`` (otherwise the cuda device's
+  exact fp32/fp64 kernels);
 * ``batchnorm_train``/``batchnorm_train_backward``: cuDNN's batchnorm graphs (float32),
   4-5x faster per training step of nn.BatchNorm2d than the composition of Needle ops;
 * ``layernorm``/``layernorm_backward``: ours or cuDNN's, whichever measured faster for the
@@ -29,7 +30,6 @@ from . import cublaslt, graphs
 #: numpy dtype -> its name (numpy's ``dtype.name`` is a Python property: ~1 us a call)
 _NAMES = {np.dtype(name): name for name in ("float32", "float64")}
 _LINEAR_EPILOGUE = {"identity": "bias", "relu": "relu", "gelu": "gelu"}
-_ATTENTION_OPS = ("attention", "attention_backward")
 #: routed to cuDNN for float32 only (it has no float64 NHWC convolution or batchnorm)
 _FP32_OPS = ("conv", "conv_backward", "batchnorm_train", "batchnorm_train_backward")
 
@@ -85,12 +85,14 @@ class CudnnBackend(CudaBackend):
     def supports(self, op, dtype=None):
         if not super().supports(op, dtype):
             return False
-        fp32 = dtype is None or dtype == "float32"  # a name or a numpy dtype
-        if op in _ATTENTION_OPS:  # cuDNN's attention is bf16 only: the user must opt in
-            return fp32 and self.matmul_precision == "bf16" and int(self.rt.arch) >= 80
         if op in _FP32_OPS:  # float64 runs on our kernels
-            return fp32
+            return dtype is None or dtype == "float32"  # a name or a numpy dtype
         return True
+
+    def _cudnn_attention(self, dtype):
+        """cuDNN's flash attention reads bf16 only: it runs when the user opted in to bf16
+        products; otherwise attention is the cuda device's exact kernels."""
+        return dtype == np.float32 and self.matmul_precision == "bf16" and int(self.rt.arch) >= 80
 
     # -- matmul through cuBLASLt ---------------------------------------------------------
     def matmul(self, a, b, out, batch, m, k, n):
@@ -262,6 +264,9 @@ class CudnnBackend(CudaBackend):
         self._map(("cast", "bf16", "f32"), a.size, (a.ptr, out.ptr, a.size))
 
     def attention(self, q, k, v, out, stats, batch, seq_q, seq_k, dim, scale, causal):
+        if not self._cudnn_attention(q.dtype):
+            super().attention(q, k, v, out, stats, batch, seq_q, seq_k, dim, scale, causal)
+            return
         g = self.graphs.get(graphs.AttentionGraph, "forward", batch, seq_q, seq_k, dim, scale,
                             causal)
         qb, kb, vb = self._to_bf16(q), self._to_bf16(k), self._to_bf16(v)
@@ -271,6 +276,10 @@ class CudnnBackend(CudaBackend):
 
     def attention_backward(self, q, k, v, out, stats, grad, dq, dk, dv, batch, seq_q, seq_k,
                            dim, scale, causal):
+        if not self._cudnn_attention(q.dtype):
+            super().attention_backward(q, k, v, out, stats, grad, dq, dk, dv, batch, seq_q,
+                                       seq_k, dim, scale, causal)
+            return
         g = self.graphs.get(graphs.AttentionGraph, "backward", batch, seq_q, seq_k, dim, scale,
                             causal)
         inputs = [self._to_bf16(a) for a in (q, k, v, out, grad)]  # alive until the graph ran
