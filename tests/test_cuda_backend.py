@@ -18,6 +18,7 @@ import pytest
 from helpers import fresh_rng, upload
 
 from needle.backend_ndarray.contract import BINARY_OPS, FUSED_OPS, REDUCE_OPS, UNARY_OPS
+from needle.backend_ndarray.cuda import backend as cuda_backend
 from needle.backend_ndarray.cuda.kernels import SGEMM_TILES, tile_name
 from needle.backend_ndarray.cuda.memory import CudaBuffer
 from needle.backend_ndarray.device import cuda as cuda_device
@@ -334,6 +335,39 @@ def test_conv2d(be, rng, n, h, w, cin, cout, k, stride, dtype):
     ours, ref = call_both(be, "conv2d", x, wt, poison(n * ho * wo * cout, dtype), (n, h, w, cin),
                           k, cout, stride)
     assert rel_err(ours[2], ref[2]) < (1e-5 if dtype == "float32" else 1e-12)
+
+
+PADDED_CONV_CASES = [(2, 9, 9, 3, 5, 3, 1, 1), (1, 10, 11, 4, 8, 3, 2, 1),
+                     (2, 7, 6, 5, 3, 5, 1, 2), (3, 8, 8, 6, 7, 1, 1, 0), (2, 6, 9, 4, 4, 1, 2, 0),
+                     (2, 16, 16, 16, 32, 3, 2, 2)]
+
+
+@pytest.mark.parametrize("chunked", (False, True), ids=("whole", "chunked"))
+@pytest.mark.parametrize("channels_first", (False, True), ids=("nhwc", "nchw"))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,h,w,cin,cout,k,stride,pad", PADDED_CONV_CASES)
+def test_padded_conv_and_its_gradients(be, rng, monkeypatch, n, h, w, cin, cout, k, stride,
+                                       pad, dtype, channels_first, chunked):
+    """The conv layer op (im2col + GEMM, col2im) in both layouts against the NumPy backend;
+    ``chunked``: a workspace of one image, so the batch runs in chunks and the weight
+    gradient sums over them."""
+    if chunked:
+        monkeypatch.setattr(cuda_backend, "CONV_WORKSPACE", 1)
+    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    x = rng.standard_normal(n * h * w * cin).astype(dtype)
+    wt = rng.standard_normal(k * k * cin * cout).astype(dtype)
+    geometry = ((n, h, w, cin), k, cout, stride, pad, channels_first)
+    ours, ref = call_both(be, "conv", x, wt, poison(n * ho * wo * cout, dtype), *geometry)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    assert rel_err(ours[2], ref[2]) < tol
+    g = rng.standard_normal(n * ho * wo * cout).astype(dtype)
+    ours, ref = call_both(be, "conv_backward", g, x, wt, poison(x.size, dtype),
+                          poison(wt.size, dtype), *geometry)
+    for got, want in zip(ours[3:], ref[3:]):  # dx, dw
+        assert rel_err(got, want) < tol
+    ours, ref = call_both(be, "conv_backward", g, x, wt, None, poison(wt.size, dtype),
+                          *geometry)  # dw alone (a frozen input)
+    assert rel_err(ours[3], ref[3]) < tol
 
 
 # ---- fused ---------------------------------------------------------------------------
@@ -716,7 +750,7 @@ class _CheckedKernels:
 def test_launches_match_kernel_parameters(monkeypatch, driver, ptx_params):
     """Every launch the backend makes passes the kernel's parameters in order and type, packed
     as the PTX lays them out, within CUDA's grid limits: checked without a GPU."""
-    from needle.backend_ndarray.cuda import backend as cuda_backend, launch
+    from needle.backend_ndarray.cuda import launch
     monkeypatch.setattr(cuda_backend, "CudaBuffer", _FakeBuffer)
     be = cuda_backend.CudaBackend()
     cache = _CheckedKernels(ptx_params)
@@ -748,6 +782,11 @@ def test_launches_match_kernel_parameters(monkeypatch, driver, ptx_params):
         be.matmul(a, b, out, 3, 7, 9, 11)
         be.conv2d(buf(2 * 9 * 9 * 3), buf(27 * 5), buf(2 * 49 * 5), (2, 9, 9, 3), 3, 5, 1)
         be.conv2d(buf(2 * 9 * 9 * 3), buf(15), buf(2 * 81 * 5), (2, 9, 9, 3), 1, 5, 1)
+        for channels_first in (False, True):
+            be.conv(buf(2 * 9 * 9 * 3), buf(135), buf(2 * 81 * 5), (2, 9, 9, 3), 3, 5, 1, 1,
+                    channels_first)
+            be.conv_backward(buf(2 * 81 * 5), buf(2 * 9 * 9 * 3), buf(135), buf(2 * 9 * 9 * 3),
+                             buf(135), (2, 9, 9, 3), 3, 5, 1, 1, channels_first)
         for rows, cols in [(10, 100), (2, 5000), (4096, 64)]:
             x, r = buf(rows * cols), buf(rows)
             be.logsumexp(x, r, rows, cols)

@@ -305,8 +305,18 @@ def test_packed_conv_weight_follows_in_place_writes(be, rng):
     check()
 
 
-def test_float64_conv_runs_on_our_kernels(be):
-    assert be.supports("conv", "float32") and not be.supports("conv", "float64")
+@pytest.mark.parametrize("channels_first", (False, True))
+def test_float64_conv_runs_on_our_kernels(be, rng, channels_first):
+    """cuDNN has no float64 convolution: the cuda device's im2col + GEMM, exact."""
+    x, w = rng.standard_normal(2 * 7 * 7 * 3), rng.standard_normal(3 * 3 * 3 * 4)
+    geometry = ((2, 7, 7, 3), 3, 4, 1, 1, channels_first)
+    ours, ref = call_both(be, "conv", x, w, nan(2 * 7 * 7 * 4, "float64"), *geometry)
+    np.testing.assert_allclose(ours[2], ref[2], rtol=1e-12, atol=1e-12)
+    g = rng.standard_normal(2 * 7 * 7 * 4)
+    ours, ref = call_both(be, "conv_backward", g, x, w, nan(x.size, "float64"),
+                          nan(w.size, "float64"), *geometry)
+    for got, want in zip(ours[3:], ref[3:]):
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11)
 
 
 # ---- cuDNN attention (bf16) --------------------------------------------------------------

@@ -83,6 +83,16 @@ class _Runtime:
         kernel(grid, block, self.current_stream().ptr, args)
 
 
+class _Offset:
+    """A buffer's address moved on by ``offset`` bytes (a chunk of a batch), for helpers
+    that read ``.ptr`` and ``.dtype``."""
+
+    __slots__ = ("ptr", "dtype")
+
+    def __init__(self, buf, offset):
+        self.ptr, self.dtype = buf.ptr + offset, buf.dtype
+
+
 class CudaBackend(Backend):
     """NVIDIA GPUs through Needle's CUDA kernels (NVRTC-compiled, CuPy memory and streams).
 
@@ -528,6 +538,81 @@ class CudaBackend(Backend):
             self._strided("compact", a.ptr, cols.ptr, shape, strides, n0 * h * wd * c, a.dtype)
             self._gemm(cols.ptr, w.ptr, out.ptr + n0 * ho * wo * out_channels * size, 1,
                        nb * ho * wo, kdim, out_channels, a.dtype)
+
+    # -- the padded convolution (kernels/conv.cu around our GEMM) --------------------------
+    def _conv_geometry(self, in_shape, kernel, stride, padding):
+        n, h, wd, c = in_shape
+        ho, wo = (h + 2 * padding - kernel) // stride + 1, (wd + 2 * padding - kernel) // stride + 1
+        taps = kernel * kernel * c
+        per_chunk = max(1, min(n, CONV_WORKSPACE // max(1, ho * wo * taps)))  # images at once
+        return n, h, wd, c, ho, wo, taps, per_chunk
+
+    def _im2col(self, x, cols, images, geometry, kernel, stride, padding, channels_first,
+                transposed=False):
+        _, h, wd, c, ho, wo, taps, _ = geometry
+        self._map(("im2col", self._sfx(x.dtype)), images * ho * wo * taps,
+                  (x.ptr, cols.ptr, images, c, h, wd, ho, wo, kernel, stride, padding,
+                   int(channels_first), int(transposed)))
+
+    def conv(self, x, w, out, in_shape, kernel, out_channels, stride, padding,
+             channels_first=False):
+        """im2col (zero padding, either layout) and our GEMM, a chunk of images at a time;
+        NCHW output is the GEMM's NHWC rows transposed."""
+        geometry = self._conv_geometry(in_shape, kernel, stride, padding)
+        n, h, wd, c, ho, wo, taps, per_chunk = geometry
+        dtype, size, pixels = x.dtype, x.dtype.itemsize, ho * wo
+        if kernel == 1 and stride == 1 and padding == 0 and not channels_first:
+            self._gemm(x.ptr, w.ptr, out.ptr, 1, n * h * wd, c, out_channels, dtype)
+            return
+        cols = CudaBuffer(per_chunk * pixels * taps, dtype)
+        rows = CudaBuffer(per_chunk * pixels * out_channels, dtype) if channels_first else None
+        for n0 in range(0, n, per_chunk):
+            nb = min(per_chunk, n - n0)
+            chunk_x = _Offset(x, n0 * h * wd * c * size)
+            self._im2col(chunk_x, cols, nb, geometry, kernel, stride, padding, channels_first)
+            chunk_out = out.ptr + n0 * pixels * out_channels * size
+            self._gemm(cols.ptr, w.ptr, rows.ptr if channels_first else chunk_out, 1,
+                       nb * pixels, taps, out_channels, dtype)
+            if channels_first:  # (nb, pixels, c_out) rows -> (nb, c_out, pixels)
+                self._strided("compact", rows.ptr, chunk_out, (nb, out_channels, pixels),
+                              (pixels * out_channels, 1, out_channels), 0, dtype)
+
+    def conv_backward(self, grad, x, w, dx, dw, in_shape, kernel, out_channels, stride, padding,
+                      channels_first=False):
+        """dw = im2col(x)^T @ grad and dx = col2im(grad @ w^T), with grad as NHWC rows (a
+        transposed copy of NCHW grad), a chunk of images at a time."""
+        geometry = self._conv_geometry(in_shape, kernel, stride, padding)
+        n, h, wd, c, ho, wo, taps, per_chunk = geometry
+        dtype, size, pixels = x.dtype, x.dtype.itemsize, ho * wo
+        rows = grad
+        if channels_first:  # (n, c_out, pixels) -> (n, pixels, c_out)
+            rows = CudaBuffer(grad.size, dtype)
+            self._strided("compact", grad.ptr, rows.ptr, (n, pixels, out_channels),
+                          (out_channels * pixels, 1, pixels), 0, dtype)
+        cols = CudaBuffer(per_chunk * pixels * taps, dtype)
+        partial = CudaBuffer(dw.size, dtype) if dw is not None and per_chunk < n else None
+        w_t = None
+        if dx is not None:  # (taps, c_out) -> (c_out, taps)
+            w_t = CudaBuffer(w.size, dtype)
+            self._strided("compact", w.ptr, w_t.ptr, (out_channels, taps), (1, out_channels), 0,
+                          dtype)
+        for n0 in range(0, n, per_chunk):
+            nb = min(per_chunk, n - n0)
+            chunk_rows = rows.ptr + n0 * pixels * out_channels * size
+            if dw is not None:  # (taps, nb * pixels) @ (nb * pixels, c_out)
+                self._im2col(_Offset(x, n0 * h * wd * c * size), cols, nb, geometry, kernel,
+                             stride, padding, channels_first, transposed=True)
+                target = dw if n0 == 0 else partial
+                self._gemm(cols.ptr, chunk_rows, target.ptr, 1, taps, nb * pixels,
+                           out_channels, dtype)
+                if n0:
+                    self.binary("add", dw, partial, dw)
+            if dx is not None:  # (nb * pixels, c_out) @ (c_out, taps), summed onto the input
+                self._gemm(chunk_rows, w_t.ptr, cols.ptr, 1, nb * pixels, out_channels, taps,
+                           dtype)
+                self._map(("col2im", self._sfx(dtype)), nb * c * h * wd,
+                          (cols.ptr, dx.ptr + n0 * h * wd * c * size, nb, c, h, wd, ho, wo,
+                           kernel, stride, padding, int(channels_first)))
 
     # -- fused ---------------------------------------------------------------------------
     def _rows(self, name, rows, cols, dtype, args):

@@ -78,6 +78,7 @@ ENTRY_POINTS = {
     "gather.cu": _gather(),
     "recurrent.cu": [f"needle_{op}_{s}" for op in ("lstm_cell", "lstm_cell_backward")
                      for s in _SFX],
+    "conv.cu": [f"needle_{op}_{s}" for op in ("im2col", "col2im") for s in _SFX],
     "attention.cu": [f"needle_attention{part}_{s}_d{d}" for part in ("", "_bwd_dq", "_bwd_dkv")
                      for s in _SFX for d in ATTENTION_DIMS],
     "convert.cu": ["needle_cast_f32_bf16", "needle_cast_bf16_f32"],  # used by the cudnn device

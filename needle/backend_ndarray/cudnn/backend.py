@@ -4,7 +4,8 @@ Routed to the libraries:
 
 * every matmul (2-D and batched) and the fused ``linear``/``linear_backward`` ops: cuBLASLt
   (cublaslt.py), with the bias, ReLU and GELU epilogues and the bias-gradient epilogue;
-* ``conv``/``conv_backward``: cuDNN's convolution graphs (graphs.py);
+* ``conv``/``conv_backward``: cuDNN's convolution graphs (graphs.py) for float32; float64
+  on the cuda device's im2col + GEMM;
 * ``attention``/``attention_backward``: cuDNN's flash attention, which reads bf16 only, so
   it runs when the user chose ``set_matmul_precision("bf16")`` (otherwise the cuda device's
   exact fp32/fp64 kernels);
@@ -30,8 +31,8 @@ from . import cublaslt, graphs
 #: numpy dtype -> its name (numpy's ``dtype.name`` is a Python property: ~1 us a call)
 _NAMES = {np.dtype(name): name for name in ("float32", "float64")}
 _LINEAR_EPILOGUE = {"identity": "bias", "relu": "relu", "gelu": "gelu"}
-#: routed to cuDNN for float32 only (it has no float64 NHWC convolution or batchnorm)
-_FP32_OPS = ("conv", "conv_backward", "batchnorm_train", "batchnorm_train_backward")
+#: float32 only (cuDNN has no float64 batchnorm; float64 composes it from Needle ops)
+_FP32_OPS = ("batchnorm_train", "batchnorm_train_backward")
 
 
 class CudnnBackend(CudaBackend):
@@ -170,6 +171,10 @@ class CudnnBackend(CudaBackend):
 
     def conv(self, x, w, out, in_shape, kernel, out_channels, stride, padding,
              channels_first=False):
+        if x.dtype != np.float32:  # cuDNN has no float64 NHWC convolution: ours
+            super().conv(x, w, out, in_shape, kernel, out_channels, stride, padding,
+                         channels_first)
+            return
         g = self._conv_graph("fprop", x.dtype, in_shape, kernel, out_channels, stride, padding,
                              channels_first)
         weight = self._weight_packed(w, kernel, in_shape[3], out_channels, channels_first)
@@ -177,6 +182,10 @@ class CudnnBackend(CudaBackend):
 
     def conv_backward(self, grad, x, w, dx, dw, in_shape, kernel, out_channels, stride, padding,
                       channels_first=False):
+        if x.dtype != np.float32:
+            super().conv_backward(grad, x, w, dx, dw, in_shape, kernel, out_channels, stride,
+                                  padding, channels_first)
+            return
         geometry = (in_shape, kernel, out_channels, stride, padding, channels_first)
         c, k = in_shape[3], kernel
         if dx is not None:
