@@ -63,6 +63,14 @@ def transformer_layer(device, rng):
     return model, opt, nn.MSELoss(), _batches(rng, device, (2, 5, 16), target_shape=(2, 5, 16))
 
 
+def causal_transformer_layer(device, rng):
+    """The fused attention ops with the causal mask (recorded as composites, and on a
+    device with the ops run as its kernels at O2 and O3)."""
+    model = nn.TransformerLayer(16, 4, 32, causal=True, device=device)
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return model, opt, nn.MSELoss(), _batches(rng, device, (2, 5, 16), target_shape=(2, 5, 16))
+
+
 class _LastStep(nn.Module):
     def __init__(self, device):
         super().__init__()
@@ -102,7 +110,8 @@ def embedding_lm(device, rng):
         for _ in range(STEPS)]
 
 
-MODELS = [mlp_sgd, mlp_adam, mlp_adamw, cnn_batchnorm, transformer_layer, lstm, embedding_lm]
+MODELS = [mlp_sgd, mlp_adam, mlp_adamw, cnn_batchnorm, transformer_layer,
+          causal_transformer_layer, lstm, embedding_lm]
 
 
 def _train(make, device, seed, opt_level=None):

@@ -63,6 +63,23 @@ def _lstm(rng):
     return model, optim.SGD(model.parameters(), lr=0.1), (2, 3, 3)
 
 
+class _CausalAttention(nn.Module):
+    """Causal multi-head self-attention -> Linear on the last position: the attention
+    composites (forward and gradient, with the causal mask)."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn, self.head = nn.MultiHeadAttention(8, 2, causal=True), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.attn(x)[:, -1])
+
+
+def _attention(rng):
+    model = _CausalAttention()
+    return model, optim.SGD(model.parameters(), lr=0.1), (2, 4, 8)
+
+
 def _lowered(make, opt_level, composites):
     rng = np.random.default_rng(11)
     np.random.seed(11)
@@ -80,8 +97,8 @@ def _lowered(make, opt_level, composites):
 
 @pytest.mark.parametrize("composites", ["decompose", "keep"])
 @pytest.mark.parametrize("opt_level", [0, 2])
-@pytest.mark.parametrize("make", [_mlp, _mlp_adam, _cnn, _tokens, _lstm],
-                         ids=["mlp_sgd", "mlp_adam", "cnn_bn", "embedding", "lstm"])
+@pytest.mark.parametrize("make", [_mlp, _mlp_adam, _cnn, _tokens, _lstm, _attention],
+                         ids=["mlp_sgd", "mlp_adam", "cnn_bn", "embedding", "lstm", "attention"])
 def test_exported_step_runs_on_jaxlibs_interpreter(make, opt_level, composites):
     low, arguments = _lowered(make, opt_level, composites)
     text = low.as_stablehlo(composites=composites)

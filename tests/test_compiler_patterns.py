@@ -472,8 +472,8 @@ MODELS = {
                                                 nn.ReLU()), (2, 3, 6, 6), False,
                           ["needle.batch_norm"]),
     "transformer": (lambda: nn.TransformerLayer(16, 4, 32), (2, 5, 16), True,
-                    ["needle.linear", "needle.linear_backward", "needle.sgd_update",
-                     "needle.softmax"]),
+                    ["needle.attention", "needle.attention_backward", "needle.linear",
+                     "needle.linear_backward", "needle.sgd_update"]),
     "transformer_eval": (lambda: nn.TransformerLayer(16, 4, 32), (2, 5, 16), False,
                          ["needle.attention", "needle.layer_norm", "needle.linear"]),
 }

@@ -6,8 +6,9 @@ libraries launch in the process).
     python tools/profile_step.py needle-cudnn:resnet9/b64 torch-cuda:resnet9/b64 ...
 
 Each argument is BACKEND:CASE with a needle-bench backend and case label. With
-``--breakdown``, Needle's hot host calls (cuDNN execute, kernel launch, allocation, ...) are
-timed one by one instead, as microseconds per step: what is left is Python.
+``--breakdown``, the host's functions are timed instead: the calls, self and inclusive
+microseconds per step of each autograd, NDArray and backend function (where the host cost
+of a step goes).
 """
 import cProfile
 import io
@@ -35,44 +36,52 @@ def _per_step(fn, n):
     return (time.perf_counter() - start) / n * 1e3
 
 
-#: (module, class, method) of the host calls ``--breakdown`` times
-HOT_CALLS = [
-    ("needle.autograd", "Value", "make_from_op"),
-    ("needle.backend_ndarray.cudnn.graphs", "Graphs", "run"),
-    ("needle.backend_ndarray.cudnn.cublaslt", "CublasLt", "gemm"),
-    ("needle.backend_ndarray.cudnn.backend", "CudnnBackend", "_weight_packed"),
-    ("needle.backend_ndarray.cuda.launch", "Kernel", "__call__"),
-    ("needle.backend_ndarray.cuda.memory", "CudaBuffer", "__init__"),
-]
+#: (module, class, methods or None for all of its functions) that ``--breakdown`` times
+TIMED = [("needle.autograd", "Tensor", ["backward"]),
+         ("needle.autograd", "TensorOp", ["__call__"]),
+         ("needle.autograd", "TensorTupleOp", ["__call__"]),
+         ("needle.backend_ndarray.ndarray", "NDArray", None),
+         ("needle.backend_ndarray.cuda.backend", "CudaBackend", None),
+         ("needle.backend_ndarray.cudnn.backend", "CudnnBackend", None),
+         ("needle.backend_ndarray.cudnn.cublaslt", "CublasLt", None),
+         ("needle.backend_ndarray.cudnn.graphs", "Graphs", None),
+         ("needle.backend_ndarray.cuda.launch", "Kernel", ["__call__"]),
+         ("needle.backend_ndarray.cuda.memory", "CudaBuffer", ["__init__"])]
 
 
-def _timed(totals, key, fn):
+def _timed(stats, stack, key, fn):
+    """``fn`` that adds its call, self and inclusive seconds to ``stats[key]``."""
     def wrapper(*args, **kwargs):
-        t0 = time.perf_counter()
+        start = time.perf_counter()
+        stack.append(0.0)  # time spent in timed callees
         try:
             return fn(*args, **kwargs)
         finally:
-            entry = totals[key]
+            spent, inner = time.perf_counter() - start, stack.pop()
+            if stack:
+                stack[-1] += spent
+            entry = stats.setdefault(key, [0, 0.0, 0.0])
             entry[0] += 1
-            entry[1] += time.perf_counter() - t0
+            entry[1] += spent - inner
+            entry[2] += spent
     return wrapper
 
 
-def breakdown(run, steps):
-    """Microseconds per step in each of HOT_CALLS (outermost calls only for recursive ones)."""
+def breakdown(run, steps, rows=28):
+    """Per step: calls, self and inclusive microseconds of every function in TIMED."""
     import importlib
-    totals, saved = {}, []
-    for module, cls_name, method in HOT_CALLS:
+    import types
+    stats, stack, saved = {}, [], []
+    for module, cls_name, names in TIMED:
         try:
             cls = getattr(importlib.import_module(module), cls_name)
         except (ImportError, AttributeError):
             continue
-        fn = cls.__dict__[method]
-        key = f"{cls_name}.{method}"
-        totals[key] = [0, 0.0]
-        saved.append((cls, method, fn))
-        setattr(cls, method, classmethod(_timed(totals, key, fn.__func__))
-                if isinstance(fn, classmethod) else _timed(totals, key, fn))
+        for name, fn in list(vars(cls).items()):
+            if isinstance(fn, types.FunctionType) and (
+                    name in names if names is not None else not name.startswith("__")):
+                saved.append((cls, name, fn))
+                setattr(cls, name, _timed(stats, stack, f"{cls_name}.{name}", fn))
     try:
         run.sync()
         with gc_paused():
@@ -82,13 +91,13 @@ def breakdown(run, steps):
             total = time.perf_counter() - t0
         run.sync()
     finally:
-        for cls, method, fn in saved:
-            setattr(cls, method, fn)
-    print(f"   host per step (wrapped): {total / steps * 1e6:9.1f} us")
-    for key, (calls, seconds) in totals.items():
-        if calls:
-            print(f"   {key:<28} {calls / steps:6.1f} calls {seconds / steps * 1e6:9.1f} us"
-                  f"  ({seconds / calls * 1e6:.1f} us each)")
+        for cls, name, fn in saved:
+            setattr(cls, name, fn)
+    print(f"   host per step (timed): {total / steps * 1e3:.2f} ms; per step: calls, self us, "
+          f"inclusive us, self us per call")
+    for key, (calls, own, inclusive) in sorted(stats.items(), key=lambda kv: -kv[1][1])[:rows]:
+        print(f"   {key:<36} {calls / steps:7.1f} {own / steps * 1e6:9.1f} "
+              f"{inclusive / steps * 1e6:9.1f} {own / calls * 1e6:7.1f}")
 
 
 def profile(spec, steps=50, split=False):

@@ -140,7 +140,8 @@ class Executor:
                 not all(math.prod(v.shape) for v in values):
             return None
         backend = self.device.backend
-        if op == "attention" and not fused_attention_fits(backend, node.inputs[0].shape[-1]):
+        if op.startswith("attention") and not fused_attention_fits(backend,
+                                                                   node.inputs[0].shape[-1]):
             return None
         return fn if backend.supports(op, dtypes.pop()) else None
 
@@ -986,13 +987,24 @@ def _linear_kernel(node, x, w, bias):
 
 
 def _attention_kernel(node, q, k, v):
+    """A matched attention pattern (its output) or a recorded attention op (also its
+    row log-sum-exps, which a recorded gradient reads)."""
     if node.attrs["key_transposed"]:  # (.., dim, seq) -> the (.., seq, dim) the op takes
         k = k.permute(tuple(range(k.ndim - 2)) + (k.ndim - 1, k.ndim - 2))
     batch, (seq_q, dim), seq_k = math.prod(q.shape[:-2]), q.shape[-2:], k.shape[-2]
-    out, stats = _new(q, node.output.shape), _new(q, (batch, seq_q))
+    out, stats = _new(q, node.outputs[0].shape), _new(q, (batch, seq_q))
     q.device.backend.attention(*_handles(q, k, v), out._handle, stats._handle, batch, seq_q,
                                seq_k, dim, node.attrs["scale"], node.attrs["causal"])
-    return out
+    return [out, stats.reshape(node.outputs[1].shape)] if len(node.outputs) == 2 else out
+
+
+def _attention_backward_kernel(node, q, k, v, out, stats, grad):
+    batch, seq_q, dim = q.shape
+    dq, dk, dv = _new(q, q.shape), _new(k, k.shape), _new(v, v.shape)
+    q.device.backend.attention_backward(*_handles(q, k, v, out, stats, grad), dq._handle,
+                                        dk._handle, dv._handle, batch, seq_q, k.shape[1], dim,
+                                        node.attrs["scale"], node.attrs["causal"])
+    return [dq, dk, dv]
 
 
 def _cross_entropy_kernel(node, logits, labels):
@@ -1074,6 +1086,8 @@ FUSED = {
     "needle.linear": ("linear", ("activation",), _linear_kernel),
     "needle.linear_backward": ("linear_backward", ("dx", "bias"), _linear_backward_kernel),
     "needle.attention": ("attention", ("scale", "causal", "key_transposed"), _attention_kernel),
+    "needle.attention_backward": ("attention_backward", ("scale", "causal"),
+                                  _attention_backward_kernel),
     "needle.cross_entropy": ("cross_entropy", (), _cross_entropy_kernel),
     "needle.embedding": ("embedding", (), _embedding_kernel),
     "needle.embedding_backward": ("embedding_backward", ("rows",), _embedding_backward_kernel),

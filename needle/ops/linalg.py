@@ -58,6 +58,9 @@ class Conv(TensorOp):
             if self.channels_first:
                 return self._compute_reference(a.permute((0, 2, 3, 1)), w).permute((0, 3, 1, 2))
             return self._compute_reference(a, w)
+        if self.channels_first and a.is_compact():  # an NCHW model's usual case: no views
+            n, c, h, wd = a.shape
+            return self._backend_conv(a, (n, h, wd, c), w, channels_first=True)
         # the backend convolves NCHW or NHWC data as stored (cuDNN: no layout copy, and it
         # pads without a padded copy); the output has the same layout as the data
         nhwc, nchw = (a.permute((0, 2, 3, 1)), a) if self.channels_first else \
@@ -116,6 +119,9 @@ class Conv(TensorOp):
         data in the layout the forward convolved it (see compute): no layout copies."""
         x, g = x_in.realize_cached_data(), out_grad.realize_cached_data()
         w = w_in.realize_cached_data().compact()
+        if self.channels_first and x.is_compact():  # NCHW as stored: no views
+            n, c, h, wd = x.shape
+            return self._backward_on(x, g.compact(), w, (n, h, wd, c), True, x_in, w_in)
         if self.channels_first:
             nchw_x, nchw_g = x, g
             nhwc_x, nhwc_g = x.permute((0, 2, 3, 1)), g.permute((0, 2, 3, 1))
@@ -124,12 +130,17 @@ class Conv(TensorOp):
             nchw_x, nchw_g = x.permute((0, 3, 1, 2)), g.permute((0, 3, 1, 2))
         stored_nchw = nchw_x.is_compact() or (self.channels_first and not nhwc_x.is_compact())
         data, grad = ((nchw_x, nchw_g) if stored_nchw else (nhwc_x, nhwc_g))
-        data, grad = data.compact(), grad.compact()
+        return self._backward_on(data.compact(), grad.compact(), w, nhwc_x.shape, stored_nchw,
+                                 x_in, w_in)
+
+    def _backward_on(self, data, grad, w, nhwc_shape, stored_nchw, x_in, w_in):
+        """The backend's conv_backward on compact ``data`` and ``grad`` (NCHW when
+        ``stored_nchw``); dx comes back in the op's layout."""
         dx = data._new() if x_in.requires_grad else None
         dw = w._new() if w_in.requires_grad else None
-        x.device.backend.conv_backward(
+        data.device.backend.conv_backward(
             grad._handle, data._handle, w._handle, dx._handle if dx is not None else None,
-            dw._handle if dw is not None else None, nhwc_x.shape, w.shape[0], w.shape[3],
+            dw._handle if dw is not None else None, nhwc_shape, w.shape[0], w.shape[3],
             self.stride, self.padding, channels_first=stored_nchw)
         if dx is not None and stored_nchw != self.channels_first:  # back to the op's layout
             dx = dx.permute((0, 2, 3, 1)) if stored_nchw else dx.permute((0, 3, 1, 2))

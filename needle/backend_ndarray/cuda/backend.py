@@ -83,6 +83,16 @@ class _Runtime:
         kernel(grid, block, self.current_stream().ptr, args)
 
 
+@functools.lru_cache(maxsize=4096)
+def _strided_plan(shape, strides):
+    """A view's coalesced shape and strides, element count, whether it is one dense run, and
+    the movement kernels' dims arguments: a model's views recur every step, and working
+    them out in Python cost more than the launch (measured on the H200's host)."""
+    shape, strides = layout.coalesce(shape, strides)
+    dims = layout.kernel_args(shape, strides, 0)[2:]
+    return shape, strides, math.prod(shape), layout.is_contiguous(shape, strides), dims
+
+
 class _Offset:
     """A buffer's address moved on by ``offset`` bytes (a chunk of a batch), for helpers
     that read ``.ptr`` and ``.dtype``."""
@@ -277,9 +287,9 @@ class CudaBackend(Backend):
         kind "compact": src is the viewed buffer, dst compact; "ewise_setitem": src compact,
         dst viewed; "scalar_setitem": src is a value, dst viewed. Addresses are raw ints.
         """
-        shape, strides = layout.coalesce(shape, strides)
-        n, size = math.prod(shape), dtype.itemsize
-        if layout.is_contiguous(shape, strides):  # one dense run: a memcpy or a fill
+        shape, strides, n, dense, dims = _strided_plan(tuple(shape), tuple(strides))
+        size = dtype.itemsize
+        if dense:  # one dense run: a memcpy or a fill
             if kind == "compact":
                 self._memcpy(dst, src + offset * size, n * size, _D2D)
             elif kind == "ewise_setitem":
@@ -298,9 +308,8 @@ class CudaBackend(Backend):
                 else:
                     self._strided(kind, src, dst, *sub)
             return
-        ndim, off, *dims = layout.kernel_args(shape, strides, offset)
         index = "i32" if n < 2**32 else "i64"
-        self._map((kind, self._sfx(dtype), index), n, (src, dst, n, ndim, off, *dims))
+        self._map((kind, self._sfx(dtype), index), n, (src, dst, n, len(shape), offset, *dims))
 
     # -- elementwise ---------------------------------------------------------------------
     def unary(self, op, a, out):

@@ -33,6 +33,7 @@ _NAMES = {np.dtype(name): name for name in ("float32", "float64")}
 _LINEAR_EPILOGUE = {"identity": "bias", "relu": "relu", "gelu": "gelu"}
 #: float32 only (cuDNN has no float64 batchnorm; float64 composes it from Needle ops)
 _FP32_OPS = ("batchnorm_train", "batchnorm_train_backward")
+_SUPPORTED = {}  # (op, dtype) -> CudnnBackend.supports's answer
 
 
 class CudnnBackend(CudaBackend):
@@ -84,11 +85,12 @@ class CudnnBackend(CudaBackend):
         cls.matmul_precision = precision
 
     def supports(self, op, dtype=None):
-        if not super().supports(op, dtype):
-            return False
-        if op in _FP32_OPS:  # float64 runs on our kernels
-            return dtype is None or dtype == "float32"  # a name or a numpy dtype
-        return True
+        key = (op, dtype)  # (asked on every op: decided once per op and dtype)
+        found = _SUPPORTED.get(key)
+        if found is None:
+            found = _SUPPORTED[key] = super().supports(op, dtype) and (
+                op not in _FP32_OPS or dtype is None or dtype == "float32")  # a name or a dtype
+        return found
 
     def _cudnn_attention(self, dtype):
         """cuDNN's flash attention reads bf16 only: it runs when the user opted in to bf16

@@ -1,5 +1,6 @@
 """The fused backend ops a traced step keeps as composites: cross-entropy, the embedding
-lookup and its gradient, an LSTM layer and its gradient, and the optimizer updates. Each
+lookup and its gradient, attention and its gradient, an LSTM layer and its gradient, and
+the optimizer updates. Each
 builds its decomposition in plain IR ops, written to compute what the NumPy backend (the
 contract's specification) computes.
 
@@ -80,6 +81,63 @@ def embedding_backward(b, grad, ids, rows):
                        scatter_dims_to_operand_dims=[0], index_vector_dim=1,
                        computation="add")]
     return composite(b, "embedding_backward", [grad, ids], body, rows=rows)[0]
+
+
+def _bdot(b, lhs, rhs, lhs_contract, rhs_contract):
+    """A dot_general batched over dim 0 of both operands."""
+    return b.emit("dot_general", [lhs, rhs], lhs_batching_dimensions=[0],
+                  rhs_batching_dimensions=[0], lhs_contracting_dimensions=[lhs_contract],
+                  rhs_contracting_dimensions=[rhs_contract])
+
+
+def _attention_scores(b, q, k, scale, causal):
+    """``scale * q @ k^T`` (batch, seq_q, seq_k), -inf where a causal mask hides key j > i."""
+    scores = _bdot(b, q, k, 2, 2)
+    scores = b.emit("multiply", [scores, b.full(scale, scores.shape, scores.dtype)])
+    if causal:
+        shape = list(scores.shape)
+        rows, cols = (b.emit("iota", [], iota_dimension=d, shape=shape, dtype=scores.dtype)
+                      for d in (1, 2))
+        visible = b.emit("compare", [cols, rows], comparison_direction="LE")
+        scores = b.emit("select", [visible, scores,
+                                   b.full(float("-inf"), scores.shape, scores.dtype)])
+    return scores
+
+
+def _per_row(b, per_row, like):
+    """(batch, rows) values broadcast along the last dim of ``like``."""
+    return b.emit("broadcast_in_dim", [per_row], broadcast_dimensions=[0, 1],
+                  shape=list(like.shape))
+
+
+def attention(b, q, k, v, scale, causal):
+    """``(out, stats)`` of the backend's ``attention`` on (batch, seq, dim) values: the
+    softmax of the scaled (masked) scores times v, and each row's log-sum-exp."""
+    def body(b, q, k, v):
+        scores = _attention_scores(b, q, k, scale, causal)
+        m = b.reduce(scores, [2], "max", float("-inf"))
+        e = b.emit("exponential", [b.emit("subtract", [scores, _per_row(b, m, scores)])])
+        total = b.reduce(e, [2], "add", 0.0)
+        out = _bdot(b, b.emit("divide", [e, _per_row(b, total, e)]), v, 2, 1)
+        return out, b.emit("add", [m, b.emit("log", [total])])
+    return composite(b, "attention", [q, k, v], body, scale=scale, causal=causal,
+                     key_transposed=False)
+
+
+def attention_backward(b, q, k, v, out, stats, grad, scale, causal):
+    """``(dq, dk, dv)``: the gradient of :func:`attention` given ``grad`` (out's shape),
+    from the probabilities rebuilt from ``stats``."""
+    def body(b, q, k, v, out, stats, grad):
+        scores = _attention_scores(b, q, k, scale, causal)
+        probs = b.emit("exponential", [b.emit("subtract", [scores, _per_row(b, stats, scores)])])
+        dv = _bdot(b, probs, grad, 1, 1)
+        dp = _bdot(b, grad, v, 2, 2)
+        delta = b.reduce(b.emit("multiply", [grad, out]), [2], "add", 0.0)  # = rowsum(dp * p)
+        ds = b.emit("multiply", [probs, b.emit("subtract", [dp, _per_row(b, delta, dp)])])
+        ds = b.emit("multiply", [ds, b.full(scale, ds.shape, ds.dtype)])
+        return _bdot(b, ds, k, 2, 1), _bdot(b, ds, q, 1, 1), dv
+    return composite(b, "attention_backward", [q, k, v, out, stats, grad], body, scale=scale,
+                     causal=causal)
 
 
 def lstm(b, xp, w_hh, h0, c0):

@@ -27,8 +27,8 @@ _BINARY = {"add": "add", "sub": "subtract", "mul": "multiply", "div": "divide",
 _COMPARE = {"eq": "EQ", "ne": "NE", "lt": "LT", "le": "LE", "gt": "GT", "ge": "GE"}
 #: the fused ops recorded as composites (see :mod:`.fused`); the others are declined, so
 #: the ops layer composes them from simple ops that the passes can see through
-RECORDED_FUSED = ("cross_entropy", "embedding", "embedding_backward", "lstm", "lstm_backward",
-                  "sgd_update", "adam_update")
+RECORDED_FUSED = ("cross_entropy", "embedding", "embedding_backward", "attention",
+                  "attention_backward", "lstm", "lstm_backward", "sgd_update", "adam_update")
 
 _NEEDLE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -332,6 +332,31 @@ class RecordingBackend:
         t = self._use()
         t.write(dweight, fused.embedding_backward(t.b, t.read(grad, (n, dim)),
                                                   t.read(ids, (n,)), rows))
+
+    def attention(self, q, k, v, out, stats, batch, seq_q, seq_k, dim, scale, causal):
+        self.real.attention(q, k, v, out, stats, batch, seq_q, seq_k, dim, scale, causal)
+        t = self._use()
+        queries, keys = (batch, seq_q, dim), (batch, seq_k, dim)
+        values = fused.attention(t.b, t.read(q, queries), t.read(k, keys), t.read(v, keys),
+                                 scale, causal)
+        for buf, value in zip((out, stats), values):
+            t.write(buf, value)
+
+    def attention_backward(self, q, k, v, out, stats, grad, dq, dk, dv, batch, seq_q, seq_k,
+                           dim, scale, causal):
+        self.real.attention_backward(q, k, v, out, stats, grad, dq, dk, dv, batch, seq_q, seq_k,
+                                     dim, scale, causal)
+        t = self._use()
+        queries, keys = (batch, seq_q, dim), (batch, seq_k, dim)
+        values = fused.attention_backward(
+            t.b, t.read(q, queries), t.read(k, keys), t.read(v, keys), t.read(out, queries),
+            t.read(stats, (batch, seq_q)), t.read(grad, queries), scale, causal)
+        for buf, value in zip((dq, dk, dv), values):
+            t.write(buf, value)
+
+    @property
+    def attention_max_dim(self):
+        return self.real.attention_max_dim
 
     def lstm(self, xp, w_hh, h0, c0, hs, cs, gates, steps, batch, hidden):
         self.real.lstm(xp, w_hh, h0, c0, hs, cs, gates, steps, batch, hidden)
