@@ -16,6 +16,7 @@ from .ops import *  # noqa: F401,F403 - classic Needle exposes ops at the top le
 from .dlpack import from_dlpack
 from .serialization import load, save
 from .compiler.api import compile  # noqa: A001 - needle.compile, as torch.compile
+from . import stablehlo  # noqa: E402 - needs the compiler above
 
 float32, float64 = "float32", "float64"
 __version__ = "0.1.0"

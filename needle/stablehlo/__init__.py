@@ -1,0 +1,97 @@
+"""StableHLO programs on Needle devices: ``load`` parses StableHLO (the portable form JAX,
+TensorFlow and PyTorch/XLA emit) with jaxlib's MLIR bindings (``pip install
+'needle[stablehlo]'``), converts it to Needle's IR and runs it on any device.
+
+Example:
+    >>> prog = needle.stablehlo.load('''
+    ... func.func @main(%x: tensor<3xf32>) -> tensor<3xf32> {
+    ...   %0 = stablehlo.exponential %x : tensor<3xf32>
+    ...   func.return %0 : tensor<3xf32>
+    ... }''')
+    >>> prog.signature
+    (float32[3]) -> (float32[3])
+    >>> prog(np.zeros(3, np.float32))[0].numpy()
+    array([1., 1., 1.], dtype=float32)
+
+What runs is listed in ``docs/stablehlo.md``; anything else raises
+:class:`UnsupportedError` naming the op, its location and its types.
+"""
+import os
+
+from .importer import CONVERTERS, UnsupportedError, import_module
+from .program import Program, Signature
+
+__all__ = ["load", "from_jax", "Program", "Signature", "UnsupportedError", "CONVERTERS"]
+
+
+def _parse(text):
+    try:
+        from jaxlib.mlir import ir  # noqa: PLC0415 - the extra
+    except ImportError as e:
+        raise ImportError(f"needle.stablehlo needs jaxlib's MLIR bindings: pip install "
+                          f"'needle[stablehlo]' ({e})") from None
+    from ..compiler.stablehlo import context  # noqa: PLC0415
+    ctx = context()
+    with ctx:
+        try:
+            module = ir.Module.parse(text)
+        except ir.MLIRError as e:
+            raise ValueError(f"not a StableHLO module jaxlib can parse: {e}") from None
+    return ctx, module
+
+
+def load(text_or_path, device=None, opt_level=2, function=None):
+    """Load a StableHLO module (MLIR text, pretty or generic form, or a path to a file).
+
+    Args:
+        text_or_path: the module's text, or the path of a ``.mlir`` file.
+        device: the Needle device to run on (default: cpu).
+        opt_level: the compiler passes to run on the imported graph (0-3, as
+            ``needle.compile``).
+        function: the function to run (default: ``main``, else the only public one).
+
+    Returns:
+        A :class:`Program`.
+
+    Raises:
+        UnsupportedError: an op, type or attribute Needle cannot run yet.
+        ValueError: the text does not parse, or names no function to run.
+    """
+    text = text_or_path
+    if "{" not in text and os.path.exists(text):
+        with open(text) as f:
+            text = f.read()
+    ctx, module = _parse(text)
+    with ctx:
+        imported = import_module(module, function)
+    return Program(imported, device, opt_level)
+
+
+def from_jax(fn, *example_args, device=None, opt_level=2):
+    """``fn`` lowered by ``jax.jit`` for arguments like ``example_args`` (pytrees of arrays)
+    and loaded as a Needle program: the returned function takes arguments of the same
+    structure, shapes and dtypes (NumPy arrays or Needle Tensors) and returns ``fn``'s
+    output structure with Needle results (see :class:`Program`); ``.program`` is the
+    :class:`Program`. Needs ``jax``.
+
+    JAX decides the program's dtypes (float32 unless ``jax_enable_x64`` is set); donated
+    arguments are not updated in place yet (the results are new arrays).
+    """
+    try:
+        import jax  # noqa: PLC0415 - the extra
+    except ImportError as e:
+        raise ImportError(f"needle.stablehlo.from_jax needs JAX: pip install jax ({e})") from None
+    lowered = jax.jit(fn, keep_unused=True).lower(*example_args)
+    program = load(lowered.as_text(), device=device, opt_level=opt_level)
+    in_tree, out_tree = jax.tree_util.tree_structure(example_args), lowered.out_tree
+
+    def run(*args):
+        leaves, tree = jax.tree_util.tree_flatten(args)
+        if tree != in_tree:
+            raise TypeError(f"{getattr(fn, '__name__', 'the function')} was loaded for "
+                            f"arguments {in_tree}, got {tree}")
+        return jax.tree_util.tree_unflatten(out_tree, list(program(*leaves)))
+
+    run.program = program
+    run.__name__ = getattr(fn, "__name__", "from_jax")
+    return run

@@ -1,0 +1,112 @@
+"""A loaded StableHLO function bound to a Needle device: the imported graph after the
+compiler's passes, run by the executor that runs ``needle.compile``'s graphs."""
+import numpy as np
+
+from ..autograd import Tensor
+from ..backend_ndarray import NDArray
+from ..backend_ndarray.device import cpu
+from ..compiler.api import Lowered
+from ..compiler.codegen import generator_for
+from ..compiler.executor import Executor
+from ..compiler.passes import run_passes
+from ..compiler.reference import NP_DTYPES
+from ..errors import DeviceMismatchError, DTypeError, ShapeError
+from .importer import UnsupportedError
+
+_FLOATS = ("float32", "float64")
+
+
+class Signature:
+    """``inputs`` and ``outputs``: lists of ``(shape, dtype)`` of a program's arguments and
+    results."""
+
+    def __init__(self, graph):
+        self.inputs = [(v.shape, v.dtype) for v in graph.inputs]
+        self.outputs = [(v.shape, v.dtype) for v in graph.outputs]
+
+    def __repr__(self):
+        def spell(types):
+            return ", ".join(f"{dtype}{list(shape)}" for shape, dtype in types)
+        return f"({spell(self.inputs)}) -> ({spell(self.outputs)})"
+
+
+class _Lowered(Lowered):
+    def arguments(self, *args):
+        return [a.numpy() if isinstance(a, Tensor) else np.asarray(a) for a in args]
+
+
+class Program:
+    """A StableHLO function on a device (made by :func:`needle.stablehlo.load`).
+
+    ``prog(*args)`` takes one NumPy array (or Needle Tensor) per argument, of the
+    argument's shape and dtype, and returns a tuple with one result per output: a Tensor
+    for a float result, a NumPy array for an integer or boolean one (Needle Tensors hold
+    floats). ``prog.signature`` lists the types; ``prog.lower()`` the graph it runs.
+    """
+
+    def __init__(self, imported, device=None, opt_level=2):
+        self.name = imported.name
+        self.device = device if device is not None else cpu()
+        self.opt_level = opt_level
+        graph = imported.graph
+        self.signature = Signature(graph)
+        holds64 = "float64" in self.device.backend.dtypes
+        index_dtype = "float64" if holds64 else "float32"
+        self._exact = exact = 2 ** (53 if holds64 else 24)
+        if imported.int_bound > exact:
+            raise UnsupportedError(
+                f"@{self.name}: integer constants up to {imported.int_bound} exceed what "
+                f"{self.device} stores exactly ({exact}: its integers live in {index_dtype})")
+        for shape, dtype in self.signature.inputs + self.signature.outputs:
+            if dtype in _FLOATS and dtype not in self.device.backend.dtypes:
+                raise DTypeError(f"@{self.name} uses {dtype}, which {self.device} does not "
+                                 f"hold (it holds {', '.join(self.device.backend.dtypes)})")
+        self.graph, self.pass_stats = run_passes(graph, opt_level)
+        self._executor = Executor(
+            self.graph, self.device, index_dtype=index_dtype, fused_kernels=opt_level >= 3,
+            generator=generator_for(self.device) if opt_level >= 2 else None)
+
+    def __call__(self, *args):
+        inputs = self.signature.inputs
+        if len(args) != len(inputs):
+            raise TypeError(f"@{self.name} takes {len(inputs)} arguments {self.signature}, "
+                            f"got {len(args)}")
+        arrays = [self._argument(i, a, shape, dtype)
+                  for i, (a, (shape, dtype)) in enumerate(zip(args, inputs))]
+        outputs = self._executor(*arrays)
+        results = []
+        for out, value in zip(outputs, self.graph.outputs):
+            if value.dtype in _FLOATS:
+                results.append(Tensor.make_const(out))
+            else:
+                results.append(self._executor.numpy([out], [value])[0])
+        return tuple(results)
+
+    def _argument(self, i, a, shape, dtype):
+        if isinstance(a, Tensor):
+            a = a.realize_cached_data()
+        if isinstance(a, NDArray):
+            got_dtype, got_shape = str(a.dtype), a.shape
+        else:
+            a = np.asarray(a)
+            got_dtype, got_shape = a.dtype.name, a.shape
+        if got_dtype != np.dtype(NP_DTYPES[dtype]).name:
+            raise DTypeError(f"@{self.name}: argument {i} is {got_dtype}, the program takes "
+                             f"{dtype} (convert it first: nothing is converted silently)")
+        if tuple(got_shape) != tuple(shape):
+            raise ShapeError(f"@{self.name}: argument {i} has shape {tuple(got_shape)}, the "
+                             f"program takes {tuple(shape)}")
+        if isinstance(a, NDArray) and a.device != self.device:
+            raise DeviceMismatchError(f"@{self.name}: argument {i} is on {a.device}, the "
+                                      f"program runs on {self.device}")
+        if dtype not in _FLOATS and a.size and np.abs(a.astype(np.int64)).max() > self._exact:
+            raise UnsupportedError(f"@{self.name}: argument {i} holds integers beyond "
+                                   f"{self._exact}, which {self.device} stores inexactly")
+        return a
+
+    def lower(self):
+        """The Needle IR this program runs (``.as_text()``, ``.as_stablehlo()``)."""
+        return _Lowered(self.graph, self.pass_stats, None)
+
+    def __repr__(self):
+        return f"<needle.stablehlo program @{self.name} {self.signature} on {self.device}>"

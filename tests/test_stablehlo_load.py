@@ -1,0 +1,210 @@
+"""needle.stablehlo.load and from_jax: StableHLO programs (written by hand, lowered by JAX,
+exported by needle.compile) run on every device and give what JAX (the oracle) or the
+compiled function gives; what cannot run is refused with the op, its location and types."""
+import numpy as np
+import pytest
+
+pytest.importorskip("jaxlib.mlir.dialects.stablehlo", reason="needs jaxlib's MLIR bindings")
+
+import needle  # noqa: E402
+from needle import nn  # noqa: E402
+from needle.stablehlo import UnsupportedError, from_jax, load  # noqa: E402
+
+jax = pytest.importorskip("jax")
+jnp, lax = jax.numpy, jax.lax
+
+
+def _values(outputs):
+    return [o.numpy() if isinstance(o, needle.Tensor) else o for o in outputs]
+
+
+def _mlp(x, w1, b1, w2):
+    h = jnp.tanh(x @ w1 + b1)
+    return jax.nn.softmax(h @ w2, axis=-1), jax.nn.logsumexp(h, axis=1)
+
+
+def _conv(x, w):  # NHWC, HWIO, stride 2, padding 1 (and a dilation of the kernel)
+    dn = ("NHWC", "HWIO", "NHWC")
+    return (lax.conv_general_dilated(x, w, (2, 2), [(1, 1), (1, 1)], dimension_numbers=dn),
+            lax.conv_general_dilated(x, w, (1, 1), "SAME", rhs_dilation=(2, 2),
+                                     dimension_numbers=dn))
+
+
+def _layer_norm(x, g):
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return (x - mean) / jnp.sqrt(var + 1e-5) * g
+
+
+def _select_and_movement(x, y):
+    z = jnp.where(x > y, x, jnp.maximum(y, 0.5))
+    w = jnp.concatenate([z[::-1], jnp.pad(y, ((1, 0), (0, 2)))[1:, 1:4]], axis=0).T
+    return w.reshape(-1)[::2], jnp.clip(x, -0.5, 0.5).max(axis=0)
+
+
+JAX_CASES = {
+    "mlp": (_mlp, [(5, 7), (7, 9), (9,), (9, 3)]),
+    "conv": (_conv, [(2, 7, 6, 3), (3, 3, 3, 4)]),
+    "layer_norm": (_layer_norm, [(4, 10), (10,)]),
+    "select_and_movement": (_select_and_movement, [(4, 3), (4, 3)]),
+}
+
+
+@pytest.mark.parametrize("name", JAX_CASES)
+def test_jax_programs_give_jaxs_results(device, rng, name):
+    fn, shapes = JAX_CASES[name]
+    args = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    run = from_jax(fn, *args, device=device)
+    want = jax.tree_util.tree_leaves(jax.jit(fn)(*args))
+    got = jax.tree_util.tree_leaves(run(*args), is_leaf=lambda x: isinstance(x, needle.Tensor))
+    assert len(got) == len(want)
+    for g, w in zip(_values(got), want):
+        np.testing.assert_allclose(g, np.asarray(w), rtol=2e-5, atol=2e-5)
+    fresh = [rng.standard_normal(s).astype(np.float32) for s in shapes]  # a second call
+    for g, w in zip(_values(jax.tree_util.tree_leaves(
+            run(*fresh), is_leaf=lambda x: isinstance(x, needle.Tensor))),
+            jax.tree_util.tree_leaves(jax.jit(fn)(*fresh))):
+        np.testing.assert_allclose(g, np.asarray(w), rtol=2e-5, atol=2e-5)
+
+
+def test_from_jax_keeps_the_pytrees(rng):
+    params = {"w": rng.standard_normal((3, 4)).astype(np.float32),
+              "b": rng.standard_normal(4).astype(np.float32)}
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    run = from_jax(lambda p, x: {"y": x @ p["w"] + p["b"], "n": (x * x).sum()}, params, x)
+    out = run(params, x)
+    assert set(out) == {"y", "n"} and isinstance(out["y"], needle.Tensor)
+    np.testing.assert_allclose(out["y"].numpy(), x @ params["w"] + params["b"], rtol=1e-5)
+    with pytest.raises(TypeError, match="loaded for arguments"):
+        run(x, params)
+
+
+GENERIC = """
+"func.func"() <{function_type = (tensor<2x2xf32>) -> tensor<2xf32>, sym_name = "main"}> ({
+^bb0(%arg0: tensor<2x2xf32>):
+  %0 = "stablehlo.constant"() <{value = dense<0xFF800000> : tensor<f32>}> : () -> tensor<f32>
+  %1 = "stablehlo.reduce"(%arg0, %0) <{dimensions = array<i64: 1>}> ({
+  ^bb0(%a: tensor<f32>, %b: tensor<f32>):
+    %2 = "stablehlo.maximum"(%a, %b) : (tensor<f32>, tensor<f32>) -> tensor<f32>
+    "stablehlo.return"(%2) : (tensor<f32>) -> ()
+  }) : (tensor<2x2xf32>, tensor<f32>) -> tensor<2xf32>
+  "func.return"(%1) : (tensor<2xf32>) -> ()
+}) : () -> ()
+"""
+
+
+def test_the_generic_form_loads(device, rng):
+    x = rng.standard_normal((2, 2)).astype(np.float32)
+    prog = load(GENERIC, device=device)
+    assert repr(prog.signature) == "(float32[2, 2]) -> (float32[2])"
+    np.testing.assert_array_equal(prog(x)[0].numpy(), x.max(axis=1))
+    assert "reduce" in prog.lower().as_text()
+
+
+BOOLS = """
+func.func @main(%x: tensor<4xf32>, %y: tensor<4xf32>) -> (tensor<4xi1>, tensor<4xi64>, tensor<4xf32>) {
+  %gt = stablehlo.compare GT, %x, %y : (tensor<4xf32>, tensor<4xf32>) -> tensor<4xi1>
+  %fin = stablehlo.is_finite %x : (tensor<4xf32>) -> tensor<4xi1>
+  %both = stablehlo.xor %gt, %fin : tensor<4xi1>
+  %iota = stablehlo.iota dim = 0 : tensor<4xi64>
+  %big = stablehlo.constant dense<[5, -7, 9007199254740992, 3]> : tensor<4xi64>
+  %pick = stablehlo.select %both, %iota, %big : tensor<4xi1>, tensor<4xi64>
+  %c = stablehlo.ceil %x : tensor<4xf32>
+  func.return %both, %pick, %c : tensor<4xi1>, tensor<4xi64>, tensor<4xf32>
+}
+"""
+
+
+def test_booleans_and_exact_integers(rng):
+    x = np.array([1.5, np.inf, -2.5, np.nan], np.float32)
+    y = np.zeros(4, np.float32)
+    both, pick, c = load(BOOLS)(x, y)
+    expected = (x > y) ^ np.isfinite(x)
+    np.testing.assert_array_equal(both, expected)
+    assert pick.dtype == np.int64  # 2**53 is exact in float64 storage
+    np.testing.assert_array_equal(pick, np.where(expected, np.arange(4),
+                                                 [5, -7, 2 ** 53, 3]))
+    np.testing.assert_array_equal(c.numpy(), np.ceil(x))
+
+
+def _module(body, args="", results="tensor<2xf32>"):
+    return f"func.func @main({args}) -> {results} {{\n{body}\n}}"
+
+
+@pytest.mark.parametrize("body,match", [
+    ("""  %0 = stablehlo.constant dense<[1, 2]> : tensor<2xi32>
+  %1 = stablehlo.add %0, %0 : tensor<2xi32>
+  %2 = stablehlo.convert %1 : (tensor<2xi32>) -> tensor<2xf32>
+  func.return %2 : tensor<2xf32>""", r"stablehlo.add at .*integer arithmetic on int32"),
+    ("""  %0 = stablehlo.constant dense<[1.0, 2.0]> : tensor<2xf16>
+  %1 = stablehlo.convert %0 : (tensor<2xf16>) -> tensor<2xf32>
+  func.return %1 : tensor<2xf32>""", r"stablehlo.constant at .*element type f16"),
+    ("""  %0 = stablehlo.constant dense<[1.0, 2.0]> : tensor<2xf32>
+  %1 = stablehlo.cbrt %0 : tensor<2xf32>
+  func.return %1 : tensor<2xf32>""", r"stablehlo.cbrt at .*\(tensor<2xf32>\) -> \(tensor<2xf32>\)"),
+    ("""  %0 = stablehlo.constant dense<[1.5, 2.5]> : tensor<2xf32>
+  %1 = stablehlo.convert %0 : (tensor<2xf32>) -> tensor<2xi32>
+  %2 = stablehlo.convert %1 : (tensor<2xi32>) -> tensor<2xf32>
+  func.return %2 : tensor<2xf32>""", r"float32 -> int32 conversion"),
+    ("""  %0 = stablehlo.constant dense<[1152921504606846976, 2]> : tensor<2xi64>
+  %1 = stablehlo.convert %0 : (tensor<2xi64>) -> tensor<2xf32>
+  func.return %1 : tensor<2xf32>""", r"integer constants up to 1152921504606846976"),
+])
+def test_what_cannot_run_is_refused_by_name(body, match):
+    with pytest.raises(UnsupportedError, match=match):
+        load(_module(body))
+
+
+def test_a_loop_is_refused_with_its_location():
+    text = """func.func @main(%x: tensor<f32>) -> tensor<f32> {
+  %0 = stablehlo.while(%i = %x) : tensor<f32>
+    cond {
+      %c = stablehlo.constant dense<3.0> : tensor<f32>
+      %p = stablehlo.compare LT, %i, %c : (tensor<f32>, tensor<f32>) -> tensor<i1>
+      stablehlo.return %p : tensor<i1>
+    } do {
+      %one = stablehlo.constant dense<1.0> : tensor<f32>
+      %n = stablehlo.add %i, %one : tensor<f32>
+      stablehlo.return %n : tensor<f32>
+    }
+  func.return %0 : tensor<f32>
+}"""
+    with pytest.raises(UnsupportedError, match=r"stablehlo.while at .*:2:8.*not supported"):
+        load(text)
+
+
+def test_bad_arguments_get_clear_errors():
+    prog = load(_module("  %0 = stablehlo.exponential %x : tensor<2xf32>\n"
+                        "  func.return %0 : tensor<2xf32>", "%x: tensor<2xf32>"))
+    with pytest.raises(needle.DTypeError, match="argument 0 is float64"):
+        prog(np.zeros(2))
+    with pytest.raises(needle.ShapeError, match=r"argument 0 has shape \(3,\)"):
+        prog(np.zeros(3, np.float32))
+    with pytest.raises(TypeError, match="takes 1 arguments"):
+        prog()
+    with pytest.raises(ValueError, match="not a StableHLO module"):
+        load("func.func @main( {")
+
+
+def test_a_compiled_function_round_trips(device, rng):
+    """needle.compile(...).lower(...).as_stablehlo() loads back and computes the same."""
+    np.random.seed(3)
+    model = nn.Sequential(nn.Linear(6, 8, device=device), nn.ReLU(),
+                          nn.Linear(8, 4, device=device), nn.Softmax())
+    model.eval()
+    compiled = needle.compile(lambda x: model(x))
+    x = needle.Tensor(rng.standard_normal((5, 6)).astype(np.float32), device=device)
+    want = compiled(x).numpy()
+    lowered = compiled.lower(x)
+    prog = load(lowered.as_stablehlo(), device=device)
+    got = prog(*lowered.arguments(x))
+    np.testing.assert_allclose(got[0].numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_the_docstring_example_runs():
+    import doctest
+
+    import needle.stablehlo
+    result = doctest.testmod(needle.stablehlo, extraglobs={"needle": needle, "np": np},
+                             report=False, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 3 and result.failed == 0
