@@ -17,8 +17,15 @@ The op set, its attributes and its shape rules are in :mod:`needle.compiler.ops`
 import itertools
 
 #: element types: Needle's float dtypes, and the integer and boolean types that indices,
-#: iota and comparisons need inside a graph
-DTYPES = ("float32", "float64", "int32", "int64", "bool")
+#: iota and comparisons need inside a graph (what needle.compile makes)
+CORE_DTYPES = ("float32", "float64", "int32", "int64", "bool")
+#: the other StableHLO element types an imported program may have (numpy / ml_dtypes
+#: names; the cpu device holds them, see needle.stablehlo)
+EXTRA_DTYPES = ("float16", "bfloat16", "int8", "int16", "uint8", "uint16", "uint32", "uint64",
+                "int2", "int4", "uint2", "uint4", "complex64", "complex128") + \
+    ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e4m3b11fnuz",
+     "float8_e3m4", "float8_e4m3", "float4_e2m1fn", "float6_e2m3fn", "float6_e3m2fn")
+DTYPES = CORE_DTYPES + EXTRA_DTYPES
 
 
 class TensorType:

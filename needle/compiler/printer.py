@@ -33,7 +33,7 @@ import re
 import numpy as np
 
 from .ir import TensorType
-from .ops import OPS
+from .ops import opdef
 
 _BITS = {"float32": np.uint32, "float64": np.uint64}
 #: constants larger than this print as a digest in ``as_text(graph, digest=True)``
@@ -111,7 +111,8 @@ def attr_text(value, digest=False):
 
 def _attrs_text(op, attrs, digest):
     """``{a = 1, b = [2, 3]}`` in the op table's order, then any other names sorted."""
-    order = OPS[op].attr_names() if op in OPS else []
+    definition = opdef(op)
+    order = definition.attr_names() if definition is not None else []
     keys = [k for k in order if k in attrs] + sorted(k for k in attrs if k not in order)
     return "{" + ", ".join(f"{_key(k)} = {attr_text(attrs[k], digest)}" for k in keys) + "}"
 

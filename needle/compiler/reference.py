@@ -26,10 +26,19 @@ import itertools
 
 import numpy as np
 
-from .ir import Graph, TensorType  # noqa: F401 - TensorType for the docstring example
+from .ir import DTYPES, Graph, TensorType  # noqa: F401 - TensorType for the docstring example
 
 NP_DTYPES = {"float32": np.float32, "float64": np.float64, "int32": np.int32,
-             "int64": np.int64, "bool": np.bool_}
+             "int64": np.int64, "bool": np.bool_, "float16": np.float16, "int8": np.int8,
+             "int16": np.int16, "uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32,
+             "uint64": np.uint64, "complex64": np.complex64, "complex128": np.complex128}
+try:  # bfloat16 and the sub-byte integers come from ml_dtypes (installed with jaxlib)
+    import ml_dtypes as _ml_dtypes
+except ImportError:  # (without it, programs with those dtypes are refused by name)
+    pass
+else:
+    NP_DTYPES.update({name: getattr(_ml_dtypes, name) for name in DTYPES
+                      if name not in NP_DTYPES and hasattr(_ml_dtypes, name)})
 
 
 def evaluate(graph, *arrays):
@@ -58,6 +67,10 @@ def evaluate(graph, *arrays):
     return [np.array(env[v]) for v in graph.outputs]  # copies: inputs and constants stay ours
 
 
+#: ml_dtypes' sub-byte integers -> their widths in bits
+_SUB_BYTE = {"int2": 2, "int4": 4, "uint2": 2, "uint4": 4}
+
+
 def run_node(node, args):
     """The output arrays of one node given its input arrays, checked against its types."""
     fn = OPS.get(node.op)
@@ -69,6 +82,8 @@ def run_node(node, args):
     results = []
     for v, r in zip(node.outputs, outs):
         r = np.asarray(r)
+        if v.dtype in _SUB_BYTE and r.dtype != NP_DTYPES[v.dtype]:
+            r = r.astype(NP_DTYPES[v.dtype])  # NumPy computes ml_dtypes' int4 etc. in int8
         if r.shape != v.shape or r.dtype != NP_DTYPES[v.dtype]:
             raise TypeError(f"{node.op}: computed {r.dtype}{list(r.shape)}, but the node "
                             f"declares {v.type}")
@@ -88,7 +103,7 @@ def _out(node):
 
 
 def _is_int(value):
-    return value.dtype in ("int32", "int64")
+    return value.dtype.startswith(("int", "uint"))
 
 
 def dimension_numbers(node):
@@ -114,6 +129,8 @@ def _sign(x):
 
 
 def _logistic(x):
+    if x.dtype.kind == "c":
+        return (1 / (1 + np.exp(-x))).astype(x.dtype)
     # exp(-log(1 + e^-x)) never overflows, unlike 1 / (1 + e^-x)
     return np.exp(-np.logaddexp(0, -x)).astype(x.dtype)
 
@@ -145,11 +162,94 @@ def _power(node, a, b):
     return np.where(b < 0, negative, positive).astype(a.dtype)
 
 
+def _unsigned(x):
+    """``x``'s two's-complement bits as an unsigned array of its width, and the width."""
+    bits = _SUB_BYTE.get(x.dtype.name, 8 * x.dtype.itemsize)
+    if bits < 8:  # (ml_dtypes' sub-byte integers: work in uint8, masked)
+        return x.astype(np.int8).view(np.uint8) & np.uint8((1 << bits) - 1), bits
+    return x.view(f"u{x.dtype.itemsize}"), bits
+
+
+def _popcnt(x):
+    u, _ = _unsigned(x)
+    return np.bitwise_count(u).astype(x.dtype)
+
+
+def _count_leading_zeros(x):
+    u, bits = _unsigned(x)
+    powers = np.left_shift(np.ones(bits, dtype=u.dtype), np.arange(bits, dtype=u.dtype))
+    length = (u[..., None] >= powers).sum(axis=-1)  # the bit length
+    return (bits - length).astype(x.dtype)
+
+
+def _shift(kind):
+    """StableHLO's shifts: a count outside [0, width) gives 0 (and the sign, shifting
+    right arithmetically)."""
+    def fn(a, b):
+        u, bits = _unsigned(a)
+        count, big = b.astype(np.int64), (b.astype(np.int64) < 0) | (b.astype(np.int64) >= bits)
+        safe = np.where(big, 0, count).astype(u.dtype)
+        if kind == "left":
+            out = np.left_shift(u, safe)
+        elif kind == "logical":
+            out = np.right_shift(u, safe)
+        else:  # the bits read as the signed integer of the width, shifted with its sign
+            signed = u.astype(np.int64)
+            signed = np.where(signed >= 1 << (bits - 1), signed - (1 << bits), signed) \
+                if bits < 64 else u.view(np.int64)
+            out = np.right_shift(signed, np.where(big, 63, count)).astype(np.int64)
+            mask = (1 << bits) - 1
+            return _from_unsigned((out & mask).astype(np.uint64).astype(u.dtype)
+                                  if bits < 64 else out.view(np.uint64), a.dtype, bits)
+        mask = u.dtype.type((1 << bits) - 1) if bits < 8 * u.dtype.itemsize else None
+        out = np.where(big, 0, out & mask if mask is not None else out)
+        return _from_unsigned(out.astype(u.dtype), a.dtype, bits)
+    return fn
+
+
+def _from_unsigned(u, dtype, bits):
+    if bits < 8:
+        signed = dtype.name.startswith("int")
+        value = u.astype(np.int16)
+        if signed:
+            value = np.where(value >= 1 << (bits - 1), value - (1 << bits), value)
+        return value.astype(dtype)
+    return u.view(dtype)
+
+
+def _cbrt(x):
+    if x.dtype.kind == "c":  # the principal cube root
+        return np.exp(np.log(x) / 3).astype(x.dtype)
+    return np.cbrt(x)
+
+
+def _round_afz(x):
+    whole = np.trunc(x)
+    return np.where(np.abs(x - whole) >= 0.5, whole + np.sign(x), whole).astype(x.dtype)
+
+
+def _real_part(x):
+    return np.real(x).copy() if x.dtype.kind == "c" else x
+
+
+_UNARY.update({
+    "tan": np.tan, "exponential_minus_one": np.expm1, "log_plus_one": np.log1p, "cbrt": _cbrt,
+    "round_nearest_even": np.rint, "round_nearest_afz": _round_afz, "popcnt": _popcnt,
+    "count_leading_zeros": _count_leading_zeros, "real": _real_part,
+    "imag": lambda x: np.imag(x).copy() if x.dtype.kind == "c" else np.zeros_like(x),
+})
+
 _BINARY = {
     "add": np.add, "subtract": np.subtract, "multiply": np.multiply,
     "maximum": np.maximum, "minimum": np.minimum,
     "remainder": np.fmod,  # the sign of the dividend, for integers and floats
     "and": np.bitwise_and, "or": np.bitwise_or,  # logical for bool, bitwise for integers
+    "atan2": lambda y, x: np.arctan2(y, x) if y.dtype.kind != "c" else
+    (-1j * np.log((x + 1j * y) / np.sqrt(x * x + y * y))).astype(y.dtype),
+    "shift_left": _shift("left"),
+    "shift_right_arithmetic": _shift("arithmetic"), "shift_right_logical": _shift("logical"),
+    "complex": lambda a, b: (a + 1j * b.astype(np.complex128)).astype(
+        np.complex64 if a.dtype == np.float32 else np.complex128),
 }
 
 _COMPARE = {"EQ": np.equal, "NE": np.not_equal, "LT": np.less, "LE": np.less_equal,
@@ -165,9 +265,16 @@ def _compare(node, a, b):
 
 def _convert(node, x):
     dtype = _np(node.outputs[0])
+    if x.dtype.kind == "c" and np.dtype(dtype).kind != "c":
+        x = x.real  # complex -> real types convert the real part
     if dtype is np.bool_:
         return x != 0
-    return x.astype(dtype)  # float -> int truncates toward zero (NaN, overflow: TBD in the spec)
+    if x.dtype.kind == "f" and np.dtype(dtype).kind in "iu":  # (the spec leaves NaN and
+        # overflow open: they saturate, NaN to 0, as XLA does)
+        info = np.iinfo(dtype)
+        return np.nan_to_num(np.clip(np.trunc(x.astype(np.float64)), info.min, info.max),
+                             nan=0.0).astype(dtype)
+    return x.astype(dtype)  # float -> int truncates toward zero
 
 
 def _constant(node):
@@ -224,8 +331,8 @@ def _pad(node, x, value):
 # -- reductions and contractions ----------------------------------------------------------
 #: a reduce's or scatter's ``computation`` -> the NumPy ufunc applying it
 COMBINERS = {"add": np.add, "multiply": np.multiply, "max": np.maximum, "maximum": np.maximum,
-             "min": np.minimum, "minimum": np.minimum, "and": np.logical_and,
-             "or": np.logical_or}
+             "min": np.minimum, "minimum": np.minimum,
+             "and": np.bitwise_and, "or": np.bitwise_or}  # (logical on bool, bitwise on ints)
 
 
 def _reduce(node, x, init):
@@ -255,7 +362,8 @@ def _dot_general(node, lhs, rhs):
     b, m, k, n = size(lhs, lb), size(lhs, lf), size(lhs, lc), size(rhs, rf)
     left = np.transpose(lhs, lb + lf + lc).reshape(b, m, k).astype(NP_DTYPES[t.dtype])
     right = np.transpose(rhs, rb + rc + rf).reshape(b, k, n).astype(NP_DTYPES[t.dtype])
-    return np.matmul(left, right).reshape(t.shape)
+    # (NumPy multiplies ml_dtypes' small floats in float32: the result rounds back)
+    return np.matmul(left, right).reshape(t.shape).astype(NP_DTYPES[t.dtype])
 
 
 def conv_attributes(node, lhs_rank):
@@ -468,6 +576,170 @@ def _composite(node, *args):
 
 
 #: op -> function(node, *input arrays) -> output array (or list of arrays)
+def _triangular_solve(node, a, b):
+    """Solve op(a) x = b (``left_side``) or x op(a) = b, with a's other triangle ignored and
+    its diagonal taken as ones when ``unit_diagonal``."""
+    at = node.attrs
+    n = a.shape[-1]
+    keep = np.tril(np.ones((n, n), bool)) if at["lower"] else np.triu(np.ones((n, n), bool))
+    a = np.where(keep, a, 0)
+    if at["unit_diagonal"]:
+        a = np.where(np.eye(n, dtype=bool), np.ones_like(a), a)
+    if at["transpose_a"] != "NO_TRANSPOSE":
+        a = np.swapaxes(a, -1, -2)
+        if at["transpose_a"] == "ADJOINT":
+            a = np.conj(a)
+    wide = np.complex128 if a.dtype.kind == "c" else np.float64
+    a, rhs = a.astype(wide), b.astype(wide)
+    if not at["left_side"]:  # x a = b  <=>  a^T x^T = b^T
+        a, rhs = np.swapaxes(a, -1, -2), np.swapaxes(rhs, -1, -2)
+    # the solved matrix is lower triangular unless a transpose or the right side flipped it
+    lower = bool(at["lower"]) ^ (at["transpose_a"] != "NO_TRANSPOSE") ^ (not at["left_side"])
+    x = np.zeros_like(rhs)
+    with np.errstate(all="ignore"):  # (a zero on the diagonal: inf and NaN, as XLA gives)
+        for i in (range(n) if lower else reversed(range(n))):
+            x[..., i, :] = (rhs[..., i, :] - np.einsum("...j,...jk->...k", a[..., i, :], x)) \
+                / a[..., i, i, None]
+    if not at["left_side"]:
+        x = np.swapaxes(x, -1, -2)
+    return x.astype(b.dtype)
+
+
+def _fft(node, x):
+    kind, length = node.attrs["fft_type"], list(node.attrs["fft_length"])
+    axes = list(range(x.ndim - len(length), x.ndim))
+    out = NP_DTYPES[node.outputs[0].dtype]
+    fn = {"FFT": np.fft.fftn, "IFFT": np.fft.ifftn, "RFFT": np.fft.rfftn,
+          "IRFFT": np.fft.irfftn}[kind]
+    return fn(x, s=length, axes=axes).astype(out)
+
+
+def _bitcast_convert(node, x):
+    """The same bits as another type: little-endian, an i1 one bit (the lowest first)."""
+    out = node.outputs[0].type
+    dtype = NP_DTYPES[out.dtype]
+    data = np.packbits(x.reshape(-1), bitorder="little").tobytes() if x.dtype == np.bool_ \
+        else np.ascontiguousarray(x).tobytes()
+    if out.dtype == "bool":
+        bits = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")
+        return bits.astype(bool).reshape(out.shape)
+    return np.frombuffer(data, dtype=dtype).reshape(out.shape).copy()
+
+
+_FLOAT_BITS = {"float16": (5, 10), "bfloat16": (8, 7), "float32": (8, 23), "float64": (11, 52)}
+
+
+def _reduce_precision(node, x):
+    """Round to ``exponent_bits`` / ``mantissa_bits`` on the bits, as XLA does: the mantissa
+    to nearest even, then exponents beyond the format's range to infinity or (below its
+    normals) to zero; a NaN stays NaN unless no mantissa bit is left."""
+    e_bits, m_bits = node.attrs["exponent_bits"], node.attrs["mantissa_bits"]
+    if x.dtype.name not in _FLOAT_BITS:
+        raise NotImplementedError(f"reduce_precision of {x.dtype.name}")
+    src_e, src_m = _FLOAT_BITS[x.dtype.name]
+    unsigned = np.dtype(f"u{x.dtype.itemsize}")
+    bits = x.view(unsigned).astype(np.uint64)
+    one = np.uint64(1)
+    if m_bits < src_m:
+        shift = np.uint64(src_m - m_bits)
+        last = one << shift
+        bias = ((bits & last) >> shift) + (last >> one) - one
+        bits = (bits + bias) & ~(last - one)
+    if e_bits < src_e:
+        sign = one << np.uint64(src_e + src_m)
+        exp_mask = ((one << np.uint64(src_e)) - one) << np.uint64(src_m)
+        bias, reduced = (1 << (src_e - 1)) - 1, (1 << (e_bits - 1)) - 1
+        exponent = bits & exp_mask
+        over = exponent > np.uint64(bias + reduced) << np.uint64(src_m)
+        under = exponent <= np.uint64(bias - reduced) << np.uint64(src_m)
+        bits = np.where(over, (bits & sign) | exp_mask, np.where(under, bits & sign, bits))
+    width = 8 * x.dtype.itemsize
+    bits = bits & np.uint64((1 << width) - 1) if width < 64 else bits
+    out = bits.astype(unsigned).view(x.dtype)
+    keep = x if m_bits > 0 else np.copysign(np.array(np.inf, x.dtype), x)  # (no payload left)
+    return np.where(np.isnan(x), keep, out)
+
+
+def _clamped_starts(starts, sizes, shape):
+    return [int(min(max(int(s), 0), d - n)) for s, n, d in zip(starts, sizes, shape)]
+
+
+def _dynamic_slice(node, x, *starts):
+    sizes = list(node.attrs["slice_sizes"])
+    begin = _clamped_starts(starts, sizes, x.shape)
+    return x[tuple(slice(b, b + n) for b, n in zip(begin, sizes))].copy()
+
+
+def _dynamic_update_slice(node, x, update, *starts):
+    begin = _clamped_starts(starts, update.shape, x.shape)
+    out = x.copy()
+    out[tuple(slice(b, b + n) for b, n in zip(begin, update.shape))] = update
+    return out
+
+
+def _sort(node, *xs):
+    a = node.attrs
+    dim, key = a["dimension"], xs[a["key"]]
+    if a["direction"] == "LT":
+        order = np.argsort(key, axis=dim, kind="stable")
+    else:  # descending and stable: the ascending order of the reversed key, mirrored
+        last = key.shape[dim] - 1
+        order = np.flip(last - np.argsort(np.flip(key, dim), axis=dim, kind="stable"), dim)
+    return [np.take_along_axis(x, order, axis=dim) for x in xs]
+
+
+def _windowed(node, x, init):
+    """``x`` dilated (holes and padding hold ``init``) and its windows as a view
+    ``(*output shape, *window shape)``."""
+    a = node.attrs
+    base = a.get("base_dilations") or [1] * x.ndim
+    win = a.get("window_dilations") or [1] * x.ndim
+    shape = [(d - 1) * b + 1 + lo + hi if d else lo + hi
+             for d, b, (lo, hi) in zip(x.shape, base, a["padding"])]
+    padded = np.full(shape, init, dtype=x.dtype)
+    inner = tuple(slice(lo, lo + (d - 1) * b + 1, b) if d else slice(lo, lo)
+                  for d, b, (lo, _) in zip(x.shape, base, a["padding"]))
+    padded[inner] = x
+    out_shape = list(node.outputs[0].shape) if node.op == "reduce_window" else \
+        list(node.inputs[1].shape)
+    strides = [st * padded.strides[i] for i, st in enumerate(a["window_strides"])]
+    wstrides = [wd * padded.strides[i] for i, wd in enumerate(win)]
+    view = np.lib.stride_tricks.as_strided(padded, out_shape + list(a["window_dimensions"]),
+                                           strides + wstrides, writeable=False)
+    return padded, inner, view
+
+
+def _reduce_window(node, x, init):
+    _, _, view = _windowed(node, x, init[()])
+    fn = COMBINERS[node.attrs["computation"]]
+    return fn.reduce(view.reshape(view.shape[:x.ndim] + (-1,)), axis=-1, initial=init[()]) \
+        .astype(x.dtype) if view.size else np.full(view.shape[:x.ndim], init, x.dtype)
+
+
+def _select_and_scatter(node, x, source, init):
+    """For each window (over the padded operand), the first in-bounds element its
+    ``select`` comparison keeps (GE: the first largest), and the source value combined into
+    the result there; the rest is ``init``. Padding is never selected."""
+    a = node.attrs
+    better = {"GE": np.greater_equal, "GT": np.greater, "LE": np.less_equal,
+              "LT": np.less}[a["select"]]
+    combine = COMBINERS[a["computation"]]
+    lows = [lo for lo, _ in a["padding"]]
+    out = np.full(x.shape, init, dtype=x.dtype)
+    offsets = list(np.ndindex(*a["window_dimensions"]))
+    for pos in np.ndindex(*source.shape):
+        best = None
+        for offset in offsets:
+            target = tuple(p * s + o - lo for p, s, o, lo in
+                           zip(pos, a["window_strides"], offset, lows))
+            if all(0 <= t < d for t, d in zip(target, x.shape)) and \
+                    (best is None or not better(x[best], x[target])):
+                best = target
+        if best is not None:
+            out[best] = combine(out[best], source[pos])
+    return out
+
+
 OPS = {
     **{op: (lambda f: lambda node, x: f(x))(f) for op, f in _UNARY.items()},
     **{op: (lambda f: lambda node, a, b: f(a, b))(f) for op, f in _BINARY.items()},
@@ -492,4 +764,13 @@ OPS = {
     "gather": _gather,
     "scatter": _scatter,
     "composite": _composite,
+    "triangular_solve": _triangular_solve,
+    "bitcast_convert": _bitcast_convert,
+    "reduce_precision": _reduce_precision,
+    "dynamic_slice": _dynamic_slice,
+    "dynamic_update_slice": _dynamic_update_slice,
+    "sort": _sort,
+    "reduce_window": _reduce_window,
+    "select_and_scatter": _select_and_scatter,
+    "fft": _fft,
 }

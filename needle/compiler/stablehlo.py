@@ -44,9 +44,26 @@ import numpy as np
 
 # ----------------------------------------------------------------------------- spelling
 #: IR dtype -> MLIR element type (the one place types are spelled)
-ELEMENT_TYPES = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64", "bool": "i1"}
-_NUMPY = {"float32": np.float32, "float64": np.float64, "int32": np.int32, "int64": np.int64,
-          "bool": np.bool_}
+ELEMENT_TYPES = {"float32": "f32", "float64": "f64", "float16": "f16", "bfloat16": "bf16",
+                 "bool": "i1", "complex64": "complex<f32>", "complex128": "complex<f64>",
+                 **{f"{kind}{b}": f"{'u' if kind == 'uint' else ''}i{b}"
+                    for kind in ("int", "uint") for b in (2, 4, 8, 16, 32, 64)},
+                 "float8_e4m3fn": "f8E4M3FN", "float8_e5m2": "f8E5M2",
+                 "float8_e4m3fnuz": "f8E4M3FNUZ", "float8_e5m2fnuz": "f8E5M2FNUZ",
+                 "float8_e4m3b11fnuz": "f8E4M3B11FNUZ", "float8_e3m4": "f8E3M4",
+                 "float8_e4m3": "f8E4M3", "float4_e2m1fn": "f4E2M1FN", "float6_e2m3fn": "f6E2M3FN",
+                 "float6_e3m2fn": "f6E3M2FN"}
+_NUMPY = {"float32": np.float32, "float64": np.float64, "float16": np.float16,
+          "int32": np.int32, "int64": np.int64, "int8": np.int8, "int16": np.int16,
+          "uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32, "uint64": np.uint64,
+          "bool": np.bool_, "complex64": np.complex64, "complex128": np.complex128}
+try:  # (as reference.NP_DTYPES; this file also runs alone, in the interpreter's subprocess)
+    import ml_dtypes as _ml_dtypes
+except ImportError:
+    pass
+else:
+    _NUMPY.update({n: getattr(_ml_dtypes, n) for n in ELEMENT_TYPES
+                   if n not in _NUMPY and hasattr(_ml_dtypes, n)})
 _NUMPY_TO_IR = {np.dtype(v).name: k for k, v in _NUMPY.items()}
 
 
@@ -78,12 +95,15 @@ def _element(v, dtype):
     floats, the bit pattern in hex for inf and nan (MLIR's spelling, as jax prints them)."""
     if dtype == "bool":
         return "true" if v else "false"
-    if dtype.startswith("int"):
+    if dtype.startswith(("int", "uint")):
         return str(int(v))
+    if dtype.startswith("complex"):
+        part = "float32" if dtype == "complex64" else "float64"
+        return f"({_element(np.real(v), part)}, {_element(np.imag(v), part)})"
     v = _NUMPY[dtype](v)
-    if not np.isfinite(v):
-        bits = v.view(np.uint32 if dtype == "float32" else np.uint64)
-        return f"0x{int(bits):0{2 * v.itemsize}X}"
+    if not np.isfinite(np.float64(v)):
+        bits = np.array(v).view(f"u{np.dtype(_NUMPY[dtype]).itemsize}")
+        return f"0x{int(bits):0{2 * bits.itemsize}X}"
     s = str(v)  # NumPy prints the shortest decimal that reads back to the same float
     return s.replace("e", ".0e") if "e" in s and "." not in s else s
 
@@ -103,8 +123,8 @@ def dense(array, type):
     """``dense<...> : tensor<...>`` holding ``array`` (cast to ``type``) bit for bit."""
     a = np.ascontiguousarray(np.broadcast_to(np.asarray(array).astype(_NUMPY[type.dtype]),
                                              type.shape))
-    bits = a.view(f"u{a.itemsize}")  # compare bits: -0.0 is not 0.0, nan payloads differ
-    if a.size and (bits == bits.flat[0]).all():
+    bits = a.reshape(-1).view(np.uint8).reshape(a.size, a.itemsize)  # compare bits: -0.0
+    if a.size and (bits == bits[0]).all():  # is not 0.0, NaN payloads differ
         body = _element(a.flat[0], type.dtype)  # a splat
     elif type.dtype.startswith("float") and a.size > HEX_ABOVE:
         body = '"0x' + a.astype(a.dtype.newbyteorder("<")).tobytes().hex().upper() + '"'
@@ -401,6 +421,11 @@ def context():
     ctx.load_all_available_dialects()
     stablehlo.register_dialect(ctx)
     chlo.register_dialect(ctx)
+    try:  # Shardy, whose attributes JAX writes on some programs (jaxlib >= 0.5)
+        from jaxlib.mlir.dialects import sdy  # noqa: PLC0415
+        sdy.register_dialect(ctx)
+    except (ImportError, AttributeError):
+        pass
     return ctx
 
 

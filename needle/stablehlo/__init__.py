@@ -18,7 +18,8 @@ What runs is listed in ``docs/stablehlo.md``; anything else raises
 """
 import os
 
-from .importer import CONVERTERS, UnsupportedError, import_module
+from .importer import CONVERTERS, import_module
+from .mlir import UnsupportedError
 from .program import Program, Signature
 
 __all__ = ["load", "from_jax", "Program", "Signature", "UnsupportedError", "CONVERTERS"]

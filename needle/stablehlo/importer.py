@@ -2,120 +2,41 @@
 form); each op of the entry function becomes the IR node of the same name (the IR is named
 after StableHLO) through one converter per op in :data:`CONVERTERS`.
 
-What does not convert raises :class:`UnsupportedError` naming the op, its location and its
-types, never a guess: ops outside the table, element types the IR has no dtype for, shapes
-that are not static, and reduction or scatter bodies other than one binary op.
+Regions: a body that is one binary op of its arguments (reduce, reduce_window, scatter) or
+one comparison (sort, select_and_scatter) becomes the node's named computation; ``func.call``,
+``composite`` and ``if`` / ``case`` on a constant selector are inlined. What does not convert
+raises :class:`UnsupportedError` naming the op, its location and its types, never a guess:
+ops outside the table (``while``, ``map``, control flow on a computed selector, ...), element
+types the IR has no dtype for, shapes that are not static, other bodies.
 
-Integers are exact on every device: Needle devices store integer values in a float dtype
-(float32, or float64 where the device has it; see needle.compiler.executor), so an
-imported program may use integers only in ways that cannot leave the range that dtype
-holds exactly: constants and iota (their largest magnitude is recorded in
-``Imported.int_bound`` and checked against the device when the program is bound), movement,
-comparison, select, clamp, maximum and minimum, conversion to a float or a wider integer,
-and boolean logic. Integer arithmetic (add, multiply, divide, shifts, ...), float-to-integer
-conversion and narrowing integer conversion wrap or round in ways float storage does not
-reproduce, so they are refused.
+Integers are exact, or the program does not run. The cpu device runs an imported graph
+with NumPy in every dtype it declares (the IR's reference interpreter), integers included.
+Other devices store integer values in a float dtype (float32, or float64 where the device
+has it; see needle.compiler.executor), which holds them exactly only up to 2**24 (2**53) and
+does not wrap as integers do. The importer therefore records, as ``Imported.hazards``, each
+op whose integer results such storage could get wrong: integer arithmetic, bitwise ops on
+integers, float-to-integer and narrowing integer conversion. It also records the largest
+integer magnitude the constants and iotas hold (``Imported.int_bound``). A program bound to
+such a device is refused when it has a hazard, or a bound beyond what the device stores
+exactly.
 """
-import re
-
 import numpy as np
 
 from ..compiler.ir import Graph, TensorType
 from ..compiler.ops import add_node
 from ..errors import NeedleError
-
-#: MLIR element type -> IR dtype
-DTYPES = {"f32": "float32", "f64": "float64", "i32": "int32", "i64": "int64", "i1": "bool"}
-_INT_BITS = {"int32": 32, "int64": 64}
-
-
-class UnsupportedError(NeedleError, NotImplementedError):
-    """A StableHLO op, type or attribute Needle cannot run (yet); the message names the op,
-    its location and its operand and result types."""
+from .mlir import (INT_BITS, attr, bools, constant_text, dense_array,
+                   describe, enum_value, integer, ints, tensor_type, unsupported)
 
 
 class Imported:
     """The result of :func:`import_module`: the IR ``graph`` of the entry function, its
-    ``name``, and ``int_bound``, the largest integer magnitude its constants and iotas hold
-    (0 without integers)."""
+    ``name``, ``int_bound`` (the largest integer magnitude its constants and iotas hold, 0
+    without integers) and ``hazards`` (why float storage of integers could give a wrong
+    answer: one message per op, naming it)."""
 
-    def __init__(self, graph, name, int_bound):
-        self.graph, self.name, self.int_bound = graph, name, int_bound
-
-
-def _location(op):
-    text = str(op.location)
-    match = re.match(r'loc\((.*)\)$', text, re.S)
-    return match.group(1) if match else text
-
-
-def _describe(op):
-    operands = ", ".join(str(v.type) for v in op.operands)
-    results = ", ".join(str(v.type) for v in op.results)
-    return f"{op.name} at {_location(op)} ({operands}) -> ({results})"
-
-
-def unsupported(op, why):
-    raise UnsupportedError(f"{_describe(op)}: {why}")
-
-
-def tensor_type(op, mlir_type):
-    """``(shape, dtype)`` of a ranked, static tensor type (or refuse it)."""
-    from jaxlib.mlir import ir  # noqa: PLC0415 - jaxlib is optional
-    try:
-        t = ir.RankedTensorType(mlir_type)
-    except (ValueError, TypeError):
-        unsupported(op, f"type {mlir_type} is not a ranked tensor")
-    if not t.has_static_shape:
-        unsupported(op, f"type {mlir_type} has a dynamic shape")
-    element = str(t.element_type)
-    if element not in DTYPES:
-        unsupported(op, f"element type {element} (Needle devices hold "
-                        f"{', '.join(DTYPES)} here)")
-    return tuple(t.shape), DTYPES[element]
-
-
-# -- attributes --------------------------------------------------------------------------
-def _attr(op, name, default=None):
-    attrs = op.attributes
-    return attrs[name] if name in attrs else default
-
-
-def _ints(attr):
-    """A list of ints from a dense array or dense elements attribute."""
-    from jaxlib.mlir import ir  # noqa: PLC0415
-    if attr is None:
-        return []
-    for cls in (ir.DenseI64ArrayAttr, ir.DenseI32ArrayAttr):
-        try:
-            return [int(x) for x in cls(attr)]
-        except (ValueError, TypeError):  # (not that kind of attribute)
-            continue
-    return [int(x) for x in np.array(ir.DenseElementsAttr(attr)).reshape(-1)]
-
-
-def _int(attr, default=0):
-    from jaxlib.mlir import ir  # noqa: PLC0415
-    return default if attr is None else int(ir.IntegerAttr(attr).value)
-
-
-def _bools(attr):
-    from jaxlib.mlir import ir  # noqa: PLC0415
-    return None if attr is None else [bool(x) for x in ir.DenseBoolArrayAttr(attr)]
-
-
-def _enum(attr):
-    """``#stablehlo<comparison_direction GT>`` -> ``"GT"``."""
-    match = re.match(r"#stablehlo<\w+ (\w+)>", str(attr))
-    return match.group(1) if match else str(attr)
-
-
-def constant_array(attr, dtype):
-    """A dense elements attribute as a NumPy array of the IR dtype."""
-    from jaxlib.mlir import ir  # noqa: PLC0415
-    return np.array(ir.DenseElementsAttr(attr)).astype(
-        {"bool": np.bool_, "int32": np.int32, "int64": np.int64, "float32": np.float32,
-         "float64": np.float64}[dtype])
+    def __init__(self, graph, name, int_bound, hazards):
+        self.graph, self.name, self.int_bound, self.hazards = graph, name, int_bound, hazards
 
 
 # -- the conversion ------------------------------------------------------------------------
@@ -125,7 +46,7 @@ class _Converter:
     def __init__(self, graph):
         # (jaxlib rebuilds its Value objects on each access; they hash and compare by the
         # value they stand for, so they key this dict)
-        self.graph, self.values, self.int_bound = graph, {}, 0
+        self.graph, self.values, self.int_bound, self.hazards = graph, {}, 0, []
 
     def value(self, mlir_value):
         return self.values[mlir_value]
@@ -138,6 +59,10 @@ class _Converter:
             unsupported(op, f"Needle IR {name}: {e}")
         return node.outputs
 
+    def hazard(self, op, why):
+        """Note that ``op`` needs native integers (see the module docstring)."""
+        self.hazards.append(f"{describe(op)}: {why}")
+
     def bound(self, array):
         if array.dtype.kind in "iu" and array.size:
             self.int_bound = max(self.int_bound, int(np.abs(array.astype(np.int64)).max()))
@@ -145,9 +70,10 @@ class _Converter:
 
 def _no_int_arithmetic(op, conv, inputs):
     for v in inputs:
-        if v.dtype in _INT_BITS:
-            unsupported(op, f"integer arithmetic on {v.dtype} (Needle devices store integers "
+        if v.dtype in INT_BITS or v.dtype == "bool":  # (i1 add is or: 1 + 1 = 1)
+            conv.hazard(op, f"integer arithmetic on {v.dtype} (this device stores integers "
                             f"in a float dtype, which does not wrap as {v.dtype} does)")
+            return
 
 
 def _elementwise(name, ints=False):
@@ -158,17 +84,25 @@ def _elementwise(name, ints=False):
     return convert
 
 
+def _remainder(op, conv, inputs):
+    if inputs[0].dtype in ("float32", "float64"):
+        conv.hazard(op, "a float remainder (the executor's a - trunc(a / b) * b loses the "
+                        "low bits of large quotients)")
+    return _elementwise("remainder")(op, conv, inputs)
+
+
 def _logical(name):
     def convert(op, conv, inputs):
-        if any(v.dtype != "bool" for v in inputs):  # bitwise on integers
-            unsupported(op, f"{name} on integers (bitwise); on i1 it is supported")
+        if any(v.dtype != "bool" for v in inputs):
+            conv.hazard(op, f"bitwise {name} of {inputs[0].dtype}")
         return conv.emit(op, name, inputs)
     return convert
 
 
 def _xor(op, conv, inputs):
+    """``(a or b) and not (a and b)``: logical on i1, bitwise on integers."""
     if any(v.dtype != "bool" for v in inputs):
-        unsupported(op, "xor on integers (bitwise); on i1 it is supported")
+        conv.hazard(op, f"bitwise xor of {inputs[0].dtype}")
     a, b = inputs
     either = conv.emit(op, "or", [a, b])[0]
     both = conv.emit(op, "and", [a, b])[0]
@@ -191,38 +125,51 @@ def _is_finite(op, conv, inputs):
                      comparison_direction="LT")
 
 
-def _compare(op, conv, inputs):
-    attrs = {"comparison_direction": _enum(_attr(op, "comparison_direction"))}
-    kind = _attr(op, "compare_type")
-    if kind is not None:
-        attrs["compare_type"] = _enum(kind)
-    if attrs.get("compare_type") == "TOTALORDER":
+def compare_kind(op, compare_type, dtype):
+    """Refuse a ``compare_type`` that is not the comparison the dtype makes (the spec's C3:
+    FLOAT for floats and complex, SIGNED for signed integers, UNSIGNED for unsigned ones
+    and i1) or that Needle does not make (TOTALORDER)."""
+    if compare_type is None:
+        return
+    kind = enum_value(compare_type)
+    natural = "FLOAT" if dtype.startswith(("float", "bfloat", "complex")) else \
+        "SIGNED" if dtype.startswith("int") else "UNSIGNED"
+    if kind == "TOTALORDER":
         unsupported(op, "compare_type TOTALORDER (-0.0 below 0.0, NaNs ordered)")
-    return conv.emit(op, "compare", inputs, **attrs)
+    if kind != natural:
+        unsupported(op, f"compare_type {kind} of {dtype} values ({natural} is what they take)")
+
+
+def _compare(op, conv, inputs):
+    compare_kind(op, attr(op, "compare_type"), inputs[0].dtype)
+    return conv.emit(op, "compare", inputs,
+                     comparison_direction=enum_value(attr(op, "comparison_direction")))
 
 
 def _convert(op, conv, inputs):
     (x,) = inputs
     _, dtype = tensor_type(op, op.results[0].type)
-    if dtype in _INT_BITS and x.dtype in ("float32", "float64"):
-        unsupported(op, f"{x.dtype} -> {dtype} conversion (rounds toward zero and saturates "
-                        f"as integer storage would; Needle stores integers as floats)")
-    if dtype in _INT_BITS and x.dtype in _INT_BITS and _INT_BITS[dtype] < _INT_BITS[x.dtype]:
-        unsupported(op, f"narrowing {x.dtype} -> {dtype} conversion (wraps)")
+    if dtype in INT_BITS and x.dtype in ("float32", "float64"):
+        conv.hazard(op, f"{x.dtype} -> {dtype} conversion (its integers can exceed what "
+                        f"float storage holds exactly)")
+    if dtype in INT_BITS and x.dtype in INT_BITS and INT_BITS[dtype] < INT_BITS[x.dtype]:
+        conv.hazard(op, f"narrowing {x.dtype} -> {dtype} conversion (wraps)")
     return conv.emit(op, "convert", inputs, dtype=dtype)
 
 
 def _constant(op, conv, inputs):
     shape, dtype = tensor_type(op, op.results[0].type)
-    array = constant_array(_attr(op, "value"), dtype).reshape(shape)
+    if "dense<" not in str(op):
+        unsupported(op, "a constant that is not a dense literal (dense_resource, sparse)")
+    array = dense_array(constant_text(op)).reshape(shape)
     conv.bound(array)
     return conv.emit(op, "constant", [], value=array)
 
 
 def _iota(op, conv, inputs):
     shape, dtype = tensor_type(op, op.results[0].type)
-    dim = _int(_attr(op, "iota_dimension"))
-    if dtype in _INT_BITS:
+    dim = integer(attr(op, "iota_dimension"))
+    if dtype in INT_BITS:
         conv.int_bound = max(conv.int_bound, max(shape[dim] - 1, 0))
     return conv.emit(op, "iota", [], iota_dimension=dim, shape=list(shape), dtype=dtype)
 
@@ -233,7 +180,7 @@ def _shape_of_result(op):
 
 def _broadcast_in_dim(op, conv, inputs):
     return conv.emit(op, "broadcast_in_dim", inputs,
-                     broadcast_dimensions=_ints(_attr(op, "broadcast_dimensions")),
+                     broadcast_dimensions=ints(attr(op, "broadcast_dimensions")),
                      shape=_shape_of_result(op))
 
 
@@ -241,28 +188,12 @@ def _reshape(op, conv, inputs):
     return conv.emit(op, "reshape", inputs, shape=_shape_of_result(op))
 
 
-def _transpose(op, conv, inputs):
-    return conv.emit(op, "transpose", inputs, permutation=_ints(_attr(op, "permutation")))
-
-
-def _slice(op, conv, inputs):
-    return conv.emit(op, "slice", inputs, start_indices=_ints(_attr(op, "start_indices")),
-                     limit_indices=_ints(_attr(op, "limit_indices")),
-                     strides=_ints(_attr(op, "strides")))
-
-
-def _reverse(op, conv, inputs):
-    return conv.emit(op, "reverse", inputs, dimensions=_ints(_attr(op, "dimensions")))
-
-
-def _pad(op, conv, inputs):
-    return conv.emit(op, "pad", inputs, edge_padding_low=_ints(_attr(op, "edge_padding_low")),
-                     edge_padding_high=_ints(_attr(op, "edge_padding_high")),
-                     interior_padding=_ints(_attr(op, "interior_padding")))
-
-
-def _concatenate(op, conv, inputs):
-    return conv.emit(op, "concatenate", inputs, dimension=_int(_attr(op, "dimension")))
+def _copying(name, lists=(), scalars=()):
+    """The converter of an op whose attributes are the IR node's: int lists and ints."""
+    def convert(op, conv, inputs):
+        return conv.emit(op, name, inputs, **{k: ints(attr(op, k)) for k in lists},
+                         **{k: integer(attr(op, k)) for k in scalars})
+    return convert
 
 
 #: a body op of reduce or scatter -> the IR's named computation
@@ -271,10 +202,10 @@ _COMPUTATIONS = {"stablehlo.add": "add", "stablehlo.multiply": "multiply",
                  "stablehlo.and": "and", "stablehlo.or": "or"}
 
 
-def _body_computation(op, what):
+def _body_computation(op, what, region=0):
     """The named computation of a one-op body ``return op(arg0, arg1)`` (either order),
     ``"replace"`` for ``return arg1``, else refuse."""
-    block = op.regions[0].blocks[0]
+    block = op.regions[region].blocks[0]
     args = list(block.arguments)
     body = [o.operation for o in block.operations]
     if len(args) != 2:
@@ -299,15 +230,16 @@ def _reduce(op, conv, inputs):
     if computation in ("add", "multiply"):
         _no_int_arithmetic(op, conv, inputs)
     if computation in ("and", "or") and inputs[0].dtype != "bool":
-        unsupported(op, f"a bitwise {computation} reduction of {inputs[0].dtype}")
-    return conv.emit(op, "reduce", inputs, dimensions=_ints(_attr(op, "dimensions")),
+        conv.hazard(op, f"a bitwise {computation} reduction of {inputs[0].dtype}")
+    return conv.emit(op, "reduce", inputs, dimensions=ints(attr(op, "dimensions")),
                      computation=computation)
 
 
 def _dot_general(op, conv, inputs):
     from jaxlib.mlir.dialects import stablehlo  # noqa: PLC0415
     _no_int_arithmetic(op, conv, inputs)
-    d = stablehlo.DotDimensionNumbers(_attr(op, "dot_dimension_numbers"))
+    inputs = _in_result_dtype(op, conv, inputs)
+    d = stablehlo.DotDimensionNumbers(attr(op, "dot_dimension_numbers"))
     return conv.emit(op, "dot_general", inputs,
                      lhs_batching_dimensions=list(d.lhs_batching_dimensions),
                      rhs_batching_dimensions=list(d.rhs_batching_dimensions),
@@ -323,17 +255,20 @@ def _dot(op, conv, inputs):
                      rhs_contracting_dimensions=[0])
 
 
-def _convolution(op, conv, inputs):
+def _convolution(op, conv, inputs, padding=None):
     from jaxlib.mlir.dialects import stablehlo  # noqa: PLC0415
     _no_int_arithmetic(op, conv, inputs)
-    d = stablehlo.ConvDimensionNumbers(_attr(op, "dimension_numbers"))
+    inputs = _in_result_dtype(op, conv, inputs)
+    d = stablehlo.ConvDimensionNumbers(attr(op, "dimension_numbers"))
     spatial = len(d.input_spatial_dimensions)
-    padding = _ints(_attr(op, "padding")) or [0] * (2 * spatial)
+    if padding is None:
+        padding = ints(attr(op, "padding"))
+    padding = padding or [0] * (2 * spatial)
     attrs = dict(
-        window_strides=_ints(_attr(op, "window_strides")) or [1] * spatial,
-        padding=[padding[2 * i:2 * i + 2] for i in range(spatial)],
-        lhs_dilation=_ints(_attr(op, "lhs_dilation")) or [1] * spatial,
-        rhs_dilation=_ints(_attr(op, "rhs_dilation")) or [1] * spatial,
+        window_strides=ints(attr(op, "window_strides")) or [1] * spatial,
+        padding=_pairs(padding, spatial),
+        lhs_dilation=ints(attr(op, "lhs_dilation")) or [1] * spatial,
+        rhs_dilation=ints(attr(op, "rhs_dilation")) or [1] * spatial,
         dimension_numbers={
             "input_batch_dimension": d.input_batch_dimension,
             "input_feature_dimension": d.input_feature_dimension,
@@ -344,22 +279,24 @@ def _convolution(op, conv, inputs):
             "output_batch_dimension": d.output_batch_dimension,
             "output_feature_dimension": d.output_feature_dimension,
             "output_spatial_dimensions": list(d.output_spatial_dimensions)},
-        feature_group_count=_int(_attr(op, "feature_group_count"), 1),
-        batch_group_count=_int(_attr(op, "batch_group_count"), 1))
-    reversal = _bools(_attr(op, "window_reversal"))
+        feature_group_count=integer(attr(op, "feature_group_count"), 1),
+        batch_group_count=integer(attr(op, "batch_group_count"), 1))
+    reversal = bools(attr(op, "window_reversal"))
     if reversal and any(reversal):
         unsupported(op, "window_reversal")
     return conv.emit(op, "convolution", inputs, **attrs)
 
 
-def _gather(op, conv, inputs):
+def _gather(op, conv, inputs, slice_sizes=None):
     from jaxlib.mlir.dialects import stablehlo  # noqa: PLC0415
-    d = stablehlo.GatherDimensionNumbers(_attr(op, "dimension_numbers"))
+    d = stablehlo.GatherDimensionNumbers(attr(op, "dimension_numbers"))
+    if slice_sizes is None:
+        slice_sizes = ints(attr(op, "slice_sizes"))
     return conv.emit(op, "gather", inputs, offset_dims=list(d.offset_dims),
                      collapsed_slice_dims=list(d.collapsed_slice_dims),
                      start_index_map=list(d.start_index_map),
                      index_vector_dim=d.index_vector_dim,
-                     slice_sizes=_ints(_attr(op, "slice_sizes")),
+                     slice_sizes=slice_sizes,
                      operand_batching_dims=list(d.operand_batching_dims),
                      start_indices_batching_dims=list(d.start_indices_batching_dims))
 
@@ -373,7 +310,7 @@ def _scatter(op, conv, inputs):
         unsupported(op, f"scatter with computation {computation} (add and replace run)")
     if computation == "add":
         _no_int_arithmetic(op, conv, inputs[:1])
-    d = stablehlo.ScatterDimensionNumbers(_attr(op, "scatter_dimension_numbers"))
+    d = stablehlo.ScatterDimensionNumbers(attr(op, "scatter_dimension_numbers"))
     return conv.emit(op, "scatter", inputs, update_window_dims=list(d.update_window_dims),
                      inserted_window_dims=list(d.inserted_window_dims),
                      scatter_dims_to_operand_dims=list(d.scattered_dims_to_operand_dims),
@@ -382,26 +319,248 @@ def _scatter(op, conv, inputs):
                      scatter_indices_batching_dims=list(d.scatter_indices_batching_dims))
 
 
+def _bool_attr(op, name):
+    from jaxlib.mlir import ir  # noqa: PLC0415
+    return bool(ir.BoolAttr(attr(op, name)).value)
+
+
+def _triangular_solve(op, conv, inputs):
+    return conv.emit(op, "triangular_solve", inputs, left_side=_bool_attr(op, "left_side"),
+                     lower=_bool_attr(op, "lower"),
+                     unit_diagonal=_bool_attr(op, "unit_diagonal"),
+                     transpose_a=enum_value(attr(op, "transpose_a")))
+
+
+def _fft(op, conv, inputs):
+    return conv.emit(op, "fft", inputs, fft_type=enum_value(attr(op, "fft_type")),
+                     fft_length=ints(attr(op, "fft_length")))
+
+
+def _comparison(op, region, what):
+    """``(direction, k)`` of a body ``return compare(arg 2k, arg 2k+1)`` (a comparator of
+    operand k; arguments swapped flip the direction), else refuse."""
+    block = op.regions[region].blocks[0]
+    args, body = list(block.arguments), [o.operation for o in block.operations]
+    if len(body) == 2 and body[0].name == "stablehlo.compare" and \
+            body[1].operands[0] == body[0].results[0]:
+        direction = enum_value(attr(body[0], "comparison_direction"))
+        a, b = list(body[0].operands)
+        compare_kind(op, attr(body[0], "compare_type"), tensor_type(op, a.type)[1])
+        if a in args and b in args:
+            i, j = args.index(a), args.index(b)
+            if {i, j} == {i - i % 2, i - i % 2 + 1}:
+                flipped = {"GT": "LT", "LT": "GT", "GE": "LE", "LE": "GE"}
+                return (direction if i < j else flipped.get(direction, direction)), i // 2
+    unsupported(op, f"a {what} other than one compare (GT, LT, GE or LE) of an operand's "
+                    f"two arguments")
+
+
+def _sort(op, conv, inputs):
+    direction, key = _comparison(op, 0, "comparator")
+    if direction not in ("GT", "LT"):
+        unsupported(op, f"a sort comparator {direction} (GT and LT sort)")
+    return conv.emit(op, "sort", inputs, dimension=integer(attr(op, "dimension")), key=key,
+                     direction=direction)
+
+
+def _pairs(flat, rank):
+    """``[lo0, hi0, lo1, hi1, ...]`` -> ``[[lo0, hi0], [lo1, hi1], ...]``."""
+    return [flat[2 * i:2 * i + 2] for i in range(rank)]
+
+
+def _window_attrs(op, rank):
+    padding = ints(attr(op, "padding")) or [0] * (2 * rank)
+    return dict(window_dimensions=ints(attr(op, "window_dimensions")),
+                window_strides=ints(attr(op, "window_strides")) or [1] * rank,
+                padding=_pairs(padding, rank))
+
+
+def _reduce_window(op, conv, inputs):
+    if len(inputs) != 2:
+        unsupported(op, "reduce_window over several operands")
+    computation = _body_computation(op, "reduce_window")
+    if computation == "replace":
+        unsupported(op, "reduce_window whose body returns an argument")
+    rank = len(inputs[0].shape)
+    window = _window_attrs(op, rank)
+    if any(p < 0 for pair in window["padding"] for p in pair):
+        unsupported(op, "negative padding")
+    return conv.emit(op, "reduce_window", inputs, **window,
+                     base_dilations=ints(attr(op, "base_dilations")) or [1] * rank,
+                     window_dilations=ints(attr(op, "window_dilations")) or [1] * rank,
+                     computation=computation)
+
+
+def _select_and_scatter(op, conv, inputs):
+    select, _ = _comparison(op, 0, "select")
+    computation = _body_computation(op, "scatter", region=1)
+    if computation not in ("add", "max", "min"):
+        unsupported(op, f"a scatter body {computation}")
+    window = _window_attrs(op, len(inputs[0].shape))
+    return conv.emit(op, "select_and_scatter", inputs, **window, select=select,
+                     computation=computation)
+
+
+def _branch(op, conv, index):
+    """The outputs of region ``index`` inlined (its selector is a constant)."""
+    return _convert_block(conv, op.regions[index].blocks[0], [])
+
+
+def _if(op, conv, inputs):
+    pred = _constant_operand(op, conv, inputs[0], "predicate")
+    return _branch(op, conv, 0 if bool(pred) else 1)
+
+
+def _case(op, conv, inputs):
+    index = int(_constant_operand(op, conv, inputs[0], "branch index"))
+    count = len(op.regions)
+    return _branch(op, conv, index if 0 <= index < count else count - 1)  # (as the spec says)
+
+
+def _composite(op, conv, inputs):
+    callee = str(op.attributes["decomposition"]).lstrip("@").strip('"')
+    return _inline(op, conv, callee, inputs)
+
+
+def _constant_operand(op, conv, value, what):
+    """The NumPy value of an operand a constant made (a dynamic op's shape or padding)."""
+    producer = getattr(value, "producer", None)
+    if producer is None or producer.op != "constant":
+        unsupported(op, f"its {what} is computed at run time")
+    return np.asarray(producer.attrs["value"])
+
+
+def _tuple(op, conv, inputs):
+    return [tuple(inputs)]  # (kept in the importer: the IR has no tuples)
+
+
+def _get_tuple_element(op, conv, inputs):
+    return [inputs[0][integer(attr(op, "index"))]]
+
+
+def _identity(op, conv, inputs):  # optimization_barrier: the operands themselves
+    return list(inputs)
+
+
+def _get_dimension_size(op, conv, inputs):
+    size = inputs[0].shape[integer(attr(op, "dimension"))]
+    return conv.emit(op, "constant", [], value=np.array(size, dtype=np.int32))
+
+
+def _bitcast_convert(op, conv, inputs):
+    shape, dtype = tensor_type(op, op.results[0].type)
+    return conv.emit(op, "bitcast_convert", inputs, shape=list(shape), dtype=dtype)
+
+
+def _dynamic_update_slice(op, conv, inputs):
+    return conv.emit(op, "dynamic_update_slice", inputs)
+
+
+def _dynamic_iota(op, conv, inputs):
+    _constant_operand(op, conv, inputs[0], "output shape")
+    return _iota(op, conv, [])
+
+
+def _dynamic_broadcast_in_dim(op, conv, inputs):
+    _constant_operand(op, conv, inputs[1], "output shape")
+    return _broadcast_in_dim(op, conv, inputs[:1])
+
+
+def _dynamic_reshape(op, conv, inputs):
+    _constant_operand(op, conv, inputs[1], "output shape")
+    return _reshape(op, conv, inputs[:1])
+
+
+def _dynamic_pad(op, conv, inputs):
+    low, high, interior = (_constant_operand(op, conv, v, "padding").reshape(-1).tolist()
+                           for v in inputs[2:])
+    return conv.emit(op, "pad", inputs[:2], edge_padding_low=low, edge_padding_high=high,
+                     interior_padding=interior)
+
+
+def _dynamic_gather(op, conv, inputs):
+    sizes = _constant_operand(op, conv, inputs[2], "slice sizes").reshape(-1).tolist()
+    return _gather(op, conv, inputs[:2], sizes)
+
+
+def _dynamic_conv(op, conv, inputs):
+    padding = _constant_operand(op, conv, inputs[2], "padding").reshape(-1).tolist()
+    return _convolution(op, conv, inputs[:2], padding)
+
+
+def _in_result_dtype(op, conv, inputs):
+    """``inputs`` converted to the result's element type (StableHLO lets a product or a
+    convolution accumulate and return a wider type than its operands)."""
+    _, dtype = tensor_type(op, op.results[0].type)
+    return [v if v.dtype == dtype else conv.emit(op, "convert", [v], dtype=dtype)[0]
+            for v in inputs]
+
+
 #: StableHLO op -> ``convert(op, converter, input values) -> output values``
 CONVERTERS = {
     **{f"stablehlo.{n}": _elementwise(n) for n in (
         "exponential", "log", "tanh", "logistic", "sqrt", "rsqrt", "sine", "cosine", "floor",
-        "negate", "abs", "sign", "add", "multiply", "subtract", "divide", "power",
-        "remainder")},
-    **{f"stablehlo.{n}": _elementwise(n, ints=True) for n in ("maximum", "minimum", "select",
-                                                             "clamp")},
+        "negate", "abs", "sign", "add", "multiply", "subtract", "divide", "power")},
+    **{f"stablehlo.{n}": _elementwise(n, ints=True) for n in (
+        "maximum", "minimum", "select", "clamp")},
     **{f"stablehlo.{n}": _logical(n) for n in ("and", "or", "not")},
-    "stablehlo.xor": _xor, "stablehlo.ceil": _ceil, "stablehlo.is_finite": _is_finite,
-    "stablehlo.compare": _compare, "stablehlo.convert": _convert,
-    "stablehlo.constant": _constant, "stablehlo.iota": _iota,
-    "stablehlo.broadcast_in_dim": _broadcast_in_dim, "stablehlo.reshape": _reshape,
-    "stablehlo.transpose": _transpose, "stablehlo.slice": _slice,
-    "stablehlo.reverse": _reverse, "stablehlo.pad": _pad,
-    "stablehlo.concatenate": _concatenate, "stablehlo.reduce": _reduce,
-    "stablehlo.dot_general": _dot_general, "stablehlo.dot": _dot,
-    "stablehlo.convolution": _convolution, "stablehlo.gather": _gather,
+    # (IMPORTED_OPS: the cpu device runs these)
+    **{f"stablehlo.{n}": _elementwise(n) for n in (
+        "tan", "exponential_minus_one", "log_plus_one", "cbrt", "round_nearest_even",
+        "round_nearest_afz", "atan2", "real", "imag", "complex")},
+    **{f"stablehlo.{n}": _elementwise(n, ints=True) for n in (
+        "popcnt", "count_leading_zeros", "shift_left", "shift_right_arithmetic",
+        "shift_right_logical")},
+    "stablehlo.remainder": _remainder,
+    "stablehlo.xor": _xor,
+    "stablehlo.ceil": _ceil,
+    "stablehlo.is_finite": _is_finite,
+    "stablehlo.compare": _compare,
+    "stablehlo.convert": _convert,
+    "stablehlo.bitcast_convert": _bitcast_convert,
+    "stablehlo.reduce_precision": _copying("reduce_precision",
+                                           scalars=["exponent_bits", "mantissa_bits"]),
+    "stablehlo.constant": _constant,
+    "stablehlo.iota": _iota,
+    "stablehlo.get_dimension_size": _get_dimension_size,
+    "stablehlo.broadcast_in_dim": _broadcast_in_dim,
+    "stablehlo.reshape": _reshape,
+    "stablehlo.transpose": _copying("transpose", ["permutation"]),
+    "stablehlo.slice": _copying("slice", ["start_indices", "limit_indices", "strides"]),
+    "stablehlo.reverse": _copying("reverse", ["dimensions"]),
+    "stablehlo.pad": _copying("pad", ["edge_padding_low", "edge_padding_high",
+                                      "interior_padding"]),
+    "stablehlo.concatenate": _copying("concatenate", scalars=["dimension"]),
+    "stablehlo.dynamic_slice": _copying("dynamic_slice", ["slice_sizes"]),
+    "stablehlo.dynamic_update_slice": _dynamic_update_slice,
+    "stablehlo.dynamic_iota": _dynamic_iota,
+    "stablehlo.dynamic_broadcast_in_dim": _dynamic_broadcast_in_dim,
+    "stablehlo.dynamic_reshape": _dynamic_reshape,
+    "stablehlo.dynamic_pad": _dynamic_pad,
+    "stablehlo.dynamic_gather": _dynamic_gather,
+    "stablehlo.dynamic_conv": _dynamic_conv,
+    "stablehlo.reduce": _reduce,
+    "stablehlo.reduce_window": _reduce_window,
+    "stablehlo.select_and_scatter": _select_and_scatter,
+    "stablehlo.sort": _sort,
+    "stablehlo.dot_general": _dot_general,
+    "stablehlo.dot": _dot,
+    "stablehlo.convolution": _convolution,
+    "stablehlo.fft": _fft,
+    "stablehlo.triangular_solve": _triangular_solve,
+    "stablehlo.gather": _gather,
     "stablehlo.scatter": _scatter,
+    "stablehlo.tuple": _tuple,
+    "stablehlo.get_tuple_element": _get_tuple_element,
+    "stablehlo.optimization_barrier": _identity,
+    "stablehlo.if": _if,
+    "stablehlo.case": _case,
+    "stablehlo.composite": _composite,
 }
+#: ops whose regions their converter reads
+_WITH_REGIONS = ("stablehlo.reduce", "stablehlo.scatter", "stablehlo.sort",
+                 "stablehlo.reduce_window", "stablehlo.select_and_scatter", "stablehlo.if",
+                 "stablehlo.case")
 #: ops that never run on an accelerator here: named so their refusal says why
 _NOT_PLANNED = ("all_gather", "all_reduce", "all_to_all", "collective_broadcast",
                 "collective_permute", "reduce_scatter", "partition_id", "replica_id", "send",
@@ -432,10 +591,21 @@ def entry_function(module, name=None):
     return named[public[0]], public[0]
 
 
-def _convert_block(conv, block, arguments, functions, calls=()):
+def _inline(op, conv, callee, inputs):
+    """The outputs of function ``callee`` of the module, converted on ``inputs``."""
+    if callee not in conv.functions or callee in conv.calls:
+        unsupported(op, f"a call of @{callee}, which is "
+                        f"{'recursive' if callee in conv.calls else 'not in the module'}")
+    conv.calls.append(callee)
+    try:
+        return _convert_block(conv, conv.functions[callee].regions[0].blocks[0], inputs)
+    finally:
+        conv.calls.pop()
+
+
+def _convert_block(conv, block, arguments):
     """Convert the ops of ``block`` whose arguments are the IR values ``arguments``;
-    returns the IR values it returns. A ``func.call`` is inlined (``calls``: the functions
-    being inlined, to refuse recursion)."""
+    returns the IR values it returns. A ``func.call`` is inlined."""
     for arg, value in zip(block.arguments, arguments):
         conv.values[arg] = value
     for item in block.operations:
@@ -444,12 +614,8 @@ def _convert_block(conv, block, arguments, functions, calls=()):
             return [conv.value(v) for v in op.operands]
         inputs = [conv.value(v) for v in op.operands]
         if op.name == "func.call":
-            callee = str(op.attributes["callee"]).lstrip("@").strip('"')
-            if callee not in functions or callee in calls:
-                unsupported(op, f"a call of @{callee}, which is "
-                                f"{'recursive' if callee in calls else 'not in the module'}")
-            body = functions[callee].regions[0].blocks[0]
-            outputs = _convert_block(conv, body, inputs, functions, calls + (callee,))
+            outputs = _inline(op, conv, str(op.attributes["callee"]).lstrip("@").strip('"'),
+                              inputs)
         else:
             converter = CONVERTERS.get(op.name)
             if converter is None:
@@ -457,12 +623,15 @@ def _convert_block(conv, block, arguments, functions, calls=()):
                 why = ("collectives, host transfer and quantization do not run on a Needle "
                        "device" if short in _NOT_PLANNED else "not supported by Needle yet")
                 unsupported(op, why)
-            if op.regions and op.name not in ("stablehlo.reduce", "stablehlo.scatter"):
+            if op.regions and op.name not in _WITH_REGIONS:
                 unsupported(op, "ops with regions")
             outputs = converter(op, conv, inputs)
         if len(outputs) != len(op.results):
             unsupported(op, f"{len(op.results)} results, Needle's node has {len(outputs)}")
         for result, value in zip(op.results, outputs):
+            if isinstance(value, tuple):  # (a tuple: checked where its elements are taken)
+                conv.values[result] = value
+                continue
             shape, dtype = tensor_type(op, result.type)
             if (value.shape, value.dtype) != (shape, dtype):  # (the IR's rules disagree)
                 unsupported(op, f"Needle's IR infers {value.type}, the program says "
@@ -482,5 +651,9 @@ def import_module(module, name=None):
     for arg in block.arguments:
         shape, dtype = tensor_type(func.operation, arg.type)
         inputs.append(graph.add_input(TensorType(shape, dtype)))
-    graph.outputs = _convert_block(conv, block, inputs, _functions(module))
-    return Imported(graph, fname, conv.int_bound)
+    conv.functions, conv.calls = _functions(module), [fname]
+    outputs = _convert_block(conv, block, inputs)
+    if any(isinstance(v, tuple) for v in outputs):
+        unsupported(func.operation, "a function that returns a tuple")
+    graph.outputs = outputs
+    return Imported(graph, fname, conv.int_bound, conv.hazards)

@@ -1,5 +1,6 @@
 """A loaded StableHLO function bound to a Needle device: the imported graph after the
-compiler's passes, run by the executor that runs ``needle.compile``'s graphs."""
+compiler's passes, run on the cpu device by the IR's NumPy interpreter (every dtype
+native) and on the others by the executor that runs ``needle.compile``'s graphs."""
 import numpy as np
 
 from ..autograd import Tensor
@@ -8,10 +9,13 @@ from ..backend_ndarray.device import cpu
 from ..compiler.api import Lowered
 from ..compiler.codegen import generator_for
 from ..compiler.executor import Executor
+from ..compiler.ir import CORE_DTYPES
+from ..compiler.ops import IMPORTED_OPS
 from ..compiler.passes import run_passes
+from ..compiler import reference
 from ..compiler.reference import NP_DTYPES
 from ..errors import DeviceMismatchError, DTypeError, ShapeError
-from .importer import UnsupportedError
+from .mlir import UnsupportedError
 
 _FLOATS = ("float32", "float64")
 
@@ -50,21 +54,43 @@ class Program:
         self.opt_level = opt_level
         graph = imported.graph
         self.signature = Signature(graph)
-        holds64 = "float64" in self.device.backend.dtypes
-        index_dtype = "float64" if holds64 else "float32"
+        # the cpu device's arrays are NumPy: the IR's NumPy interpreter runs the graph there,
+        # every dtype native; other devices run it through the executor
+        self._native = self.device.name == "cpu"
+        if not self._native:
+            self._check_float_storage(imported)
+        self.graph, self.pass_stats = run_passes(graph, opt_level)
+        self._executor = None if self._native else Executor(
+            self.graph, self.device, index_dtype=self._index_dtype, fused_kernels=opt_level >= 3,
+            generator=generator_for(self.device) if opt_level >= 2 else None)
+
+    def _check_float_storage(self, imported):
+        """Refuse what a device that stores integers as floats could get wrong."""
+        dtypes = self.device.backend.dtypes
+        holds64 = "float64" in dtypes
+        self._index_dtype = "float64" if holds64 else "float32"
         self._exact = exact = 2 ** (53 if holds64 else 24)
+        for v in self.graph_values(imported.graph):
+            if v.dtype not in CORE_DTYPES or (v.dtype in _FLOATS and v.dtype not in dtypes):
+                raise DTypeError(f"@{self.name} uses {v.dtype}, which {self.device} does not "
+                                 f"hold (it holds {', '.join(dtypes)}, with int32, int64 and "
+                                 f"bool stored in them; the cpu device holds every dtype)")
+        for node in imported.graph.nodes:
+            if node.op in IMPORTED_OPS:  # (the reference interpreter's ops only)
+                raise UnsupportedError(f"@{self.name}: {node.op} runs on the cpu device only "
+                                       f"(for now), not on {self.device}")
+        if imported.hazards:
+            raise UnsupportedError(f"{imported.hazards[0]}; on {self.device} (the cpu device "
+                                   f"runs it)")
         if imported.int_bound > exact:
             raise UnsupportedError(
                 f"@{self.name}: integer constants up to {imported.int_bound} exceed what "
-                f"{self.device} stores exactly ({exact}: its integers live in {index_dtype})")
-        for shape, dtype in self.signature.inputs + self.signature.outputs:
-            if dtype in _FLOATS and dtype not in self.device.backend.dtypes:
-                raise DTypeError(f"@{self.name} uses {dtype}, which {self.device} does not "
-                                 f"hold (it holds {', '.join(self.device.backend.dtypes)})")
-        self.graph, self.pass_stats = run_passes(graph, opt_level)
-        self._executor = Executor(
-            self.graph, self.device, index_dtype=index_dtype, fused_kernels=opt_level >= 3,
-            generator=generator_for(self.device) if opt_level >= 2 else None)
+                f"{self.device} stores exactly ({exact}: its integers live in "
+                f"{self._index_dtype}; the cpu device runs it)")
+
+    @staticmethod
+    def graph_values(graph):
+        return list(graph.inputs) + [v for n in graph.nodes for v in n.outputs]
 
     def __call__(self, *args):
         inputs = self.signature.inputs
@@ -73,6 +99,11 @@ class Program:
                             f"got {len(args)}")
         arrays = [self._argument(i, a, shape, dtype)
                   for i, (a, (shape, dtype)) in enumerate(zip(args, inputs))]
+        if self._native:
+            outputs = reference.evaluate(self.graph, *[
+                a.numpy() if isinstance(a, NDArray) else a for a in arrays])
+            return tuple(Tensor.make_const(NDArray(o, device=self.device, dtype=o.dtype.name))
+                         if o.dtype.name in _FLOATS else o for o in outputs)
         outputs = self._executor(*arrays)
         results = []
         for out, value in zip(outputs, self.graph.outputs):
@@ -99,7 +130,8 @@ class Program:
         if isinstance(a, NDArray) and a.device != self.device:
             raise DeviceMismatchError(f"@{self.name}: argument {i} is on {a.device}, the "
                                       f"program runs on {self.device}")
-        if dtype not in _FLOATS and a.size and np.abs(a.astype(np.int64)).max() > self._exact:
+        if not self._native and dtype not in _FLOATS and a.size and \
+                np.abs(a.astype(np.int64)).max() > self._exact:
             raise UnsupportedError(f"@{self.name}: argument {i} holds integers beyond "
                                    f"{self._exact}, which {self.device} stores inexactly")
         return a

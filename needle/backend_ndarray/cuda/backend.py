@@ -379,6 +379,8 @@ class CudaBackend(Backend):
         """Launch attention kernel ``kind`` over (row blocks, batch), splitting the batch
         where it passes the grid's y limit: ``pointers(b0)`` gives the kernel's arguments
         for the problems from ``b0`` on."""
+        if not rows * batch:
+            return
         d = next(d for d in kernels.ATTENTION_DIMS if d >= dim)
         parts, rt = (kind, self._sfx(dtype), f"d{d}"), self.rt
         for b0 in range(0, batch, _GRID_Y):
@@ -413,16 +415,24 @@ class CudaBackend(Backend):
         from .capture import StaticReplays
         return StaticReplays(self)
 
+    def _replay_key(self, *key):
+        """A layer call's replay key: its shapes, and what the recorded GEMMs depend on
+        (the precision and tiles chosen when recording) and the stream it queues on (one
+        stream's calls share the graph's buffers in order)."""
+        return key + (self.matmul_precision, tuple(self.sgemm_tile),
+                      tuple(self.sgemm_small_tile), self.rt.current_stream().ptr)
+
     def lstm(self, xp, w_hh, h0, c0, hs, cs, gates, steps, batch, hidden):
         # 2 x steps launches: from a shape's second call on, one graph (capture.StaticReplays)
-        self._layer_replays.run(("lstm", xp.dtype, steps, batch, hidden),
+        self._layer_replays.run(self._replay_key("lstm", xp.dtype, steps, batch, hidden),
                                 lambda *b: self._lstm_steps(*b, steps, batch, hidden),
                                 (xp, w_hh, h0, c0), (hs, cs, gates))
 
     def lstm_backward(self, dhs, dcs, w_hh, c0, cs, gates, dz, dh0, dc0, steps, batch, hidden):
-        self._layer_replays.run(("lstm_backward", cs.dtype, steps, batch, hidden),
-                                lambda *b: self._lstm_steps_backward(*b, steps, batch, hidden),
-                                (dhs, dcs, w_hh, c0, cs, gates), (dz, dh0, dc0))
+        self._layer_replays.run(
+            self._replay_key("lstm_backward", cs.dtype, steps, batch, hidden),
+            lambda *b: self._lstm_steps_backward(*b, steps, batch, hidden),
+            (dhs, dcs, w_hh, c0, cs, gates), (dz, dh0, dc0))
 
     def _lstm_steps(self, xp, w_hh, h0, c0, hs, cs, gates, steps, batch, hidden):
         # per step one product (h[t-1] @ W_hh) and one cell kernel, on slices of the

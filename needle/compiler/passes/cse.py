@@ -11,7 +11,7 @@ import struct
 
 import numpy as np
 
-from ..ops import OPS, with_defaults
+from ..ops import opdef, with_defaults
 from ..printer import as_text
 from .common import rename
 
@@ -41,7 +41,7 @@ def freeze(value):
 
 def node_key(node):
     """What makes two nodes compute the same thing (their inputs as they are now)."""
-    attrs = with_defaults(node.op, node.attrs) if node.op in OPS else node.attrs
+    attrs = with_defaults(node.op, node.attrs) if opdef(node.op) is not None else node.attrs
     decomposition = (as_text(node.decomposition, digest=True)
                      if node.decomposition is not None else None)
     return (node.op, tuple(v.id for v in node.inputs), freeze(attrs), decomposition)

@@ -33,7 +33,7 @@ import heapq
 import numpy as np
 
 from ..ir import Graph, Node, TensorType
-from ..ops import OPS
+from ..ops import opdef
 from .common import launched_work, rename, splat
 
 NAME = "needle.fusion"
@@ -45,7 +45,8 @@ CYCLE_SEARCH = 64
 
 
 def _elementwise(node):
-    return OPS[node.op].group == "elementwise"
+    definition = opdef(node.op)
+    return definition is not None and definition.group == "elementwise"
 
 
 def _computes(members):
