@@ -15,6 +15,7 @@ Example:
     >>> as_text(parse(as_text(verify(g)))) == as_text(g)
     True
 """
+from . import imported_ops  # noqa: F401 - registers ops.IMPORTED_OPS
 from .executor import Executor, run
 from .ir import DTYPES, Graph, Node, TensorType, Value
 from .ops import ELEMENTWISE, OPS, OpDef, VerifyError, add_node, infer_types, with_defaults
