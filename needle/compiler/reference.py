@@ -688,8 +688,8 @@ def _sort(node, *xs):
     return [np.take_along_axis(x, order, axis=dim) for x in xs]
 
 
-def _windowed(node, x, init):
-    """``x`` dilated (holes and padding hold ``init``) and its windows as a view
+def _windows(node, x, init):
+    """The windows of ``x`` dilated and padded (holes and padding hold ``init``), as a view
     ``(*output shape, *window shape)``."""
     a = node.attrs
     base = a.get("base_dilations") or [1] * x.ndim
@@ -700,17 +700,15 @@ def _windowed(node, x, init):
     inner = tuple(slice(lo, lo + (d - 1) * b + 1, b) if d else slice(lo, lo)
                   for d, b, (lo, _) in zip(x.shape, base, a["padding"]))
     padded[inner] = x
-    out_shape = list(node.outputs[0].shape) if node.op == "reduce_window" else \
-        list(node.inputs[1].shape)
     strides = [st * padded.strides[i] for i, st in enumerate(a["window_strides"])]
     wstrides = [wd * padded.strides[i] for i, wd in enumerate(win)]
-    view = np.lib.stride_tricks.as_strided(padded, out_shape + list(a["window_dimensions"]),
-                                           strides + wstrides, writeable=False)
-    return padded, inner, view
+    return np.lib.stride_tricks.as_strided(
+        padded, list(node.outputs[0].shape) + list(a["window_dimensions"]), strides + wstrides,
+        writeable=False)
 
 
 def _reduce_window(node, x, init):
-    _, _, view = _windowed(node, x, init[()])
+    view = _windows(node, x, init[()])
     fn = COMBINERS[node.attrs["computation"]]
     return fn.reduce(view.reshape(view.shape[:x.ndim] + (-1,)), axis=-1, initial=init[()]) \
         .astype(x.dtype) if view.size else np.full(view.shape[:x.ndim], init, x.dtype)

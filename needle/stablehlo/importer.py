@@ -221,12 +221,18 @@ def _body_computation(op, what, region=0):
                     f"arguments")
 
 
-def _reduce(op, conv, inputs):
+def _reduction(op, inputs, what):
+    """The named computation of a one-operand reduction's body (reduce, reduce_window)."""
     if len(inputs) != 2:
-        unsupported(op, "reduce over several operands")
-    computation = _body_computation(op, "reduce")
+        unsupported(op, f"{what} over several operands")
+    computation = _body_computation(op, what)
     if computation == "replace":
-        unsupported(op, "reduce whose body returns an argument")
+        unsupported(op, f"{what} whose body returns an argument")
+    return computation
+
+
+def _reduce(op, conv, inputs):
+    computation = _reduction(op, inputs, "reduce")
     if computation in ("add", "multiply"):
         _no_int_arithmetic(op, conv, inputs)
     if computation in ("and", "or") and inputs[0].dtype != "bool":
@@ -376,11 +382,7 @@ def _window_attrs(op, rank):
 
 
 def _reduce_window(op, conv, inputs):
-    if len(inputs) != 2:
-        unsupported(op, "reduce_window over several operands")
-    computation = _body_computation(op, "reduce_window")
-    if computation == "replace":
-        unsupported(op, "reduce_window whose body returns an argument")
+    computation = _reduction(op, inputs, "reduce_window")
     rank = len(inputs[0].shape)
     window = _window_attrs(op, rank)
     if any(p < 0 for pair in window["padding"] for p in pair):

@@ -541,22 +541,8 @@ class CudaBackend(Backend):
         self.scalar("mul", t, 0.5, y)
 
     def conv2d(self, a, w, out, in_shape, kernel, out_channels, stride):
-        """im2col with our compact kernel (a 6-D strided view), then our GEMM."""
-        n, h, wd, c = in_shape
-        ho, wo = (h - kernel) // stride + 1, (wd - kernel) // stride + 1
-        kdim, size = kernel * kernel * c, a.dtype.itemsize
-        if kernel == 1 and stride == 1:  # the input already is the (n*h*w, c) matrix
-            self._gemm(a.ptr, w.ptr, out.ptr, 1, n * h * wd, c, out_channels, a.dtype)
-            return
-        per_chunk = max(1, min(n, CONV_WORKSPACE // (ho * wo * kdim)))
-        cols = CudaBuffer(per_chunk * ho * wo * kdim, a.dtype)
-        for n0 in range(0, n, per_chunk):
-            nb = min(per_chunk, n - n0)
-            shape = (nb, ho, wo, kernel, kernel, c)
-            strides = (h * wd * c, stride * wd * c, stride * c, wd * c, c, 1)
-            self._strided("compact", a.ptr, cols.ptr, shape, strides, n0 * h * wd * c, a.dtype)
-            self._gemm(cols.ptr, w.ptr, out.ptr + n0 * ho * wo * out_channels * size, 1,
-                       nb * ho * wo, kdim, out_channels, a.dtype)
+        """The unpadded NHWC case of :meth:`conv`."""
+        self.conv(a, w, out, in_shape, kernel, out_channels, stride, 0)
 
     # -- the padded convolution (kernels/conv.cu around our GEMM) --------------------------
     def _conv_geometry(self, in_shape, kernel, stride, padding):
