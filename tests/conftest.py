@@ -1,12 +1,16 @@
 """One test suite for every device: the ``device`` fixture is parametrized over Needle's
 devices (``--device cpu,cuda`` or ``all``, the default); a device that cannot run here is
 skipped with its reason."""
+import os
 import zlib
 
 import numpy as np
 import pytest
 
 import needle
+
+# JAX (an oracle in some tests) would otherwise take 75% of a GPU's memory at its first use
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 ALL = [d.name for d in needle.all_devices()]
 

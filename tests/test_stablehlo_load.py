@@ -13,6 +13,7 @@ from needle import nn  # noqa: E402
 from needle.stablehlo import UnsupportedError, from_jax, load  # noqa: E402
 
 jax = pytest.importorskip("jax")
+jax.config.update("jax_default_matmul_precision", "highest")  # (JAX on a GPU uses TF32 otherwise)
 jnp, lax = jax.numpy, jax.lax
 
 
@@ -179,6 +180,24 @@ def test_float_storage_devices_refuse_what_they_could_get_wrong(device):
             load(big, device=device)
     else:
         np.testing.assert_array_equal(load(big, device=device)()[0].numpy(), [16777216, 2])
+
+
+def test_subnormal_constants_are_refused_where_the_device_flushes_them(device, monkeypatch):
+    """Vulkan on NVIDIA flushes subnormals to zero (WGSL allows it): ceil(1e-45) would be 0
+    there, so a program computing on subnormal constants is refused, not answered wrongly."""
+    from needle.stablehlo import program
+    ceil = _module("""  %0 = stablehlo.constant dense<[1.0e-45, 2.5]> : tensor<2xf32>
+  %1 = stablehlo.ceil %0 : (tensor<2xf32>) -> tensor<2xf32>
+  func.return %1 : tensor<2xf32>""")
+    if device.name == "cpu":
+        np.testing.assert_array_equal(load(ceil, device=device)()[0].numpy(), [1.0, 3.0])
+        return
+    flushes = program._flushes_subnormals(device)
+    if not flushes:
+        np.testing.assert_array_equal(load(ceil, device=device)()[0].numpy(), [1.0, 3.0])
+    monkeypatch.setitem(program._FLUSHES, device.name, True)  # as such an adapter measures
+    with pytest.raises(UnsupportedError, match=r"float32 constant holds subnormal numbers"):
+        load(ceil, device=device)
 
 
 @pytest.mark.parametrize("body,match", [

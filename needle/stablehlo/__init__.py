@@ -17,6 +17,7 @@ What runs is listed in ``docs/stablehlo.md``; anything else raises
 :class:`UnsupportedError` naming the op, its location and its types.
 """
 import os
+import sys
 
 from .importer import CONVERTERS, import_module
 from .mlir import UnsupportedError
@@ -75,9 +76,13 @@ def from_jax(fn, *example_args, device=None, opt_level=2):
     output structure with Needle results (see :class:`Program`); ``.program`` is the
     :class:`Program`. Needs ``jax``.
 
-    JAX decides the program's dtypes (float32 unless ``jax_enable_x64`` is set); donated
+    Imported here for the first time, JAX is told not to preallocate GPU memory
+    (``XLA_PYTHON_CLIENT_PREALLOCATE=false`` unless set), so that it leaves the memory
+    Needle's GPU devices use. JAX decides the program's dtypes (float32 unless ``jax_enable_x64`` is set); donated
     arguments are not updated in place yet (the results are new arrays).
     """
+    if "jax" not in sys.modules:  # JAX would take 75% of the GPU a Needle device shares
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     try:
         import jax  # noqa: PLC0415 - the extra
     except ImportError as e:

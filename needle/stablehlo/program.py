@@ -39,6 +39,23 @@ class _Lowered(Lowered):
         return [a.numpy() if isinstance(a, Tensor) else np.asarray(a) for a in args]
 
 
+_FLUSHES = {}
+
+
+def _flushes_subnormals(device):
+    """Whether ``device``'s float arithmetic flushes subnormals to zero (measured once per
+    device: WGSL lets an adapter do it, and Vulkan on NVIDIA does)."""
+    if device.name not in _FLUSHES:
+        tiny = Tensor(np.array([2.0 ** -140], dtype=np.float32), device=device, dtype="float32")
+        _FLUSHES[device.name] = float((tiny * 1.0).numpy()[0]) == 0.0
+    return _FLUSHES[device.name]
+
+
+def _has_subnormals(value):
+    finite = np.abs(value[np.isfinite(value)])
+    return bool(((finite > 0) & (finite < np.finfo(value.dtype).tiny)).any())
+
+
 class Program:
     """A StableHLO function on a device (made by :func:`needle.stablehlo.load`).
 
@@ -79,6 +96,14 @@ class Program:
             if node.op in IMPORTED_OPS:  # (the reference interpreter's ops only)
                 raise UnsupportedError(f"@{self.name}: {node.op} runs on the cpu device only "
                                        f"(for now), not on {self.device}")
+        if _flushes_subnormals(self.device):
+            for node in imported.graph.nodes:
+                value = node.attrs.get("value") if node.op == "constant" else None
+                if value is not None and value.dtype.kind == "f" and _has_subnormals(value):
+                    raise UnsupportedError(
+                        f"@{self.name}: a {value.dtype} constant holds subnormal numbers, "
+                        f"which {self.device} flushes to zero on this adapter (WGSL allows "
+                        f"it; the cpu device keeps them)")
         if imported.hazards:
             raise UnsupportedError(f"{imported.hazards[0]}; on {self.device} (the cpu device "
                                    f"runs it)")
