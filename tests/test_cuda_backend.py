@@ -442,6 +442,47 @@ def test_adam_update(be, rng, n, weight_decay, step, dtype):
     assert_same(ours, ref, dtype, scale=5.0)
 
 
+# 37 tensors (two launches of up to 32), sizes around the block size and one of more
+# elements than the 256 blocks a tensor gets cover in one sweep
+MANY_SIZES = [1, 255, 256, 257, 3000, 70000, 5] * 5 + [1, 2]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("momentum,weight_decay", [(0.0, 0.0), (0.9, 5e-4)])
+def test_sgd_update_many_is_sgd_update_of_each(be, rng, momentum, weight_decay, dtype):
+    ps = [rng.standard_normal(n).astype(dtype) for n in MANY_SIZES]
+    gs = [rng.standard_normal(n).astype(dtype) for n in MANY_SIZES]
+    bufs = [rng.standard_normal(n).astype(dtype) if momentum else None for n in MANY_SIZES]
+    firsts = [i % 3 == 0 for i in range(len(ps))]
+    want = [a.copy() for a in ps], [b.copy() if b is not None else None for b in bufs]
+    for p, g, b, first in zip(want[0], gs, want[1], firsts):
+        REF.sgd_update(p, g, b, 0.05, momentum, weight_decay, first)
+    dp, dg = [upload(be, a) for a in ps], [upload(be, a) for a in gs]
+    db = [upload(be, b) if b is not None else None for b in bufs]
+    be.sgd_update_many(dp, dg, db, 0.05, momentum, weight_decay, firsts)
+    assert_same([download(be, d) for d in dp], want[0], dtype)
+    if momentum:
+        assert_same([download(be, d) for d in db], want[1], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_adam_update_many_is_adam_update_of_each(be, rng, weight_decay, dtype):
+    ps = [rng.standard_normal(n).astype(dtype) for n in MANY_SIZES]
+    gs = [rng.standard_normal(n).astype(dtype) for n in MANY_SIZES]
+    ms = [rng.standard_normal(n).astype(dtype) * 0.1 for n in MANY_SIZES]
+    vs = [rng.random(n).astype(dtype) * 0.01 for n in MANY_SIZES]
+    steps = [1 + 7 * i for i in range(len(ps))]
+    want = [[a.copy() for a in arrays] for arrays in (ps, ms, vs)]
+    for p, g, m, v, t in zip(want[0], gs, want[1], want[2], steps):
+        REF.adam_update(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, weight_decay, t)
+    dev = [[upload(be, a) for a in arrays] for arrays in (ps, gs, ms, vs)]
+    be.adam_update_many(dev[0], dev[1], dev[2], dev[3], 1e-3, 0.9, 0.999, 1e-8, weight_decay,
+                        steps)
+    for got, ref in zip((dev[0], dev[2], dev[3]), want):
+        assert_same([download(be, d) for d in got], ref, dtype, scale=5.0)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ("identity", "relu"))
 @pytest.mark.parametrize("x_bias", (False, True))
@@ -561,6 +602,57 @@ def test_kernel_names_and_sources():
     assert set(kernels.ENTRY_POINTS) == {p.name for p in compiler.KERNEL_DIR.glob("*.cu")}
 
 
+# ---- training-mode BatchNorm: one block per channel ------------------------------------
+# (outer, channels, inner): rows of BatchNorm1d, odd channel counts, more channels than
+# blocks would take in one pass is not needed (a grid-stride loop over channels)
+BATCHNORMS = [(64, 16, 1), (8, 32, 64), (4, 3, 25), (2, 5, 300), (3, 128, 7), (1, 2, 1030)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act,x_bias", [("identity", False), ("relu", True)])
+@pytest.mark.parametrize("outer,channels,inner", BATCHNORMS)
+def test_batchnorm_train(be, rng, outer, channels, inner, act, x_bias, dtype):
+    """Statistics, output and the running update (in the same launch) against NumPy."""
+    n = outer * channels * inner
+    x = (rng.standard_normal(n) * 2 + 0.5).astype(dtype)
+    w, b, run_mean, xb = (rng.standard_normal(channels).astype(dtype) for _ in range(4))
+    run_var = rng.uniform(0.5, 2, channels).astype(dtype)
+    ours, ref = call_both(be, "batchnorm_train", x, w, b, poison(n, dtype),
+                          poison(channels, dtype), poison(channels, dtype),
+                          poison(channels, dtype), channels, inner, 1e-5, act, run_mean,
+                          run_var, 0.1, outer * inner / max(outer * inner - 1, 1),
+                          xb if x_bias else None)
+    assert_same(ours, ref, dtype, scale=10)
+
+
+@pytest.mark.parametrize("act", ["identity", "relu"])
+def test_batchnorm_train_without_running_statistics(be, rng, act):
+    x = rng.standard_normal(4 * 6 * 9).astype("float32")
+    w, b = (rng.standard_normal(6).astype("float32") for _ in range(2))
+    ours, ref = call_both(be, "batchnorm_train", x, w, b, poison(x.size, "float32"),
+                          poison(6, "float32"), poison(6, "float32"), poison(6, "float32"), 6, 9,
+                          1e-3, act)
+    assert_same(ours, ref, "float32", scale=10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act,x_bias", [("identity", False), ("relu", False), ("relu", True)])
+@pytest.mark.parametrize("outer,channels,inner", BATCHNORMS)
+def test_batchnorm_train_backward(be, rng, outer, channels, inner, act, x_bias, dtype):
+    n = outer * channels * inner
+    g, x = (rng.standard_normal(n).astype(dtype) for _ in range(2))
+    w, b = (rng.standard_normal(channels).astype(dtype) for _ in range(2))
+    xb = rng.standard_normal(channels).astype(dtype) if x_bias else None
+    out, mean, var, rstd = (np.empty(size, dtype) for size in (n, channels, channels, channels))
+    REF.batchnorm_train(x, w, b, out, mean, var, rstd, channels, inner, 1e-5, act, x_bias=xb)
+    ours, ref = call_both(be, "batchnorm_train_backward", g, x, w, mean, rstd,
+                          poison(n, dtype), poison(channels, dtype), poison(channels, dtype),
+                          channels, inner, act, out if act == "relu" else None, xb,
+                          poison(channels, dtype) if x_bias else None)
+    # dweight and dbias sum outer * inner terms
+    assert_same(ours, ref, dtype, scale=10 * np.sqrt(outer * inner))
+
+
 # ---- launches: packing the arguments as the PTX declares the parameters ---------------
 class _FakeDriver:
     """Stands in for libcuda: records each cuLaunchKernel with the bytes it would copy."""
@@ -639,8 +731,13 @@ def test_entry_params_reads_ptx():
 }
 """
     assert entry_params(ptx) == {"needle_a": ("u64", "f32", "u64", "u32"), "needle_b": ()}
+    # a struct passed by value: its bytes, aligned as the PTX says
+    assert entry_params(".entry needle_c(\n.param .align 8 .b8 needle_c_param_0[16],\n"
+                        ".param .f32 needle_c_param_1\n)") == {"needle_c": ("b8[16]@8", "f32")}
+    from needle.backend_ndarray.cuda.launch import pack_format
+    assert pack_format(("f32", "b8[16]@8", "s32")) == "<f4x16si"
     with pytest.raises(ValueError, match="needle_c"):
-        entry_params(".entry needle_c(\n.param .align 8 .b8 needle_c_param_0[16]\n)")
+        entry_params(".entry needle_c(\n.param .b8 needle_c_param_0[16]\n)")
     with pytest.raises(ValueError, match="needle_d"):
         entry_params(".entry needle_d(\n.param .u16 needle_d_param_0\n)")
 
@@ -736,10 +833,12 @@ class _CheckedKernels:
         handle = len(self.names) + 1
         real = _kernel(name, self.params[name], handle=handle)
         self.names[handle] = name
-        want = ["float" if p[0] == "f" else "int" for p in real.params]
+        want = [f"bytes[{p[3:].split(']')[0]}]" if p.startswith("b8[") else
+                "float" if p[0] == "f" else "int" for p in real.params]
 
         def checked(grid, block, stream, args):
-            got = [type(a).__name__ for a in args]
+            got = [f"bytes[{len(a)}]" if isinstance(a, bytes) else type(a).__name__
+                   for a in args]
             assert got == want, f"{name}: launched with {got}, the kernel takes {real.params}"
             self.calls.append(args)
             real(grid, block, stream, args)
@@ -813,9 +912,22 @@ def test_launches_match_kernel_parameters(monkeypatch, driver, ptx_params):
         be.sgd_update(a, b, out, 0.1, 0.9, 0.0, True)
         be.sgd_update(a, b, None, 0.1, 0.0, 0.1, False)
         be.adam_update(a, b, out, out, 1e-3, 0.9, 0.999, 1e-8, 0.0, 3)
+        many = [buf(n) for n in (1, 300, 4096, 1 << 20)] * 9  # 36 tensors: two launches
+        be.sgd_update_many(many, many, many, 0.1, 0.9, 1e-4, [True] * 18 + [False] * 18)
+        be.sgd_update_many(many[:3], many[:3], [None] * 3, 0.1, 0.0, 0.0, [False] * 3)
+        be.adam_update_many(many, many, many, many, 1e-3, 0.9, 0.999, 1e-8, 0.0,
+                            list(range(1, 37)))
         be.embedding(a, buf(64), out, 64, 64, 64)
         be.embedding_backward(out, buf(64), a, 64, 64, 64)
         be.running_stats(buf(8), buf(8), buf(8), buf(8), 0.1, 1.5)
+        for act in ("identity", "relu"):
+            x, c = buf(4 * 8 * 25), buf(8)
+            be.batchnorm_train(x, c, c, x, c, c, c, 8, 25, 1e-5, act, c, c, 0.1, 1.01)
+            be.batchnorm_train(x, c, c, x, c, c, c, 8, 25, 1e-5, act)
+            be.batchnorm_train_backward(x, x, c, c, c, x, c, c, 8, 25, act,
+                                        x if act == "relu" else None)
+            be.batchnorm_train(x, c, c, x, c, c, c, 8, 25, 1e-5, act, x_bias=c)
+            be.batchnorm_train_backward(x, x, c, c, c, x, c, c, 8, 25, act, x, c, c)
         for batch, seq_q, seq_k, dim in [(3, 40, 70, 8), (3, 40, 40, 32), (2, 5, 9, 50),
                                          (1, 3, 3, 128), (70000, 1, 1, 16)]:  # (grid y split)
             q, kv = buf(batch * seq_q * dim), buf(batch * seq_k * dim)

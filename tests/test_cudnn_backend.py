@@ -403,67 +403,6 @@ def test_layernorm_choice_is_measured_once_per_shape(be, rng, monkeypatch):
     assert be._choices.pop(("layernorm_backward", 37, 48)) in tuned[1]
 
 
-# ---- training-mode BatchNorm through cuDNN -------------------------------------------------
-# (outer, channels, inner). cuDNN 9 has no engine for channel counts like 3, 5 or 6: there
-# the backend declines and the op composes (test_ops and test_nn_torch run such shapes)
-BATCHNORMS = [(64, 16, 1), (8, 32, 64), (4, 8, 25), (2, 64, 16), (3, 128, 7)]
-
-
-@pytest.mark.parametrize("outer,channels,inner", BATCHNORMS)
-def test_batchnorm_train(be, rng, outer, channels, inner):
-    n = outer * channels * inner
-    x = (rng.standard_normal(n) * 2 + 0.5).astype("float32")
-    w, b = (rng.standard_normal(channels).astype("float32") for _ in range(2))
-    ours, ref = call_both(be, "batchnorm_train", x, w, b, nan(n, "float32"),
-                          nan(channels, "float32"), nan(channels, "float32"), channels, inner,
-                          1e-5)
-    assert_close(ours, ref, TOL["float32"])
-
-
-@pytest.mark.parametrize("outer,channels,inner", BATCHNORMS)
-def test_batchnorm_train_backward(be, rng, outer, channels, inner):
-    n = outer * channels * inner
-    g, x = (rng.standard_normal(n).astype("float32") for _ in range(2))
-    w = rng.standard_normal(channels).astype("float32")
-    mean, rstd = np.empty(channels, "float32"), np.empty(channels, "float32")
-    REF.batchnorm_train(x, w, w, np.empty(n, "float32"), mean, rstd, channels, inner, 1e-5)
-    ours, ref = call_both(be, "batchnorm_train_backward", g, x, w, mean, rstd,
-                          nan(n, "float32"), nan(channels, "float32"), nan(channels, "float32"),
-                          channels, inner)
-    # dweight and dbias sum outer * inner terms
-    assert_close(ours, ref, dict(rtol=1e-4, atol=1e-5 * np.sqrt(outer * inner)))
-
-
-def test_float64_batchnorm_is_composed(be):
-    assert be.supports("batchnorm_train", "float32")
-    assert not be.supports("batchnorm_train", "float64")
-
-
-def test_batchnorm_training_steps_match_cuda(be, rng):
-    """Three training steps of BatchNorm2d (and ReLU) on cudnn (cuDNN's graphs) and on cuda
-    (the composition): outputs, gradients and running statistics agree."""
-    from needle.backend_ndarray.cudnn import graphs
-    shape = (4, 8, 5, 5)
-    x = [rng.standard_normal(shape) * 2 + 0.5 for _ in range(3)]
-    g = [rng.standard_normal(shape) for _ in range(3)]
-
-    def steps(device):
-        bn = needle.nn.BatchNorm2d(8, device=device)
-        results = []
-        for xi, gi in zip(x, g):
-            t = needle.Tensor(xi, device=device, requires_grad=True)
-            bn.weight.grad = bn.bias.grad = None
-            y = bn(t, act="relu")
-            y.backward(needle.Tensor(gi, device=device))
-            results += [y.numpy(), t.grad.numpy(), bn.weight.grad.numpy(), bn.bias.grad.numpy()]
-        return results + [bn.running_mean.numpy(), bn.running_var.numpy()]
-    for got, want in zip(steps(needle.cudnn()), steps(needle.cuda())):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-    for kind, eps in (("forward", 1e-5), ("backward", 0.0)):  # cuDNN ran (did not decline)
-        built = be.graphs.cache[graphs.BatchNormGraph, kind, 4, 8, 25, eps]
-        assert isinstance(built, graphs.BatchNormGraph)
-
-
 # ---- through the Tensor API: cudnn against cuda and the cpu ---------------------------------
 def _run(device, build, inputs, weights):
     tensors = [needle.Tensor(x, device=device) for x in inputs]

@@ -324,6 +324,38 @@ def test_batch_norm_train(device, rng, act, shape):
     np.testing.assert_allclose(var.numpy(), x.var(axes), rtol=1e-4, atol=1e-5)
 
 
+def _bias_train_ref(x, w, b, xb, act="identity"):
+    return _batch_norm_train_ref(x + xb.reshape((1, -1) + (1,) * (x.ndim - 2)), w, b, act)
+
+
+@pytest.mark.parametrize("act", ["identity", "relu"])
+@pytest.mark.parametrize("shape", [(6, 4), (2, 3, 4, 5)])
+def test_batch_norm_train_with_x_bias_and_running_statistics(device, rng, act, shape):
+    """A conv's bias folded in (x_bias: its gradient is dx summed per channel) and the
+    running statistics updated by the same call, PyTorch's way (unbiased variance)."""
+    c = shape[1]
+    while True:
+        inputs = [rng.standard_normal(shape) * 2 + 0.5] + [rng.standard_normal(c)
+                                                           for _ in range(3)]
+        if np.abs(_bias_train_ref(*inputs)).min() > 0.02:
+            break
+    check_op(device, lambda x, w, b, xb: ops.batch_norm_train(x, w, b, act=act, x_bias=xb)[0],
+             lambda x, w, b, xb: _bias_train_ref(x, w, b, xb, act), inputs, grad_tol=2e-3)
+    rm, rv = rng.standard_normal(c), rng.uniform(0.5, 2, c)
+    running_mean, running_var = needle.Tensor(rm, device=device), needle.Tensor(rv, device=device)
+    versions = running_mean._version, running_var._version
+    ops.batch_norm_train(*(needle.Tensor(a, device=device) for a in inputs[:3]), act=act,
+                         running=(running_mean, running_var, 0.3),
+                         x_bias=needle.Tensor(inputs[3], device=device))
+    v = inputs[0] + inputs[3].reshape((1, -1) + (1,) * (len(shape) - 2))
+    axes = tuple(a for a in range(v.ndim) if a != 1)
+    np.testing.assert_allclose(running_mean.numpy(), 0.7 * rm + 0.3 * v.mean(axes),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(running_var.numpy(), 0.7 * rv + 0.3 * v.var(axes, ddof=1),
+                               rtol=1e-4, atol=1e-5)
+    assert (running_mean._version, running_var._version) == (versions[0] + 1, versions[1] + 1)
+
+
 @pytest.mark.parametrize("declined", ["batchnorm_train", "batchnorm_train_backward"])
 def test_batch_norm_train_composes_what_the_backend_declines(rng, monkeypatch, declined):
     """A backend may decline the fused op for a shape (cuDNN has no engine for some channel
@@ -331,13 +363,16 @@ def test_batch_norm_train_composes_what_the_backend_declines(rng, monkeypatch, d
     from needle.backend_ndarray import Declined
     from needle.backend_ndarray.numpy_backend import NumpyBackend
 
-    def decline(*args):
+    def decline(*args, **kwargs):
         raise Declined("not for this shape")
     monkeypatch.setattr(NumpyBackend, declined, decline)
     inputs = [rng.standard_normal((3, 4, 2, 5)) + 0.5, rng.standard_normal(4),
               rng.standard_normal(4)]
     check_op(needle.cpu(), lambda x, w, b: ops.batch_norm_train(x, w, b)[0],
              lambda x, w, b: _batch_norm_train_ref(x, w, b), inputs, grad_tol=2e-3)
+    inputs.append(rng.standard_normal(4))  # and with a conv's bias folded in
+    check_op(needle.cpu(), lambda x, w, b, xb: ops.batch_norm_train(x, w, b, x_bias=xb)[0],
+             lambda x, w, b, xb: _bias_train_ref(x, w, b, xb), inputs, grad_tol=2e-3)
 
 
 def test_batch_norm_train_checks_its_arguments():

@@ -10,8 +10,8 @@ memory; ``needle.dlpack`` makes Tensors of them).
 import sys as _sys
 import types as _types
 
-from .contract import (ACTIVATIONS, BINARY_OPS, FUSED_OPS, LAYER_OPS, LINEAR_ACTIVATIONS,
-                       REDUCE_OPS, UNARY_OPS, Backend, Declined)
+from .contract import (ACTIVATIONS, BINARY_OPS, FOREACH_OPS, FUSED_OPS, LAYER_OPS,
+                       LINEAR_ACTIVATIONS, REDUCE_OPS, UNARY_OPS, Backend, Declined)
 from .device import (BackendDevice, Device, all_devices, canonical_dtype, cpu, cpu_numpy, cuda,
                      cudnn, default_device, device, webgpu)
 from .dlpack import from_dlpack

@@ -73,6 +73,9 @@ FUSED_OPS = ("logsumexp", "softmax", "cross_entropy", "layernorm", "layernorm_ba
 LAYER_OPS = ("linear", "linear_backward", "conv", "conv_backward", "attention",
              "attention_backward", "batchnorm_train", "batchnorm_train_backward", "embedding",
              "embedding_backward", "lstm", "lstm_backward")
+#: one call for a list of tensors (each its own op's update), for backends where a launch
+#: costs more host time than the update's work
+FOREACH_OPS = ("sgd_update_many", "adam_update_many")
 ACTIVATIONS = ("identity", "relu")
 #: activations the fused ``linear`` op applies (a matmul epilogue); GELU is the tanh form
 LINEAR_ACTIVATIONS = ("identity", "relu", "gelu")
@@ -220,7 +223,7 @@ class Backend:
         key = (type(self), op)
         found = _IMPLEMENTS.get(key)
         if found is None:  # asked on every op: decided once per backend class
-            found = _IMPLEMENTS[key] = ((op in FUSED_OPS or op in LAYER_OPS)
+            found = _IMPLEMENTS[key] = ((op in FUSED_OPS or op in LAYER_OPS or op in FOREACH_OPS)
                                         and getattr(type(self), op) is not getattr(Backend, op))
         return found
 
@@ -286,6 +289,18 @@ class Backend:
         with ``step`` counted from 1)."""
         self._missing("adam_update")
 
+    def sgd_update_many(self, params, grads, bufs, lr, momentum, weight_decay, first_steps):
+        """:meth:`sgd_update` of each ``params[i]`` (all of one dtype) with ``grads[i]``,
+        ``bufs[i]`` (None without momentum) and ``first_steps[i]``, in as few launches as
+        the backend can."""
+        self._missing("sgd_update_many")
+
+    def adam_update_many(self, params, grads, ms, vs, lr, beta1, beta2, eps, weight_decay,
+                         steps):
+        """:meth:`adam_update` of each ``params[i]`` (all of one dtype) with ``grads[i]``,
+        ``ms[i]``, ``vs[i]`` and ``steps[i]``, in as few launches as the backend can."""
+        self._missing("adam_update_many")
+
     def linear(self, x, w, bias, out, m, k, n, act):
         """``out = act(x @ w + bias)``: x ``(m, k)``, w ``(k, n)``, bias ``(n,)``, out ``(m, n)``,
         with ``act`` in :data:`LINEAR_ACTIVATIONS` (one GEMM with an epilogue on cuBLASLt)."""
@@ -325,17 +340,26 @@ class Backend:
         """Gradients of :meth:`attention` for q, k and v given ``grad`` (out's shape)."""
         self._missing("attention_backward")
 
-    def batchnorm_train(self, x, weight, bias, out, mean, rstd, channels, inner, eps):
-        """Training-mode BatchNorm of x seen as ``(outer, channels, inner)`` (NCHW: inner =
-        H * W): per channel, ``mean`` and ``rstd = 1 / sqrt(var + eps)`` of the batch (the
-        biased variance, over outer and inner), and ``out = (x - mean) * rstd * weight + bias``.
-        May raise :class:`Declined` for shapes the backend cannot run."""
+    def batchnorm_train(self, x, weight, bias, out, mean, var, rstd, channels, inner, eps,
+                        act="identity", running_mean=None, running_var=None, momentum=0.0,
+                        unbiased=1.0, x_bias=None):
+        """Training-mode BatchNorm of ``v = x + x_bias`` (x seen as ``(outer, channels,
+        inner)``, NCHW: inner = H * W; x_bias, a per-channel bias such as a preceding
+        conv's, may be None): per channel, the batch's ``mean``, biased variance ``var``
+        (over outer and inner) and ``rstd = 1 / sqrt(var + eps)`` of v, and ``out = act((v -
+        mean) * (rstd * weight) + bias)``. With ``running_mean``, the running statistics are
+        then updated in place as :meth:`running_stats` updates them. May raise
+        :class:`Declined` for shapes the backend cannot run."""
         self._missing("batchnorm_train")
 
     def batchnorm_train_backward(self, grad, x, weight, mean, rstd, dx, dweight, dbias,
-                                 channels, inner):
+                                 channels, inner, act="identity", out=None, x_bias=None,
+                                 dx_bias=None):
         """Gradients of :meth:`batchnorm_train` for x, weight and bias given ``grad``
-        (x's shape), from the ``mean`` and ``rstd`` it wrote. May raise :class:`Declined`."""
+        (x's shape), from the ``mean`` and ``rstd`` it wrote; with ``act`` "relu", ``out``
+        is the forward's output and ``grad`` counts only where ``out > 0``; with
+        ``dx_bias``, x_bias's gradient (dx summed per channel). May raise
+        :class:`Declined`."""
         self._missing("batchnorm_train_backward")
 
 

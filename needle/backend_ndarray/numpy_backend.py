@@ -216,23 +216,38 @@ class NumpyBackend(Backend):
         y = (x - mean[:, None]) / np.sqrt(var[:, None] + eps) * weight[:, None] + bias[:, None]
         out.reshape(x.shape)[...] = np.maximum(y, 0) if act == "relu" else y
 
-    def batchnorm_train(self, x, weight, bias, out, mean, rstd, channels, inner, eps):
+    def batchnorm_train(self, x, weight, bias, out, mean, var, rstd, channels, inner, eps,
+                        act="identity", running_mean=None, running_var=None, momentum=0.0,
+                        unbiased=1.0, x_bias=None):
         x = x.reshape(-1, channels, inner)
+        if x_bias is not None:
+            x = x + x_bias[:, None]
         mu = x.mean(axis=(0, 2))
-        r = 1.0 / np.sqrt(((x - mu[:, None]) ** 2).mean(axis=(0, 2)) + eps)
-        mean[:], rstd[:] = mu, r
-        out.reshape(x.shape)[...] = ((x - mu[:, None]) * (r * weight)[:, None]
-                                     + bias[:, None])
+        v = ((x - mu[:, None]) ** 2).mean(axis=(0, 2))
+        r = 1.0 / np.sqrt(v + eps)
+        mean[:], var[:], rstd[:] = mu, v, r
+        y = (x - mu[:, None]) * (r * weight)[:, None] + bias[:, None]
+        out.reshape(x.shape)[...] = np.maximum(y, 0) if act == "relu" else y
+        if running_mean is not None:
+            self.running_stats(running_mean, running_var, mean, var, momentum, unbiased)
 
     def batchnorm_train_backward(self, grad, x, weight, mean, rstd, dx, dweight, dbias,
-                                 channels, inner):
+                                 channels, inner, act="identity", out=None, x_bias=None,
+                                 dx_bias=None):
         g, x = grad.reshape(-1, channels, inner), x.reshape(-1, channels, inner)
+        if x_bias is not None:
+            x = x + x_bias[:, None]
+        if act == "relu":
+            g = np.where(out.reshape(g.shape) > 0, g, 0)
         xhat = (x - mean[:, None]) * rstd[:, None]
         dweight[:] = (g * xhat).sum(axis=(0, 2))
         dbias[:] = g.sum(axis=(0, 2))
         count = g.size // channels
-        dx.reshape(g.shape)[...] = (weight * rstd / count)[:, None] * (
+        d = dx.reshape(g.shape)
+        d[...] = (weight * rstd / count)[:, None] * (
             count * g - dbias[:, None] - xhat * dweight[:, None])
+        if dx_bias is not None:
+            dx_bias[:] = d.sum(axis=(0, 2))
 
     def sgd_update(self, param, grad, buf, lr, momentum, weight_decay, first_step):
         g = grad + weight_decay * param if weight_decay else grad

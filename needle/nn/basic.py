@@ -204,7 +204,7 @@ class Sequential(Module):
             m = mods[i]
             tm = type(m)
             tn = type(mods[i + 1]) if i + 1 < n else None
-            if tm in _CONVS and tn is BatchNorm2d and not mods[i + 1].training:
+            if tm in _CONVS and tn is BatchNorm2d:
                 relu_next = i + 2 < n and type(mods[i + 2]) is ReLU
                 x = mods[i + 1](m.convolve(x), act="relu" if relu_next else "identity",
                                 x_bias=m.bias)

@@ -44,22 +44,19 @@ class BatchNorm1d(Module):
         return f"{self.dim}, eps={self.eps}, momentum={self.momentum}"
 
     def forward(self, x, act="identity", x_bias=None):
-        """``act(BatchNorm(x))``; ``x_bias``, a per-channel bias added to x first (a
-        preceding conv's), is accepted in eval mode, where it folds into the same kernel."""
+        """``act(BatchNorm(x + x_bias))``; ``x_bias``, a per-channel bias (a preceding
+        conv's), folds into the same kernel."""
         self._check(x)
         if not self.training:
             return ops.batch_norm(x, self.running_mean, self.running_var, self.weight,
                                   self.bias, self.eps, act, x_bias=x_bias)
-        if x_bias is not None:
-            raise ValueError("x_bias is folded in eval mode only: in training it would change "
-                             "the batch statistics; add the bias first")
         n = x.size // self.dim
         if n == 1:
             raise ValueError(f"{type(self).__name__} needs more than one value per channel "
                              f"in training mode (got input of shape {x.shape}); use eval()")
-        y, mean, var = ops.batch_norm_train(x, self.weight, self.bias, self.eps, act)
-        ops.update_running_stats(self.running_mean, self.running_var, mean, var, self.momentum, n)
-        return y
+        running = (self.running_mean, self.running_var, self.momentum)
+        return ops.batch_norm_train(x, self.weight, self.bias, self.eps, act, running,
+                                    x_bias)[0]
 
 
 class BatchNorm2d(BatchNorm1d):

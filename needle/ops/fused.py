@@ -290,35 +290,61 @@ def batch_norm(x, mean, var, weight, bias, eps=1e-5, act="identity", axis=1, x_b
 
 class BatchNormTrain(TensorOp):
     """Training-mode BatchNorm of NCHW-like input (channels on axis 1) in one backend call:
-    the batch statistics, then ``(x - mean) * rstd * weight + bias``; inputs
-    ``(x, weight, bias)``. The op keeps ``mean`` and ``rstd`` for its gradient."""
+    the batch statistics of ``v = x (+ x_bias)``, ``act((v - mean) * rstd * weight + bias)``
+    and, given ``running = (running_mean, running_var, momentum)``, the running statistics'
+    update; inputs ``(x, weight, bias)`` or ``(x, weight, bias, x_bias)``. The op keeps
+    ``mean``, ``var`` and ``rstd`` (its gradient reads mean and rstd)."""
 
-    def __init__(self, eps):
-        self.eps = eps
+    def __init__(self, eps, act="identity", running=None):
+        self.eps, self.act, self.running = eps, act, running
 
-    def compute(self, x, weight, bias):
+    def compute(self, x, weight, bias, x_bias=None):
         channels, inner = x.shape[1], prod(x.shape[2:])
         out = x._new()
-        self.mean, self.rstd = weight._new(), weight._new()
+        self.mean, self.var, self.rstd = weight._new(), weight._new(), weight._new()
+        extra = {}
+        if x_bias is not None:
+            extra["x_bias"] = x_bias.compact()._handle
+        if self.running is not None:
+            running_mean, running_var, momentum = self.running
+            n = x.size // channels
+            extra.update(running_mean=running_mean.realize_cached_data()._handle,
+                         running_var=running_var.realize_cached_data()._handle,
+                         momentum=momentum, unbiased=n / (n - 1))
         x.device.backend.batchnorm_train(
             x.compact()._handle, weight.compact()._handle, bias.compact()._handle, out._handle,
-            self.mean._handle, self.rstd._handle, channels, inner, self.eps)
+            self.mean._handle, self.var._handle, self.rstd._handle, channels, inner, self.eps,
+            self.act, **extra)
+        if self.running is not None:
+            self.running[0]._version += 1
+            self.running[1]._version += 1
         return out
 
     def gradient(self, out_grad, node):
-        x, weight, _ = (t.realize_cached_data() for t in node.inputs)
+        x, weight = (t.realize_cached_data() for t in node.inputs[:2])
+        x_bias = node.inputs[3].realize_cached_data() if len(node.inputs) == 4 else None
         dx, dw, db = x._new(), weight._new(), weight._new()
+        dxb = weight._new() if x_bias is not None else None
+        out = node.realize_cached_data() if self.act == "relu" else None
         try:
             x.device.backend.batchnorm_train_backward(
                 out_grad.realize_cached_data().compact()._handle, x.compact()._handle,
                 weight.compact()._handle, self.mean._handle, self.rstd._handle, dx._handle,
-                dw._handle, db._handle, x.shape[1], prod(x.shape[2:]))
+                dw._handle, db._handle, x.shape[1], prod(x.shape[2:]), self.act,
+                out._handle if out is not None else None,
+                x_bias.compact()._handle if x_bias is not None else None,
+                dxb._handle if dxb is not None else None)
         except Declined:
             return self._composed_gradient(out_grad, node)
-        return Tensor.make_const(dx), Tensor.make_const(dw), Tensor.make_const(db)
+        grads = (Tensor.make_const(dx), Tensor.make_const(dw), Tensor.make_const(db))
+        return grads + (Tensor.make_const(dxb),) if dxb is not None else grads
 
     def _composed_gradient(self, out_grad, node):
-        x, weight, _ = node.inputs
+        x, weight = node.inputs[:2]
+        if len(node.inputs) == 4:
+            x = x + _per_channel(node.inputs[3], x, 1)
+        if self.act == "relu":
+            out_grad = out_grad * Tensor.make_const(node.realize_cached_data() > 0)
         axes = tuple(a for a in range(x.ndim) if a != 1)
         count = x.size // x.shape[1]
         rstd = Tensor.make_const(self.rstd)
@@ -326,41 +352,62 @@ class BatchNormTrain(TensorOp):
         dw, db = summation(out_grad * xhat, axes), summation(out_grad, axes)
         dx = _per_channel(weight * rstd / count, x, 1) * (
             out_grad * count - _per_channel(db, x, 1) - xhat * _per_channel(dw, x, 1))
-        return dx, dw, db
+        return (dx, dw, db, summation(dx, axes)) if len(node.inputs) == 4 else (dx, dw, db)
 
 
-def batch_norm_train(x, weight, bias, eps=1e-5, act="identity"):
+def batch_norm_train(x, weight, bias, eps=1e-5, act="identity", running=None, x_bias=None):
     """Training-mode BatchNorm over every axis but 1 (BatchNorm1d's (N, C), BatchNorm2d's
-    NCHW): ``act((x - mean) / sqrt(var + eps) * weight + bias)`` with the batch's mean and
-    biased variance. Returns ``(y, mean, var)``; gradients flow from y to x, weight and bias,
-    and mean and var are constants (for running statistics). One backend call where the
-    backend has it (cuDNN, for the shapes it has an engine for), else a composition of
-    reductions and :func:`batch_norm`."""
+    NCHW) of ``v = x + x_bias`` (``x_bias``, a per-channel bias such as a preceding conv's,
+    is optional): ``act((v - mean) / sqrt(var + eps) * weight + bias)`` with the batch's mean
+    and biased variance of v. Returns ``(y, mean, var)``; gradients flow from y to x,
+    weight, bias and x_bias, and mean and var are constants. ``running = (running_mean,
+    running_var, momentum)`` updates those buffers in place as :func:`update_running_stats`
+    does. One backend call for all of it where the backend has one, else a composition of
+    reductions, :func:`batch_norm` and :func:`update_running_stats`."""
     if act not in ACTIVATIONS:
         raise ValueError(f"batch_norm_train: unknown activation {act!r}; use one of "
                          f"{ACTIVATIONS}")
     if x.ndim < 2:
         raise ShapeError(f"batch_norm_train: input must have a channel axis 1, got {x.shape}")
     channels = (x.shape[1],)
-    if weight.shape != channels or bias.shape != channels:
-        raise ShapeError(f"batch_norm_train: weight {weight.shape} and bias {bias.shape} must "
-                         f"be {channels} for input {x.shape}")
-    if x.device.backend.supports("batchnorm_train", x.dtype) and x.size:
-        op = BatchNormTrain(eps)
+    if weight.shape != channels or bias.shape != channels or (
+            x_bias is not None and x_bias.shape != channels):
+        raise ShapeError(f"batch_norm_train: weight {weight.shape}, bias {bias.shape}"
+                         f"{'' if x_bias is None else f' and x_bias {x_bias.shape}'} must be "
+                         f"{channels} for input {x.shape}")
+    n = x.size // channels[0]
+    if running is not None:
+        _check_running(running, channels[0], n)
+    if (x.device.backend.supports("batchnorm_train", x.dtype) and x.size
+            and (running is None or all(r.realize_cached_data().is_compact()
+                                        for r in running[:2]))):
+        op = BatchNormTrain(eps, act, running)
         try:
-            y = op(x, weight, bias)
+            y = op(x, weight, bias) if x_bias is None else op(x, weight, bias, x_bias)
         except Declined:
             pass
-        else:  # var from rstd = 1 / sqrt(var + eps): two small kernels on (C,) vectors
-            var = Tensor.make_const(op.rstd ** -2 - eps)
-            return relu(y) if act == "relu" else y, Tensor.make_const(op.mean), var
+        else:
+            return y, Tensor.make_const(op.mean), Tensor.make_const(op.var)
+    if x_bias is not None:
+        x = x + _per_channel(x_bias, x, 1)
     axes = tuple(a for a in range(x.ndim) if a != 1)
-    n = x.size // channels[0]
     mean = summation(x, axes) / n
     centered = x - _per_channel(mean, x, 1)
     var = summation(centered * centered, axes) / n
     y = batch_norm(x, mean, var, weight, bias, eps, act)
+    if running is not None:
+        update_running_stats(running[0], running[1], mean, var, running[2], n)
     return y, mean.detach(), var.detach()
+
+
+def _check_running(running, channels, n):
+    running_mean, running_var, _ = running
+    if running_mean.size != channels or running_var.size != channels:
+        raise ShapeError(f"batch_norm_train: running_mean {running_mean.shape} and running_var "
+                         f"{running_var.shape} must have one element per channel ({channels})")
+    if n < 2:
+        raise ValueError(f"batch_norm_train: the unbiased running variance needs n > 1 "
+                         f"values per channel, got n = {n}")
 
 
 def update_running_stats(running_mean, running_var, mean, var, momentum, n):

@@ -1,8 +1,9 @@
 """Optimizers with PyTorch's update rules (``SGD``, ``Adam``, ``AdamW``) and learning-rate
 schedulers (:mod:`needle.optim.lr_scheduler`).
 
-Each update is one fused backend call per parameter where the backend has it (``sgd_update``,
-``adam_update``), else a few NDArray ops. Every optimizer has ``step()``, ``reset_grad()``
+A step is one backend call for all parameters where the backend has it (``sgd_update_many``,
+``adam_update_many``: the cuda devices), one per parameter where it has ``sgd_update`` /
+``adam_update``, else a few NDArray ops per parameter. Every optimizer has ``step()``, ``reset_grad()``
 (alias ``zero_grad()``), ``state_dict()`` and ``load_state_dict()``.
 
 Example:

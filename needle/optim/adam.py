@@ -1,5 +1,6 @@
-"""Adam and AdamW with PyTorch's update rules: one fused backend call per parameter where
-the backend has ``adam_update`` (AdamW adds one scalar multiply), else a few NDArray ops."""
+"""Adam and AdamW with PyTorch's update rules: one backend call for all parameters where the
+backend has ``adam_update_many``, one per parameter where it has ``adam_update`` (AdamW adds
+one scalar multiply per parameter), else a few NDArray ops."""
 from .optimizer import Optimizer, check_number
 
 _UNSET = object()
@@ -69,6 +70,7 @@ class Adam(Optimizer):
         check_number("weight_decay", weight_decay)
 
     def step(self):
+        batches = {}  # (backend, dtype, l2) -> the updates one adam_update_many call makes
         for p, data, grad in self._with_grads():
             state = self.state.setdefault(p, {"step": 0})
             if "exp_avg" not in state:
@@ -83,6 +85,10 @@ class Adam(Optimizer):
                 l2 = 0.0
             m, v = state["exp_avg"], state["exp_avg_sq"]
             backend = data.device.backend
+            if backend.supports("adam_update_many"):
+                batches.setdefault((backend, data.dtype, l2), []).append(
+                    (p, data, grad._handle, m._handle, v._handle, t))
+                continue
             if backend.supports("adam_update"):
                 backend.adam_update(data._handle, grad._handle, m._handle, v._handle, self.lr,
                                     self.beta1, self.beta2, self.eps, l2, t)
@@ -95,6 +101,13 @@ class Adam(Optimizer):
                 v_hat = v / (1 - self.beta2 ** t)
                 data = data - m_hat * self.lr / (v_hat.sqrt() + self.eps)
             self._updated(p, data)
+        for (backend, _, l2), updates in batches.items():
+            ps, datas, grads, ms, vs, steps = zip(*updates)
+            backend.adam_update_many([d._handle for d in datas], list(grads), list(ms),
+                                     list(vs), self.lr, self.beta1, self.beta2, self.eps, l2,
+                                     list(steps))
+            for p, data in zip(ps, datas):
+                self._updated(p, data)
 
 
 class AdamW(Adam):

@@ -1,5 +1,5 @@
-"""SGD with PyTorch's update rule: one fused backend call per parameter where the backend
-has ``sgd_update``, else a few NDArray ops."""
+"""SGD with PyTorch's update rule: one backend call for all parameters where the backend has
+``sgd_update_many``, one per parameter where it has ``sgd_update``, else a few NDArray ops."""
 from ..backend_ndarray import NDArray
 from .optimizer import Optimizer, check_number
 
@@ -36,6 +36,7 @@ class SGD(Optimizer):
         check_number("weight_decay", weight_decay)
 
     def step(self):
+        batches = {}  # (backend, dtype) -> the updates one sgd_update_many call makes
         for p, data, grad in self._with_grads():
             state = self.state.setdefault(p, {"step": 0})
             buf, first = None, False
@@ -44,7 +45,12 @@ class SGD(Optimizer):
                 if first:
                     state["momentum_buffer"] = data._new()
                 buf = state["momentum_buffer"]
+            state["step"] += 1
             backend = data.device.backend
+            if backend.supports("sgd_update_many"):
+                batches.setdefault((backend, data.dtype), []).append(
+                    (p, data, grad._handle, buf._handle if buf is not None else None, first))
+                continue
             if backend.supports("sgd_update"):
                 backend.sgd_update(data._handle, grad._handle, buf._handle if buf is not None else None,
                                    self.lr, self.momentum, self.weight_decay, first)
@@ -55,5 +61,10 @@ class SGD(Optimizer):
                     buf = NDArray(g) if first else buf * self.momentum + g
                     state["momentum_buffer"] = g = buf
                 data = data - g * self.lr
-            state["step"] += 1
             self._updated(p, data)
+        for (backend, _), updates in batches.items():
+            ps, datas, grads, bufs, firsts = zip(*updates)
+            backend.sgd_update_many([d._handle for d in datas], list(grads), list(bufs), self.lr,
+                                    self.momentum, self.weight_decay, list(firsts))
+            for p, data in zip(ps, datas):
+                self._updated(p, data)

@@ -11,6 +11,7 @@ each dtype's kernel suffix in a dict once resolved.
 """
 import functools
 import math
+import struct
 
 import numpy as np
 
@@ -24,6 +25,14 @@ _GRID_Y = 65535  # CUDA's limit on a grid's y dimension
 #: rows per block and threads per block of kernels/attention.cu (ATT_ROWS, x ATT_TPR)
 _ATTENTION_ROWS, _ATTENTION_THREADS = 32, 128
 _BLOCK = (THREADS, 1, 1)
+#: tensors per launch of the *_update_many kernels, and the struct that carries them by value
+#: (kernels/fused.cu's SgdList / AdamList, field by field)
+FOREACH_MAX = 32
+_SGD_LIST = struct.Struct(f"<{3 * FOREACH_MAX}Q{FOREACH_MAX}q{FOREACH_MAX + 1}i{FOREACH_MAX}ii")
+_ADAM_LIST = struct.Struct(f"<{4 * FOREACH_MAX}Q{FOREACH_MAX}q{2 * FOREACH_MAX}d"
+                           f"{FOREACH_MAX + 1}ii")
+#: blocks per tensor at most in those launches (each block strides over its tensor)
+FOREACH_BLOCKS = 256
 _NO_DEVICE = 100  # cudaErrorNoDevice
 _H2D, _D2H, _D2D = 1, 2, 3  # cudaMemcpyKind
 # Largest im2col matrix conv2d materialises at once (elements); bigger batches go in chunks.
@@ -81,6 +90,11 @@ class _Runtime:
         if kernel is None:
             kernel = self._by_parts[parts] = self.kernels.kernel(*kernels.name(*parts))
         kernel(grid, block, self.current_stream().ptr, args)
+
+
+def _ptr(buf):
+    """A buffer's device address, 0 (a kernel's null) for None."""
+    return 0 if buf is None else buf.ptr
 
 
 @functools.lru_cache(maxsize=4096)
@@ -672,6 +686,31 @@ class CudaBackend(Backend):
                   (x.ptr, x_bias.ptr if x_bias is not None else 0, mean.ptr, var.ptr, weight.ptr,
                    bias.ptr, out.ptr, n, channels, inner, eps))
 
+    def batchnorm_train(self, x, weight, bias, out, mean, var, rstd, channels, inner, eps,
+                        act="identity", running_mean=None, running_var=None, momentum=0.0,
+                        unbiased=1.0, x_bias=None):
+        # one block per channel (kernels/fused.cu): statistics, running update and output
+        # in one launch
+        if running_mean is not None:
+            running_mean.wrote()
+            running_var.wrote()
+        outer = x.size // (channels * inner)
+        self.rt.launch(("batchnorm_train", act, self._sfx(x.dtype)),
+                       (min(channels, self.rt.max_blocks), 1, 1), _BLOCK,
+                       (x.ptr, _ptr(x_bias), weight.ptr, bias.ptr, out.ptr, mean.ptr, var.ptr,
+                        rstd.ptr, _ptr(running_mean), _ptr(running_var), momentum,
+                        1 - momentum, unbiased, outer, channels, inner, eps))
+
+    def batchnorm_train_backward(self, grad, x, weight, mean, rstd, dx, dweight, dbias,
+                                 channels, inner, act="identity", out=None, x_bias=None,
+                                 dx_bias=None):
+        outer = x.size // (channels * inner)
+        self.rt.launch(("batchnorm_train_bwd", act, self._sfx(x.dtype)),
+                       (min(channels, self.rt.max_blocks), 1, 1), _BLOCK,
+                       (grad.ptr, x.ptr, _ptr(x_bias), _ptr(out), weight.ptr, mean.ptr,
+                        rstd.ptr, dx.ptr, dweight.ptr, dbias.ptr, _ptr(dx_bias), outer,
+                        channels, inner))
+
     def running_stats(self, running_mean, running_var, mean, var, momentum, unbiased):
         running_mean.wrote()
         running_var.wrote()
@@ -685,6 +724,47 @@ class CudaBackend(Backend):
         self._map(("sgd", self._sfx(param.dtype)), param.size,
                   (param.ptr, grad.ptr, buf.ptr if buf is not None else 0, lr, momentum,
                    weight_decay, flags, param.size))
+
+    def sgd_update_many(self, params, grads, bufs, lr, momentum, weight_decay, first_steps):
+        flags = (1 if weight_decay else 0) | (2 if momentum else 0)
+        sfx = self._sfx(params[0].dtype)
+        for lo in range(0, len(params), FOREACH_MAX):
+            hi = lo + FOREACH_MAX
+            chunk, first_block, blocks = self._foreach_blocks(params[lo:hi])
+            pad = [0] * (FOREACH_MAX - len(chunk))
+            packed = _SGD_LIST.pack(
+                *[p.ptr for p in chunk], *pad, *[g.ptr for g in grads[lo:hi]], *pad,
+                *[b.ptr if b is not None else 0 for b in bufs[lo:hi]], *pad,
+                *[p.size for p in chunk], *pad, *first_block,
+                *[flags | (4 if first else 0) for first in first_steps[lo:hi]], *pad, len(chunk))
+            self.rt.launch(("sgd_many", sfx), (blocks, 1, 1), _BLOCK,
+                           (packed, lr, momentum, weight_decay))
+
+    def adam_update_many(self, params, grads, ms, vs, lr, beta1, beta2, eps, weight_decay,
+                         steps):
+        sfx = self._sfx(params[0].dtype)
+        for lo in range(0, len(params), FOREACH_MAX):
+            hi = lo + FOREACH_MAX
+            chunk, first_block, blocks = self._foreach_blocks(params[lo:hi])
+            pad = [0] * (FOREACH_MAX - len(chunk))
+            packed = _ADAM_LIST.pack(
+                *[p.ptr for p in chunk], *pad, *[g.ptr for g in grads[lo:hi]], *pad,
+                *[m.ptr for m in ms[lo:hi]], *pad, *[v.ptr for v in vs[lo:hi]], *pad,
+                *[p.size for p in chunk], *pad, *[1 - beta1 ** t for t in steps[lo:hi]], *pad,
+                *[1 - beta2 ** t for t in steps[lo:hi]], *pad, *first_block, len(chunk))
+            self.rt.launch(("adam_many", sfx), (blocks, 1, 1), _BLOCK,
+                           (packed, lr, beta1, beta2, 1 - beta1, 1 - beta2, eps, weight_decay,
+                            1 if weight_decay else 0))
+
+    def _foreach_blocks(self, params):
+        """The params (each marked written), their first blocks (FOREACH_MAX + 1 of them,
+        the unused repeating the total) and the total: up to FOREACH_BLOCKS per tensor."""
+        first, total = [], 0
+        for p in params:
+            p.wrote()
+            first.append(total)
+            total += max(1, min(-(-p.size // THREADS), FOREACH_BLOCKS))
+        return params, first + [total] * (FOREACH_MAX + 1 - len(first)), total
 
     def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
         param.wrote()

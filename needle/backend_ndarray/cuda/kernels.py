@@ -57,7 +57,11 @@ def _fused():
     names = [f"needle_{op}_{s}_t{t}" for op in ROW_OPS for s in _SFX for t in ROW_TPR]
     names += [f"needle_{op}_{s}" for op in ("layernorm_bwd_params", "colsum", "bias_act_identity",
                                             "bias_act_relu", "batchnorm_identity",
-                                            "batchnorm_relu", "running_stats", "sgd", "adam")
+                                            "batchnorm_relu", "running_stats", "sgd", "adam",
+                                            "batchnorm_train_identity", "batchnorm_train_relu",
+                                            "batchnorm_train_bwd_identity",
+                                            "batchnorm_train_bwd_relu", "sgd_many",
+                                            "adam_many")
               for s in _SFX]
     return names
 

@@ -47,21 +47,38 @@ def entry_params(ptx):
             for name, params in _ENTRY.findall(ptx)}
 
 
+_AGGREGATE = re.compile(r"^\.param\s+\.align\s+(\d+)\s+\.b8\s+\w+\[(\d+)\]$")
+
+
 def _param_type(kernel, decl):
     """``.param .u64 k_param_0`` -> ``"u64"``. NVVM may add pointer attributes after the
-    type (``.param .u64 .ptr .global .align 4 k_param_0``): the layout is the same."""
+    type (``.param .u64 .ptr .global .align 4 k_param_0``): the layout is the same. A struct
+    passed by value (``.param .align 8 .b8 k_param_0[1288]``) -> ``"b8[1288]@8"``: its
+    bytes are given to the launch as one ``bytes`` value."""
+    aggregate = _AGGREGATE.match(" ".join(decl.split()))
+    if aggregate:
+        return f"b8[{aggregate.group(2)}]@{aggregate.group(1)}"
     words = decl.split()
     kind = words[1][1:] if len(words) >= 3 and words[0] == ".param" else None
     if kind not in _CODES or "[" in decl:
         raise ValueError(f"{kernel}: cannot pack the kernel parameter {decl.strip()!r} "
-                         f"(launch.py packs {', '.join(_CODES)})")
+                         f"(launch.py packs {', '.join(_CODES)} and structs of bytes)")
     return kind
+
+
+def _code(kind):
+    """A parameter's ``struct`` code and alignment."""
+    if kind.startswith("b8["):
+        size, align = kind[3:].split("]@")
+        return f"{size}s", int(align)
+    code = _CODES[kind]
+    return code, struct.calcsize(code)
 
 
 def pack_format(params):
     """The ``struct`` format of a parameter buffer: little-endian, each parameter at an
-    offset that is a multiple of its size, with explicit padding bytes and none at the end
-    (the driver wants the exact size).
+    offset that is a multiple of its alignment (a scalar's is its size), with explicit
+    padding bytes and none at the end (the driver wants the exact size).
 
     Example:
         >>> pack_format(("u64", "f32", "u64", "s64", "s32"))
@@ -69,11 +86,10 @@ def pack_format(params):
     """
     fmt, offset = "<", 0
     for kind in params:
-        code = _CODES[kind]
-        size = struct.calcsize(code)
-        pad = -offset % size
+        code, align = _code(kind)
+        pad = -offset % align
         fmt += (f"{pad}x" if pad else "") + code
-        offset += pad + size
+        offset += pad + struct.calcsize(code)
     return fmt
 
 

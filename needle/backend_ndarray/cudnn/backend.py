@@ -9,21 +9,18 @@ Routed to the libraries:
 * ``attention``/``attention_backward``: cuDNN's flash attention, which reads bf16 only, so
   it runs when the user chose ``set_matmul_precision("bf16")`` (otherwise the cuda device's
   exact fp32/fp64 kernels);
-* ``batchnorm_train``/``batchnorm_train_backward``: cuDNN's batchnorm graphs (float32),
-  4-5x faster per training step of nn.BatchNorm2d than the composition of Needle ops;
 * ``layernorm``/``layernorm_backward``: ours or cuDNN's, whichever measured faster for the
   shape on first use (both measured on an H200, 2026-11-30, in
   bench/results/H200-2026-11-30-e47498f; `needle-bench --suite micro-norms` times the layers).
 
-Everything else (elementwise, reductions, softmax, eval-mode BatchNorm, optimizers) is the
-cuda device's own kernels: the class derives from CudaBackend and shares its buffers.
+Everything else (elementwise, reductions, softmax, BatchNorm, optimizers) is the cuda
+device's own kernels: the class derives from CudaBackend and shares its buffers.
 """
 
 import functools
 
 import numpy as np
 
-from ..contract import Declined
 from ..cuda.backend import CudaBackend
 from ..cuda.memory import CudaBuffer
 from . import cublaslt, graphs
@@ -31,8 +28,6 @@ from . import cublaslt, graphs
 #: numpy dtype -> its name (numpy's ``dtype.name`` is a Python property: ~1 us a call)
 _NAMES = {np.dtype(name): name for name in ("float32", "float64")}
 _LINEAR_EPILOGUE = {"identity": "bias", "relu": "relu", "gelu": "gelu"}
-#: float32 only (cuDNN has no float64 batchnorm; float64 composes it from Needle ops)
-_FP32_OPS = ("batchnorm_train", "batchnorm_train_backward")
 _SUPPORTED = {}  # (op, dtype) -> CudnnBackend.supports's answer
 
 
@@ -88,8 +83,7 @@ class CudnnBackend(CudaBackend):
         key = (op, dtype)  # (asked on every op: decided once per op and dtype)
         found = _SUPPORTED.get(key)
         if found is None:
-            found = _SUPPORTED[key] = super().supports(op, dtype) and (
-                op not in _FP32_OPS or dtype is None or dtype == "float32")  # a name or a dtype
+            found = _SUPPORTED[key] = super().supports(op, dtype)
         return found
 
     def _cudnn_attention(self, dtype):
@@ -245,25 +239,6 @@ class CudnnBackend(CudaBackend):
                             CudaBackend.layernorm_backward, args,
                             (grad.ptr, x.ptr, weight.ptr, mean.ptr, rstd.ptr, dx.ptr,
                              dweight.ptr, dbias.ptr))
-
-    # -- training-mode BatchNorm through cuDNN ---------------------------------------------
-    def _batchnorm_graph(self, kind, x, channels, inner, eps=0.0):
-        outer = x.size // (channels * inner)
-        try:
-            return self.graphs.get(graphs.BatchNormGraph, kind, outer, channels, inner, eps)
-        except graphs.Unsupported as e:  # e.g. channel counts its kernels do not tile
-            raise Declined(f"cuDNN has no training BatchNorm {kind} for input ({outer}, "
-                           f"{channels}, {inner}): {e}") from None
-
-    def batchnorm_train(self, x, weight, bias, out, mean, rstd, channels, inner, eps):
-        g = self._batchnorm_graph("forward", x, channels, inner, eps)
-        self.graphs.run(g, (x.ptr, weight.ptr, bias.ptr, out.ptr, mean.ptr, rstd.ptr))
-
-    def batchnorm_train_backward(self, grad, x, weight, mean, rstd, dx, dweight, dbias,
-                                 channels, inner):
-        g = self._batchnorm_graph("backward", x, channels, inner)
-        self.graphs.run(g, (grad.ptr, x.ptr, weight.ptr, mean.ptr, rstd.ptr, dx.ptr,
-                            dweight.ptr, dbias.ptr))
 
     # -- attention through cuDNN (bf16) --------------------------------------------------
     def _to_bf16(self, a):

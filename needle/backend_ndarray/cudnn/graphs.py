@@ -1,4 +1,4 @@
-"""cuDNN graphs (through ``nvidia-cudnn-frontend``) for convolution, attention and the norms.
+"""cuDNN graphs (through ``nvidia-cudnn-frontend``) for convolution, attention and LayerNorm.
 
 A graph is built, checked and planned once per shape and then executed with raw device
 addresses. Activations are NHWC (Needle's conv layout) or NCHW (an NCHW model's tensors, as
@@ -12,7 +12,6 @@ import functools
 
 import numpy as np
 
-from ..cuda.memory import CudaBuffer
 
 
 class Unsupported(Exception):
@@ -238,56 +237,6 @@ class AttentionGraph(_Graph):
             self.dq, self.dk, self.dv = output(dq, seq_q), output(dk, seq_k), output(dv, seq_k)
             operands = (self.q, self.k, self.v, self.o, self.do, self.stats, self.dq, self.dk,
                         self.dv)
-        self._built(g, handle, False, *operands)
-
-
-class BatchNormGraph(_Graph):
-    """Training-mode BatchNorm (float32), ``forward`` (batch statistics, normalisation) or
-    ``backward``, on x stored as ``(outer, channels, inner)`` (NCHW with H*W = inner, as
-    stored). cuDNN's forward also blends running statistics; Needle keeps its own, so those
-    operands are scratch buffers of the graph (:attr:`scratch`) and are never read."""
-
-    def __init__(self, handle, kind, outer, channels, inner, eps):
-        cudnn = _cudnn()
-        f32 = cudnn.data_type.FLOAT
-        g = cudnn.pygraph(io_data_type=f32, intermediate_data_type=f32, compute_data_type=f32,
-                          handle=handle)
-        dims = [outer, channels, inner, 1]
-        strides = [channels * inner, inner, 1, 1]
-        vec = dict(dim=[1, channels, 1, 1], stride=[channels, 1, channels, channels],
-                   data_type=f32)
-
-        def data(name):
-            return g.tensor(name=name, dim=dims, stride=strides, data_type=f32)
-
-        if kind == "forward":
-            x, w, b = data("x"), g.tensor(name="w", **vec), g.tensor(name="b", **vec)
-            # epsilon and momentum are host scalars, read through these addresses per call
-            self.host = np.array([eps, 0.1], np.float32)
-            scalar = dict(dim=[1, 1, 1, 1], stride=[1, 1, 1, 1], data_type=f32,
-                          is_pass_by_value=True)
-            e, m = g.tensor(name="eps", **scalar), g.tensor(name="momentum", **scalar)
-            rm, rv = g.tensor(name="running_mean", **vec), g.tensor(name="running_var", **vec)
-            y, mean, rstd, rm_next, rv_next = g.batchnorm(
-                name="bn", input=x, scale=w, bias=b, in_running_mean=rm, in_running_var=rv,
-                epsilon=e, momentum=m)
-            y.set_output(True).set_dim(dims).set_stride(strides).set_data_type(f32)
-            for t in (mean, rstd, rm_next, rv_next):
-                t.set_output(True).set_data_type(f32)
-            self.scratch = [CudaBuffer(channels, "float32") for _ in range(2)]
-            address = self.host.ctypes.data
-            self.fixed = (address, address + 4, self.scratch[0].ptr, self.scratch[1].ptr,
-                          self.scratch[0].ptr, self.scratch[1].ptr)
-            operands = (x, w, b, y, mean, rstd, e, m, rm, rv, rm_next, rv_next)
-        else:
-            dy, x = data("dy"), data("x")
-            w, mean, rstd = (g.tensor(name=n, **vec) for n in ("w", "mean", "rstd"))
-            dx, dw, db = g.batchnorm_backward(name="dbn", grad=dy, input=x, scale=w, mean=mean,
-                                              inv_variance=rstd)
-            dx.set_output(True).set_dim(dims).set_stride(strides).set_data_type(f32)
-            for t in (dw, db):
-                t.set_output(True).set_data_type(f32)
-            operands = (dy, x, w, mean, rstd, dx, dw, db)
         self._built(g, handle, False, *operands)
 
 

@@ -207,13 +207,106 @@ __device__ void running_stats(T* running_mean, T* running_var, const T* mean, co
   }
 }
 
+// Offset of a channel's j-th value in (outer, channels, inner) data, from the channel's
+// start: (j / inner) * step + j % inner, step = channels * inner (32-bit division where the
+// values fit, as they do in practice: a 64-bit one costs several times more)
+__device__ __forceinline__ i64 bn_offset(i64 j, i64 inner, i64 step) {
+  if (j <= 0xffffffffLL && inner <= 0xffffffffLL) {
+    const unsigned q = (unsigned)j / (unsigned)inner;
+    return (i64)q * step + (i64)((unsigned)j - q * (unsigned)inner);
+  }
+  return (j / inner) * step + j % inner;
+}
+
+// Training-mode BatchNorm of (outer, channels, inner) data plus a per-channel x_bias (a
+// preceding conv's; may be null), one 256-thread block per channel: the mean, then the
+// biased variance around it (two passes, no cancellation), then the normalised output,
+// all in one launch. Thread 0 writes the channel's mean, var and rstd and, with run_mean
+// non-null, updates the running statistics as running_stats does.
+template <class T, bool RELU>
+__device__ void batchnorm_train(const T* x, const T* x_bias, const T* w, const T* b, T* out,
+                                T* mean, T* var, T* rstd, T* run_mean, T* run_var, T momentum,
+                                T keep, T unbiased, i64 outer, i64 channels, i64 inner, T eps) {
+  const i64 count = outer * inner, step = channels * inner;
+  for (i64 c = blockIdx.x; c < channels; c += gridDim.x) {
+    const T* xc = x + c * inner;
+    const T xb = x_bias ? x_bias[c] : T(0);
+    T s = T(0);
+    for (i64 j = threadIdx.x; j < count; j += 256) s += xc[bn_offset(j, inner, step)] + xb;
+    const T mu = group_reduce<256, SumOp>(s) / T(count);
+    T q = T(0);
+    for (i64 j = threadIdx.x; j < count; j += 256) {
+      const T d = xc[bn_offset(j, inner, step)] + xb - mu;
+      q += d * d;
+    }
+    const T v = group_reduce<256, SumOp>(q) / T(count);
+    const T r = T(1) / n_sqrt(v + eps);
+    if (threadIdx.x == 0) {
+      mean[c] = mu;
+      var[c] = v;
+      rstd[c] = r;
+      if (run_mean) {
+        run_mean[c] = add_rn(mul_rn(run_mean[c], keep), mul_rn(mu, momentum));
+        run_var[c] = add_rn(mul_rn(run_var[c], keep), mul_rn(mul_rn(v, unbiased), momentum));
+      }
+    }
+    const T scale = r * w[c], shift = b[c];
+    for (i64 j = threadIdx.x; j < count; j += 256) {
+      const i64 at = c * inner + bn_offset(j, inner, step);
+      const T y = (x[at] + xb - mu) * scale + shift;
+      out[at] = RELU ? Relu()(y) : y;
+    }
+  }
+}
+
+// Its gradient, one block per channel: with RELU the output gradient is first masked by
+// out > 0 (the activation's output); dbias = sum g, dweight = sum g * xhat, then
+// dx = weight * rstd / count * (count * g - dbias - xhat * dweight), and with dx_bias
+// non-null the x_bias gradient, sum dx.
+template <class T, bool RELU>
+__device__ void batchnorm_train_bwd(const T* grad, const T* x, const T* x_bias, const T* out,
+                                    const T* w, const T* mean, const T* rstd, T* dx, T* dw,
+                                    T* db, T* dx_bias, i64 outer, i64 channels, i64 inner) {
+  const i64 count = outer * inner, step = channels * inner;
+  for (i64 c = blockIdx.x; c < channels; c += gridDim.x) {
+    const T r = rstd[c], shift = (x_bias ? x_bias[c] : T(0)) - mean[c];
+    T sg = T(0), sgx = T(0);
+    for (i64 j = threadIdx.x; j < count; j += 256) {
+      const i64 at = c * inner + bn_offset(j, inner, step);
+      const T g = RELU && !(out[at] > T(0)) ? T(0) : grad[at];
+      sg += g;
+      sgx += g * ((x[at] + shift) * r);
+    }
+    sg = group_reduce<256, SumOp>(sg);
+    sgx = group_reduce<256, SumOp>(sgx);
+    if (threadIdx.x == 0) {
+      db[c] = sg;
+      dw[c] = sgx;
+    }
+    const T k = w[c] * r / T(count), n = T(count);
+    T sdx = T(0);
+    for (i64 j = threadIdx.x; j < count; j += 256) {
+      const i64 at = c * inner + bn_offset(j, inner, step);
+      const T g = RELU && !(out[at] > T(0)) ? T(0) : grad[at];
+      const T d = k * (n * g - sg - (x[at] + shift) * r * sgx);
+      dx[at] = d;
+      sdx += d;
+    }
+    if (dx_bias) {
+      sdx = group_reduce<256, SumOp>(sdx);
+      if (threadIdx.x == 0) dx_bias[c] = sdx;
+    }
+  }
+}
+
 enum { SGD_WEIGHT_DECAY = 1, SGD_MOMENTUM = 2, SGD_FIRST_STEP = 4 };
 
-// PyTorch's SGD, in place; each product and sum rounded as NumPy rounds it
+// PyTorch's SGD, in place, on elements start, start + stride, ... of one tensor; each
+// product and sum rounded as NumPy rounds it
 template <class T>
 __device__ void sgd(T* param, const T* grad, T* buf, T lr, T momentum, T weight_decay,
-                    int flags, i64 n) {
-  for (i64 i = global_thread(); i < n; i += grid_threads()) {
+                    int flags, i64 n, i64 start, i64 stride) {
+  for (i64 i = start; i < n; i += stride) {
     const T p = param[i];
     T g = grad[i];
     if (flags & SGD_WEIGHT_DECAY) g = add_rn(g, mul_rn(weight_decay, p));
@@ -225,13 +318,14 @@ __device__ void sgd(T* param, const T* grad, T* buf, T lr, T momentum, T weight_
   }
 }
 
-// PyTorch's Adam (L2 weight decay, bias-corrected), in place. one_minus_b1 = 1 - beta1 and
-// bc1 = 1 - beta1 ** step are computed on the host in double, as NumPy does.
+// PyTorch's Adam (L2 weight decay, bias-corrected), in place, on elements start, start +
+// stride, ... of one tensor. one_minus_b1 = 1 - beta1 and bc1 = 1 - beta1 ** step are
+// computed on the host in double, as NumPy does.
 template <class T>
 __device__ void adam(T* param, const T* grad, T* m, T* v, T lr, T beta1, T beta2,
                      T one_minus_b1, T one_minus_b2, T bc1, T bc2, T eps, T weight_decay,
-                     int has_weight_decay, i64 n) {
-  for (i64 i = global_thread(); i < n; i += grid_threads()) {
+                     int has_weight_decay, i64 n, i64 start, i64 stride) {
+  for (i64 i = start; i < n; i += stride) {
     const T p = param[i];
     T g = grad[i];
     if (has_weight_decay) g = add_rn(g, mul_rn(weight_decay, p));
@@ -242,6 +336,52 @@ __device__ void adam(T* param, const T* grad, T* m, T* v, T lr, T beta1, T beta2
     const T m_hat = mi / bc1, v_hat = vi / bc2;
     param[i] = add_rn(p, -(mul_rn(lr, m_hat) / add_rn(n_sqrt(v_hat), eps)));
   }
+}
+
+// Many tensors' updates in one launch (the optimizers' *_update_many): the tensors travel in
+// a struct passed by value (under CUDA's 4 KB of kernel parameters), and tensor t owns blocks
+// first_block[t] .. first_block[t + 1] - 1, which stride over its elements.
+constexpr int FOREACH_MAX = 32;
+
+struct SgdList {
+  u64 param[FOREACH_MAX], grad[FOREACH_MAX], buf[FOREACH_MAX];
+  i64 size[FOREACH_MAX];
+  int first_block[FOREACH_MAX + 1], flags[FOREACH_MAX], count;
+};
+
+struct AdamList {
+  u64 param[FOREACH_MAX], grad[FOREACH_MAX], m[FOREACH_MAX], v[FOREACH_MAX];
+  i64 size[FOREACH_MAX];
+  double bc1[FOREACH_MAX], bc2[FOREACH_MAX];
+  int first_block[FOREACH_MAX + 1], count;
+};
+
+// (this block's tensor, its first element, the stride over that tensor)
+template <class List>
+__device__ __forceinline__ int foreach_tensor(const List& list, i64& start, i64& stride) {
+  int t = 0;
+  while (t + 1 < list.count && list.first_block[t + 1] <= (int)blockIdx.x) ++t;
+  start = (i64)(blockIdx.x - list.first_block[t]) * blockDim.x + threadIdx.x;
+  stride = (i64)(list.first_block[t + 1] - list.first_block[t]) * blockDim.x;
+  return t;
+}
+
+template <class T>
+__device__ void sgd_many(const SgdList& list, T lr, T momentum, T weight_decay) {
+  i64 start, stride;
+  const int t = foreach_tensor(list, start, stride);
+  sgd<T>((T*)list.param[t], (const T*)list.grad[t], (T*)list.buf[t], lr, momentum,
+         weight_decay, list.flags[t], list.size[t], start, stride);
+}
+
+template <class T>
+__device__ void adam_many(const AdamList& list, T lr, T beta1, T beta2, T one_minus_b1,
+                          T one_minus_b2, T eps, T weight_decay, int has_weight_decay) {
+  i64 start, stride;
+  const int t = foreach_tensor(list, start, stride);
+  adam<T>((T*)list.param[t], (const T*)list.grad[t], (T*)list.m[t], (T*)list.v[t], lr, beta1,
+          beta2, one_minus_b1, one_minus_b2, (T)list.bc1[t], (T)list.bc2[t], eps, weight_decay,
+          has_weight_decay, list.size[t], start, stride);
 }
 
 }  // namespace needle
@@ -269,6 +409,22 @@ __device__ void adam(T* param, const T* grad, T* m, T* v, T lr, T beta1, T beta2
       const T* grad, const T* x, const T* w, const T* mean, const T* rstd, T* dx,              \
       needle::i64 rows, needle::i64 cols) {                                                    \
     needle::layernorm_bwd_dx<T, TPR>(grad, x, w, mean, rstd, dx, rows, cols);                  \
+  }
+
+#define NEEDLE_BATCHNORM_TRAIN(T, sfx, act, RELU)                                              \
+  extern "C" __global__ void __launch_bounds__(256) needle_batchnorm_train_##act##_##sfx(      \
+      const T* x, const T* x_bias, const T* w, const T* b, T* out, T* mean, T* var, T* rstd,   \
+      T* run_mean, T* run_var, T momentum, T keep, T unbiased, needle::i64 outer,              \
+      needle::i64 channels, needle::i64 inner, T eps) {                                        \
+    needle::batchnorm_train<T, RELU>(x, x_bias, w, b, out, mean, var, rstd, run_mean, run_var, \
+                                     momentum, keep, unbiased, outer, channels, inner, eps);   \
+  }                                                                                            \
+  extern "C" __global__ void __launch_bounds__(256) needle_batchnorm_train_bwd_##act##_##sfx(  \
+      const T* grad, const T* x, const T* x_bias, const T* out, const T* w, const T* mean,     \
+      const T* rstd, T* dx, T* dw, T* db, T* dx_bias, needle::i64 outer, needle::i64 channels, \
+      needle::i64 inner) {                                                                     \
+    needle::batchnorm_train_bwd<T, RELU>(grad, x, x_bias, out, w, mean, rstd, dx, dw, db,      \
+                                         dx_bias, outer, channels, inner);                     \
   }
 
 #define NEEDLE_FUSED(T, sfx)                                                                   \
@@ -303,6 +459,8 @@ __device__ void adam(T* param, const T* grad, T* m, T* v, T lr, T beta1, T beta2
     needle::batchnorm<T, true>(x, x_bias, mean, var, weight, bias, out, n, channels, inner,     \
                                eps);                                                            \
   }                                                                                             \
+  NEEDLE_BATCHNORM_TRAIN(T, sfx, identity, false)                                              \
+  NEEDLE_BATCHNORM_TRAIN(T, sfx, relu, true)                                                   \
   extern "C" __global__ void needle_running_stats_##sfx(                                       \
       T* running_mean, T* running_var, const T* mean, const T* var, T momentum, T keep,         \
       T unbiased, needle::i64 n) {                                                              \
@@ -311,14 +469,26 @@ __device__ void adam(T* param, const T* grad, T* m, T* v, T lr, T beta1, T beta2
   extern "C" __global__ void needle_sgd_##sfx(T* param, const T* grad, T* buf, T lr,           \
                                               T momentum, T weight_decay, int flags,           \
                                               needle::i64 n) {                                 \
-    needle::sgd<T>(param, grad, buf, lr, momentum, weight_decay, flags, n);                    \
+    needle::sgd<T>(param, grad, buf, lr, momentum, weight_decay, flags, n,                     \
+                   needle::global_thread(), needle::grid_threads());                           \
+  }                                                                                            \
+  extern "C" __global__ void needle_sgd_many_##sfx(const needle::SgdList list, T lr,           \
+                                                   T momentum, T weight_decay) {               \
+    needle::sgd_many<T>(list, lr, momentum, weight_decay);                                     \
+  }                                                                                            \
+  extern "C" __global__ void needle_adam_many_##sfx(                                           \
+      const needle::AdamList list, T lr, T beta1, T beta2, T one_minus_b1, T one_minus_b2,     \
+      T eps, T weight_decay, int has_weight_decay) {                                           \
+    needle::adam_many<T>(list, lr, beta1, beta2, one_minus_b1, one_minus_b2, eps,              \
+                         weight_decay, has_weight_decay);                                      \
   }                                                                                            \
   extern "C" __global__ void needle_adam_##sfx(                                                \
       T* param, const T* grad, T* m, T* v, T lr, T beta1, T beta2, T one_minus_b1,             \
       T one_minus_b2, T bc1, T bc2, T eps, T weight_decay, int has_weight_decay,               \
       needle::i64 n) {                                                                         \
     needle::adam<T>(param, grad, m, v, lr, beta1, beta2, one_minus_b1, one_minus_b2, bc1, bc2, \
-                    eps, weight_decay, has_weight_decay, n);                                   \
+                    eps, weight_decay, has_weight_decay, n, needle::global_thread(),           \
+                    needle::grid_threads());                                                   \
   }
 
 NEEDLE_FUSED(float, f32)
