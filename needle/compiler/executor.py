@@ -85,6 +85,7 @@ class Executor:
         self._host = {}  # their host values (static gather and scatter indices)
         self._static = {}  # node -> host positions a gather or scatter computed once
         self._sub = {}  # composite node -> Executor of its decomposition
+        self._regions = {}  # while / case node -> an Executor per region
         self._fused = {}  # composite node -> the FUSED function that runs it as one kernel
         for node in graph.nodes:
             if node.op not in OPS:
@@ -93,6 +94,10 @@ class Executor:
                 value = reference.run_node(node, [])[0]
                 self._host[node.output] = value
                 self._constants[node.output] = self.upload(value, node.output)
+            elif node.regions is not None:
+                self._regions[node] = [Executor(region, self.device, self.index_dtype,
+                                                fused_kernels, generator, host_scalars)
+                                       for region in node.regions]
             elif node.op == "composite":
                 kernel = self._kernel(node) if fused_kernels or \
                     node.attrs["name"] in ALWAYS_FUSED else None
@@ -938,6 +943,29 @@ def _composite(ex, node, *args):
     return outs
 
 
+def _region_outputs(sub, given):
+    """A region's outputs on ``given``; its cached constants copied (calls would share them)."""
+    outs = sub.execute(list(given))
+    for i in sub._constant_outputs:
+        outs[i] = NDArray(outs[i])
+    return outs
+
+
+def _while(ex, node, *args):
+    """The loop on the host: each turn runs cond (and reads its bool back: a sync) and body."""
+    cond, body = ex._regions[node]
+    carried, captured = list(args[:len(node.outputs)]), list(args[len(node.outputs):])
+    while float(_region_outputs(cond, carried + captured)[0].numpy()) != 0.0:
+        carried = _region_outputs(body, carried + captured)
+    return carried
+
+
+def _case(ex, node, index, *captured):
+    branches = ex._regions[node]
+    i = int(round(float(index.numpy())))
+    return _region_outputs(branches[i if 0 <= i < len(branches) else -1], captured)
+
+
 # -- composites as fused backend ops (Executor(fused_kernels=True)) ---------------------------
 def _new(like, shape):
     return NDArray.make(shape, device=like.device, dtype=like.dtype)
@@ -1174,4 +1202,6 @@ OPS = {
     "gather": _gather,
     "scatter": _scatter,
     "composite": _composite,
+    "while": _while,
+    "case": _case,
 }

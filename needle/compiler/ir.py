@@ -7,6 +7,10 @@ earlier node), and its ``outputs`` are values it returns. ``aliases`` maps an ou
 position to the input position whose buffer it updates in place (a parameter, a gradient,
 an optimizer buffer), as JAX's donated arguments.
 
+Control flow (``while``, ``case``: imported StableHLO programs have it) keeps its regions as
+graphs of their own on the node, ``node.regions``; the values a region reads from outside
+are explicit inputs of the node and of the region's graph.
+
 A fused op (softmax, layer_norm, linear + bias + activation, an optimizer update, ...) is a
 ``composite`` node: ``attrs["name"]`` names it (``"needle.softmax"``) and ``decomposition``
 is a Graph of plain ops with the node's inputs and outputs, as ``stablehlo.composite``
@@ -71,15 +75,18 @@ class Value:
 class Node:
     """One op: ``op`` (a StableHLO name such as ``"add"`` or ``"dot_general"``), its input
     values, its output values (made here, one per entry of ``out_types``), its attributes
-    (StableHLO's names and meanings), and for a ``composite`` its ``decomposition``."""
+    (StableHLO's names and meanings), for a ``composite`` its ``decomposition``, and for
+    control flow its ``regions``: a ``while``'s (cond, body), a ``case``'s branches (see
+    :mod:`needle.compiler.ops`)."""
 
-    __slots__ = ("op", "inputs", "outputs", "attrs", "decomposition")
+    __slots__ = ("op", "inputs", "outputs", "attrs", "decomposition", "regions")
 
-    def __init__(self, op, inputs, out_types, attrs=None, decomposition=None):
+    def __init__(self, op, inputs, out_types, attrs=None, decomposition=None, regions=None):
         self.op, self.inputs = op, list(inputs)
         self.attrs = dict(attrs or {})
         self.outputs = [Value(t, self, i) for i, t in enumerate(out_types)]
         self.decomposition = decomposition
+        self.regions = tuple(regions) if regions is not None else None
 
     @property
     def output(self):
@@ -108,9 +115,9 @@ class Graph:
         self.inputs.append(value)
         return value
 
-    def add(self, op, inputs, out_types, attrs=None, decomposition=None):
+    def add(self, op, inputs, out_types, attrs=None, decomposition=None, regions=None):
         """Append a node; returns it (its values are ``node.outputs``)."""
-        node = Node(op, inputs, out_types, attrs, decomposition)
+        node = Node(op, inputs, out_types, attrs, decomposition, regions)
         self.nodes.append(node)
         return node
 
@@ -121,6 +128,14 @@ class Graph:
             for v in node.inputs:
                 out.setdefault(v, []).append(node)
         return out
+
+    def walk(self):
+        """Every node of the graph and, depth first, of its decompositions and regions."""
+        for node in self.nodes:
+            yield node
+            for inner in ((node.decomposition,) if node.decomposition is not None else ()) + \
+                    (node.regions or ()):
+                yield from inner.walk()
 
     def count(self, recursive=False):
         """Number of nodes (with ``recursive``, composites count their decomposition's)."""

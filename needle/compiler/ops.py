@@ -504,6 +504,55 @@ OPS = {}
 IMPORTED_OPS = {}
 
 
+#: control flow with regions (imported programs): the reference interpreter and the
+#: executor run them; the passes leave them and their regions as they are, and the exporter
+#: does not write them yet. Node ``regions``:
+#:
+#: * ``while``: ``(cond, body)``. The node's inputs are the loop-carried values followed by
+#:   the values the regions read from outside; both regions take all of them, ``cond``
+#:   returns one ``bool[]`` and ``body`` the next carried values (the node's outputs).
+#: * ``case``: the branches. Input 0 is the ``int32[]`` branch index (one out of range runs
+#:   the last branch, as StableHLO says), the others the values the branches read; every
+#:   branch takes those and returns the node's outputs.
+CONTROL_OPS = {}
+
+
+def _while(types, regions):
+    if regions is None or len(regions) != 2:
+        _fail("a while needs two regions, (cond, body)")
+    cond, body = regions
+    carried = [v.type for v in body.outputs]
+    for name, region in (("cond", cond), ("body", body)):
+        takes = [v.type for v in region.inputs]
+        if takes != list(types):
+            _fail(f"its {name} takes ({', '.join(map(repr, takes))}) but the node's inputs are "
+                  f"({', '.join(map(repr, types))})")
+    if list(types[:len(carried)]) != carried:
+        _fail(f"its body returns ({', '.join(map(repr, carried))}), not the carried values' "
+              f"types ({', '.join(map(repr, types[:len(carried)]))})")
+    if [v.type for v in cond.outputs] != [TensorType((), "bool")]:
+        _fail(f"its cond must return one bool[], not "
+              f"({', '.join(repr(v.type) for v in cond.outputs)})")
+    return carried
+
+
+def _case(types, regions):
+    if not regions:
+        _fail("a case needs at least one branch")
+    if not types or types[0] != TensorType((), "int32"):
+        _fail(f"input 0 must be the int32[] branch index, got {types[0] if types else 'none'}")
+    returns = [v.type for v in regions[0].outputs]
+    for i, branch in enumerate(regions):
+        takes = [v.type for v in branch.inputs]
+        if takes != list(types[1:]):
+            _fail(f"branch {i} takes ({', '.join(map(repr, takes))}) but the node passes "
+                  f"({', '.join(map(repr, types[1:]))})")
+        if [v.type for v in branch.outputs] != returns:
+            _fail(f"branch {i} returns ({', '.join(repr(v.type) for v in branch.outputs)}), "
+                  f"branch 0 ({', '.join(map(repr, returns))})")
+    return returns
+
+
 def _op(name, arity, group, infer, attrs=None, optional=None, extra=False):
     OPS[name] = OpDef(name, arity, group, infer, attrs, optional, extra)
 
@@ -512,10 +561,17 @@ def _imported(name, arity, infer, attrs=None):
     IMPORTED_OPS[name] = OpDef(name, arity, "imported", infer, attrs)
 
 
+CONTROL_OPS["while"] = OpDef("while", VARIADIC, "control", _while)
+CONTROL_OPS["case"] = OpDef("case", VARIADIC, "control", _case)
+
+
 def opdef(name):
-    """The :class:`OpDef` of ``name`` (of :data:`OPS` or :data:`IMPORTED_OPS`), or None."""
+    """The :class:`OpDef` of ``name`` (of :data:`OPS`, :data:`IMPORTED_OPS` or
+    :data:`CONTROL_OPS`), or None."""
     found = OPS.get(name)
-    return found if found is not None else IMPORTED_OPS.get(name)
+    if found is None:
+        found = IMPORTED_OPS.get(name)
+    return found if found is not None else CONTROL_OPS.get(name)
 
 
 for _name in ("exponential", "log", "tanh", "logistic", "sqrt", "rsqrt", "sine", "cosine"):
@@ -608,7 +664,7 @@ def _check_attrs(opdef, attrs):
                   f"{text if len(text) <= 60 else text[:57] + '...'}")
 
 
-def check_node(op, input_types, attrs, decomposition=None):
+def check_node(op, input_types, attrs, decomposition=None, regions=None):
     """:func:`infer_types` whose messages do not name the op (the verifier names it)."""
     definition = opdef(op)
     if definition is None:
@@ -626,10 +682,14 @@ def check_node(op, input_types, attrs, decomposition=None):
         return _composite(input_types, attrs, decomposition)
     if decomposition is not None:
         _fail("only a composite carries a decomposition")
+    if op in CONTROL_OPS:
+        return definition.infer(input_types, regions)
+    if regions is not None:
+        _fail("only while and case carry regions")
     return definition.infer(input_types, attrs)
 
 
-def infer_types(op, input_types, attrs=None, decomposition=None):
+def infer_types(op, input_types, attrs=None, decomposition=None, regions=None):
     """The output types of an ``op`` node, after checking its arity and attributes.
 
     Args:
@@ -637,6 +697,7 @@ def infer_types(op, input_types, attrs=None, decomposition=None):
         input_types: the :class:`TensorType` of each input, in order.
         attrs: the node's attributes (``{}`` when none).
         decomposition: a composite's Graph; ``None`` for every other op.
+        regions: a ``while``'s or ``case``'s Graphs (see :data:`CONTROL_OPS`).
 
     Returns:
         A list of :class:`TensorType`, one per output.
@@ -650,12 +711,12 @@ def infer_types(op, input_types, attrs=None, decomposition=None):
         [float32[4]]
     """
     try:
-        return check_node(op, input_types, dict(attrs or {}), decomposition)
+        return check_node(op, input_types, dict(attrs or {}), decomposition, regions)
     except VerifyError as e:
         raise VerifyError(f"{op}: {e}") from None
 
 
-def add_node(graph, op, inputs, attrs=None, decomposition=None):
+def add_node(graph, op, inputs, attrs=None, decomposition=None, regions=None):
     """Append an ``op`` node to ``graph`` with its output types inferred; returns the Node.
 
     Example:
@@ -664,5 +725,5 @@ def add_node(graph, op, inputs, attrs=None, decomposition=None):
         >>> add_node(g, "exponential", [x]).output.type
         float32[3]
     """
-    types = infer_types(op, [v.type for v in inputs], attrs, decomposition)
-    return graph.add(op, inputs, types, attrs, decomposition)
+    types = infer_types(op, [v.type for v in inputs], attrs, decomposition, regions)
+    return graph.add(op, inputs, types, attrs, decomposition, regions)

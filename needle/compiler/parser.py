@@ -12,6 +12,7 @@ import re
 
 from ..errors import NeedleError
 from .ir import DTYPES, Graph, Node, TensorType, Value
+from .ops import CONTROL_OPS
 from .printer import decode_scalars
 
 
@@ -264,11 +265,20 @@ class _Parser:
                 types.append(self.type())
         if len(types) != count:
             self.error(f"{op.text} has {len(types)} result types but defines {count} values", op)
-        decomposition = None
+        decomposition, regions = None, None
         if self.accept("{"):
-            decomposition = self.func()
+            inner = [self.func()]
+            while not self.at("}"):
+                inner.append(self.func())
             self.take("}")
-        node = Node(op.text, inputs, types, attrs, decomposition)
+            if op.text in CONTROL_OPS:
+                regions = inner
+            elif len(inner) > 1:
+                self.error(f"{op.text} has {len(inner)} nested functions; only while and case "
+                           f"have more than one", op)
+            else:
+                decomposition = inner[0]
+        node = Node(op.text, inputs, types, attrs, decomposition, regions)
         if count == 1:
             self.define(names, defined, node.outputs[0])
         for i, v in enumerate(node.outputs if count > 1 else []):

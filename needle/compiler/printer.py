@@ -16,7 +16,8 @@
 - Values are ``%N``, numbered densely per function: the inputs first, then one number per
   node; a node with several outputs defines ``%N:count`` and its outputs are ``%N#i``.
 - A node is ``[%N =] op operands [{attributes}] : output types [{ decomposition }]``
-  (``: ()`` for a node without outputs); a composite's decomposition is a nested ``func``.
+  (``: ()`` for a node without outputs); a composite's decomposition is a nested ``func``,
+  a ``while``'s or ``case``'s regions are nested ``func`` texts one after another.
 - Attributes: in the op table's order (then any others, sorted), as ``name = value``: ints,
   floats (``repr``: ``1.0``, ``1e-05``, ``inf``, ``-inf``, ``nan``), ``"strings"`` (JSON),
   ``true``/``false``, ``[lists]``, ``{dicts}`` (keys sorted) and numpy arrays as
@@ -153,11 +154,14 @@ def _func(graph, indent, lines, digest):
         if node.attrs:
             line += " " + _attrs_text(node.op, node.attrs, digest)
         line += " : " + (", ".join(repr(v.type) for v in node.outputs) or "()")
-        if node.decomposition is None:
+        inner = [node.decomposition] if node.decomposition is not None else \
+            list(node.regions or ())
+        if not inner:
             lines.append(line)
         else:
             lines.append(line + " {")
-            _func(node.decomposition, indent + 2, lines, digest)
+            for graph_of_node in inner:
+                _func(graph_of_node, indent + 2, lines, digest)
             lines.append(f"{pad}  }}")
     lines.append(f"{pad}  return" + (" " if graph.outputs else "")
                  + ", ".join(use(v) for v in graph.outputs))

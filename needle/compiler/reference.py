@@ -575,6 +575,20 @@ def _composite(node, *args):
     return evaluate(node.decomposition, *args)
 
 
+def _while(node, *args):
+    cond, body = node.regions
+    carried, captured = list(args[:len(body.outputs)]), list(args[len(body.outputs):])
+    while bool(evaluate(cond, *carried, *captured)[0]):
+        carried = evaluate(body, *carried, *captured)
+    return carried
+
+
+def _case(node, index, *captured):
+    branches = node.regions
+    i = int(index)
+    return evaluate(branches[i if 0 <= i < len(branches) else -1], *captured)
+
+
 #: op -> function(node, *input arrays) -> output array (or list of arrays)
 def _triangular_solve(node, a, b):
     """Solve op(a) x = b (``left_side``) or x op(a) = b, with a's other triangle ignored and
@@ -762,6 +776,8 @@ OPS = {
     "gather": _gather,
     "scatter": _scatter,
     "composite": _composite,
+    "while": _while,
+    "case": _case,
     "triangular_solve": _triangular_solve,
     "bitcast_convert": _bitcast_convert,
     "reduce_precision": _reduce_precision,

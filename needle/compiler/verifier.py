@@ -5,7 +5,8 @@ input is a graph input or an earlier node's output (SSA: no use before definitio
 defined twice), that the node's output types are the ones :func:`~.ops.infer_types`
 re-infers, that the outputs are defined, that the aliases pair valid output and input
 positions of equal types with no input aliased twice, and, recursively, that each
-composite's decomposition is valid and has the node's signature.
+composite's decomposition and each control-flow region is valid and has the node's
+signature.
 """
 from .ir import Graph, TensorType, Value
 from .ops import VerifyError, check_node
@@ -47,9 +48,11 @@ def _verify(graph, prefix):
                  f"input nor an earlier node's output")
         if node.decomposition is not None and node.op == "composite":
             _verify(node.decomposition, f"{prefix}{where}: decomposition: ")
+        for r, region in enumerate(node.regions or ()):
+            _verify(region, f"{prefix}{where}: region {r}: ")
         try:
             types = check_node(node.op, [v.type for v in node.inputs], node.attrs,
-                               node.decomposition)
+                               node.decomposition, node.regions)
         except VerifyError as e:
             fail(f"{where}: {e}")
         if len(types) != len(node.outputs):

@@ -4,10 +4,12 @@ after StableHLO) through one converter per op in :data:`CONVERTERS`.
 
 Regions: a body that is one binary op of its arguments (reduce, reduce_window, scatter) or
 one comparison (sort, select_and_scatter) becomes the node's named computation; ``func.call``,
-``composite`` and ``if`` / ``case`` on a constant selector are inlined. What does not convert
-raises :class:`UnsupportedError` naming the op, its location and its types, never a guess:
-ops outside the table (``while``, ``map``, control flow on a computed selector, ...), element
-types the IR has no dtype for, shapes that are not static, other bodies.
+``composite`` and ``if`` / ``case`` on a constant selector are inlined; ``while`` and ``if`` /
+``case`` on a computed selector become ``while`` / ``case`` nodes whose regions are graphs of
+their own (a value a region reads from outside becomes an input of the node and of every
+region). What does not convert raises :class:`UnsupportedError` naming the op, its location
+and its types, never a guess: ops outside the table (``map``, ...), element types the IR has
+no dtype for, shapes that are not static, other bodies.
 
 Integers are exact, or the program does not run. The cpu device runs an imported graph
 with NumPy in every dtype it declares (the IR's reference interpreter), integers included.
@@ -22,7 +24,7 @@ exactly.
 """
 import numpy as np
 
-from ..compiler.ir import Graph, TensorType
+from ..compiler.ir import Graph, TensorType, Value
 from ..compiler.ops import add_node
 from ..errors import NeedleError
 from .mlir import (INT_BITS, attr, bools, constant_text, dense_array,
@@ -51,10 +53,10 @@ class _Converter:
     def value(self, mlir_value):
         return self.values[mlir_value]
 
-    def emit(self, op, name, inputs, **attrs):
+    def emit(self, op, name, inputs, regions=None, **attrs):
         """Append IR node ``name`` (one of those ``op`` becomes); returns its outputs."""
         try:
-            node = add_node(self.graph, name, inputs, attrs)
+            node = add_node(self.graph, name, inputs, attrs, regions=regions)
         except NeedleError as e:  # the IR refuses the attributes or types: say which op
             unsupported(op, f"Needle IR {name}: {e}")
         return node.outputs
@@ -66,6 +68,57 @@ class _Converter:
     def bound(self, array):
         if array.dtype.kind in "iu" and array.size:
             self.int_bound = max(self.int_bound, int(np.abs(array.astype(np.int64)).max()))
+
+
+class _RegionConverter(_Converter):
+    """Builds a region's graph: a value of an enclosing scope that the region reads becomes
+    an input of the region's graph (``captured`` lists those outer values, in order)."""
+
+    def __init__(self, parent, graph):
+        super().__init__(graph)
+        self.parent, self.captured = parent, []
+        self.hazards = parent.hazards
+        self.functions, self.calls = parent.functions, parent.calls
+
+    def value(self, mlir_value):
+        found = self.values.get(mlir_value)
+        if found is None:
+            outer = self.parent.value(mlir_value)
+            if isinstance(outer, tuple):
+                raise KeyError("a tuple read from inside a region")
+            found = self.values[mlir_value] = self.graph.add_input(outer.type)
+            self.captured.append(outer)
+        return found
+
+    def bound(self, array):
+        self.parent.bound(array)
+
+
+def _regions(op, conv, indices, arguments, name):
+    """Graphs of ``op``'s regions ``indices``, each taking ``arguments`` (IR values of the
+    enclosing graph: a while's carried values) and then every value any of the regions reads
+    from outside, and those outer values."""
+    graphs, converters = [], []
+    for index in indices:
+        graph = Graph(name=f"{name}{index}")
+        sub = _RegionConverter(conv, graph)
+        own = [graph.add_input(v.type) for v in arguments]
+        try:
+            graph.outputs = _convert_block(sub, op.regions[index].blocks[0], own)
+        except KeyError as e:
+            unsupported(op, f"a region that reads {e.args[0] if e.args else 'a value'} from outside")
+        if any(isinstance(v, tuple) for v in graph.outputs):
+            unsupported(op, "a region that returns a tuple")
+        graphs.append(graph)
+        converters.append(sub)
+    captured = []
+    for sub in converters:
+        captured += [v for v in sub.captured if v not in captured]
+    for graph, sub in zip(graphs, converters):  # every region takes the same inputs
+        mine = dict(zip(sub.captured, graph.inputs[len(arguments):]))
+        graph.inputs = graph.inputs[:len(arguments)] + [
+            mine[v] if v in mine else Value(v.type) for v in captured]
+    return graphs, captured
 
 
 def _no_int_arithmetic(op, conv, inputs):
@@ -409,14 +462,36 @@ def _branch(op, conv, index):
 
 
 def _if(op, conv, inputs):
-    pred = _constant_operand(op, conv, inputs[0], "predicate")
-    return _branch(op, conv, 0 if bool(pred) else 1)
+    pred = inputs[0]
+    if _is_constant(pred):
+        return _branch(op, conv, 0 if bool(pred.producer.attrs["value"]) else 1)
+    # a computed predicate: case on 0 (true: the first region) or 1
+    index = conv.emit(op, "select", [pred] + [
+        conv.emit(op, "constant", [], value=np.array(i, np.int32))[0] for i in (0, 1)])[0]
+    return _computed_case(op, conv, index)
 
 
 def _case(op, conv, inputs):
-    index = int(_constant_operand(op, conv, inputs[0], "branch index"))
+    if not _is_constant(inputs[0]):
+        return _computed_case(op, conv, inputs[0])
+    index = int(inputs[0].producer.attrs["value"])
     count = len(op.regions)
     return _branch(op, conv, index if 0 <= index < count else count - 1)  # (as the spec says)
+
+
+def _is_constant(value):
+    producer = getattr(value, "producer", None)
+    return producer is not None and producer.op == "constant"
+
+
+def _computed_case(op, conv, index):
+    branches, captured = _regions(op, conv, range(len(op.regions)), [], "branch")
+    return conv.emit(op, "case", [index] + captured, regions=branches)
+
+
+def _while(op, conv, inputs):
+    (cond, body), captured = _regions(op, conv, (0, 1), inputs, "while")
+    return conv.emit(op, "while", list(inputs) + captured, regions=(cond, body))
 
 
 def _composite(op, conv, inputs):
@@ -558,11 +633,12 @@ CONVERTERS = {
     "stablehlo.if": _if,
     "stablehlo.case": _case,
     "stablehlo.composite": _composite,
+    "stablehlo.while": _while,
 }
 #: ops whose regions their converter reads
 _WITH_REGIONS = ("stablehlo.reduce", "stablehlo.scatter", "stablehlo.sort",
                  "stablehlo.reduce_window", "stablehlo.select_and_scatter", "stablehlo.if",
-                 "stablehlo.case")
+                 "stablehlo.case", "stablehlo.while")
 #: ops that never run on an accelerator here: named so their refusal says why
 _NOT_PLANNED = ("all_gather", "all_reduce", "all_to_all", "collective_broadcast",
                 "collective_permute", "reduce_scatter", "partition_id", "replica_id", "send",

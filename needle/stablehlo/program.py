@@ -92,12 +92,12 @@ class Program:
                 raise DTypeError(f"@{self.name} uses {v.dtype}, which {self.device} does not "
                                  f"hold (it holds {', '.join(dtypes)}, with int32, int64 and "
                                  f"bool stored in them; the cpu device holds every dtype)")
-        for node in imported.graph.nodes:
+        for node in imported.graph.walk():
             if node.op in IMPORTED_OPS:  # (the reference interpreter's ops only)
                 raise UnsupportedError(f"@{self.name}: {node.op} runs on the cpu device only "
                                        f"(for now), not on {self.device}")
         if _flushes_subnormals(self.device):
-            for node in imported.graph.nodes:
+            for node in imported.graph.walk():
                 value = node.attrs.get("value") if node.op == "constant" else None
                 if value is not None and value.dtype.kind == "f" and _has_subnormals(value):
                     raise UnsupportedError(
@@ -115,7 +115,9 @@ class Program:
 
     @staticmethod
     def graph_values(graph):
-        return list(graph.inputs) + [v for n in graph.nodes for v in n.outputs]
+        """Every value of ``graph`` and of the regions inside it."""
+        inner = [v for n in graph.walk() for region in n.regions or () for v in region.inputs]
+        return list(graph.inputs) + inner + [v for n in graph.walk() for v in n.outputs]
 
     def __call__(self, *args):
         inputs = self.signature.inputs

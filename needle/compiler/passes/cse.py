@@ -44,7 +44,8 @@ def node_key(node):
     attrs = with_defaults(node.op, node.attrs) if opdef(node.op) is not None else node.attrs
     decomposition = (as_text(node.decomposition, digest=True)
                      if node.decomposition is not None else None)
-    return (node.op, tuple(v.id for v in node.inputs), freeze(attrs), decomposition)
+    regions = tuple(as_text(r, digest=True) for r in node.regions or ())
+    return (node.op, tuple(v.id for v in node.inputs), freeze(attrs), decomposition, regions)
 
 
 def cse(graph):

@@ -42,7 +42,7 @@ def evaluate_node(node):
     one = Graph()
     inputs = [one.add_input(v.type) for v in node.inputs]
     copy = one.add(node.op, inputs, [v.type for v in node.outputs], node.attrs,
-                   node.decomposition)
+                   node.decomposition, node.regions)
     one.outputs = list(copy.outputs)
     return evaluate(one, *[known_value(v) for v in node.inputs])
 
