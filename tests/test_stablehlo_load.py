@@ -447,6 +447,40 @@ def test_jax_control_flow_gives_jaxs_results(device, rng, fn):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
+def _sgd_step(params, x, y):
+    def loss(p):
+        return jnp.mean((jnp.tanh(x @ p["w"]) + p["b"] - y) ** 2)
+    value, grads = jax.value_and_grad(loss)(params)
+    return jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads), value
+
+
+def test_donated_arguments_are_updated_in_place(device, rng):
+    """donate_argnums: the parameters given as Tensors take the new values in place (the
+    same Tensors come back, their versions moved on) over three steps that equal JAX's; a
+    donated NumPy argument is left as it was."""
+    params = {"w": rng.standard_normal((4, 3)).astype(np.float32),
+              "b": rng.standard_normal(3).astype(np.float32)}
+    x, y = (rng.standard_normal(s).astype(np.float32) for s in ((8, 4), (8, 3)))
+    step = from_jax(_sgd_step, params, x, y, device=device, donate_argnums=(0,))
+    assert step.program.aliases == {0: 0, 1: 1}  # (the leaves b, w)
+    tensors = {k: needle.Tensor(v, device=device) for k, v in params.items()}
+    versions = {k: t._version for k, t in tensors.items()}
+    want = params
+    for turn in range(1, 4):
+        new, loss = step(tensors, x, y)
+        want, want_loss = jax.jit(_sgd_step)(want, x, y)
+        assert all(new[k] is tensors[k] and tensors[k]._version > versions[k] for k in new)
+        versions = {k: t._version for k, t in tensors.items()}
+        np.testing.assert_allclose(loss.numpy(), want_loss, rtol=1e-5)
+        for k in params:
+            np.testing.assert_allclose(tensors[k].numpy(), want[k], rtol=1e-5, atol=1e-6)
+    kept = {k: v.copy() for k, v in params.items()}
+    new, _ = step(params, x, y)  # NumPy: nothing to update, new Tensors out
+    assert all(np.array_equal(params[k], kept[k]) for k in params)
+    assert not np.array_equal(new["w"].numpy(), params["w"])
+    assert "tf.aliasing_output" in step.program.lower().as_stablehlo()
+
+
 def test_every_imported_op_has_a_converter_and_a_reference():
     """IMPORTED_OPS (the ops only the cpu device runs) all come from a StableHLO converter
     and run on the reference interpreter."""

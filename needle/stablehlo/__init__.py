@@ -69,7 +69,7 @@ def load(text_or_path, device=None, opt_level=2, function=None):
     return Program(imported, device, opt_level)
 
 
-def from_jax(fn, *example_args, device=None, opt_level=2):
+def from_jax(fn, *example_args, device=None, opt_level=2, donate_argnums=()):
     """``fn`` lowered by ``jax.jit`` for arguments like ``example_args`` (pytrees of arrays)
     and loaded as a Needle program: the returned function takes arguments of the same
     structure, shapes and dtypes (NumPy arrays or Needle Tensors) and returns ``fn``'s
@@ -78,8 +78,13 @@ def from_jax(fn, *example_args, device=None, opt_level=2):
 
     Imported here for the first time, JAX is told not to preallocate GPU memory
     (``XLA_PYTHON_CLIENT_PREALLOCATE=false`` unless set), so that it leaves the memory
-    Needle's GPU devices use. JAX decides the program's dtypes (float32 unless ``jax_enable_x64`` is set); donated
-    arguments are not updated in place yet (the results are new arrays).
+    Needle's GPU devices use. JAX decides the program's dtypes (float32 unless
+    ``jax_enable_x64`` is set).
+
+    ``donate_argnums`` are donated as with ``jax.jit``: a donated argument that JAX pairs
+    with an output of its type, given as a Needle Tensor (each leaf of a pytree), is updated
+    in place to that output and returned as it (:attr:`Program.aliases`), as a training
+    step updates its parameters.
     """
     if "jax" not in sys.modules:  # JAX would take 75% of the GPU a Needle device shares
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -87,7 +92,7 @@ def from_jax(fn, *example_args, device=None, opt_level=2):
         import jax  # noqa: PLC0415 - the extra
     except ImportError as e:
         raise ImportError(f"needle.stablehlo.from_jax needs JAX: pip install jax ({e})") from None
-    lowered = jax.jit(fn, keep_unused=True).lower(*example_args)
+    lowered = jax.jit(fn, keep_unused=True, donate_argnums=donate_argnums).lower(*example_args)
     program = load(lowered.as_text(), device=device, opt_level=opt_level)
     in_tree, out_tree = jax.tree_util.tree_structure(example_args), lowered.out_tree
 

@@ -734,4 +734,24 @@ def import_module(module, name=None):
     if any(isinstance(v, tuple) for v in outputs):
         unsupported(func.operation, "a function that returns a tuple")
     graph.outputs = outputs
+    graph.aliases = _donated(func, graph)
     return Imported(graph, fname, conv.int_bound, conv.hazards)
+
+
+def _donated(func, graph):
+    """``{output: input}`` of the arguments JAX donated to an output of their type
+    (``tf.aliasing_output``); a donation without one (``jax.buffer_donor``) updates nothing."""
+    from jaxlib.mlir import ir  # noqa: PLC0415
+    aliases = {}
+    if "arg_attrs" not in func.attributes:
+        return aliases
+    for i, entry in enumerate(ir.ArrayAttr(func.attributes["arg_attrs"])):
+        entry = ir.DictAttr(entry)
+        if "tf.aliasing_output" in entry:
+            out = ir.IntegerAttr(entry["tf.aliasing_output"]).value
+            if not 0 <= out < len(graph.outputs) or out in aliases or \
+                    graph.outputs[out].type != graph.inputs[i].type:
+                unsupported(func.operation, f"argument {i} donated to output {out}, which "
+                                            f"does not exist or has another type")
+            aliases[out] = i
+    return aliases

@@ -3,13 +3,13 @@ compiler's passes, run on the cpu device by the IR's NumPy interpreter (every dt
 native) and on the others by the executor that runs ``needle.compile``'s graphs."""
 import numpy as np
 
-from ..autograd import Tensor
+from ..autograd import Tensor, no_grad
 from ..backend_ndarray import NDArray
 from ..backend_ndarray.device import cpu
 from ..compiler.api import Lowered
 from ..compiler.codegen import generator_for
 from ..compiler.executor import Executor
-from ..compiler.ir import CORE_DTYPES
+from ..compiler.ir import CORE_DTYPES, Graph
 from ..compiler.ops import IMPORTED_OPS
 from ..compiler.passes import run_passes
 from ..compiler import reference
@@ -63,6 +63,9 @@ class Program:
     argument's shape and dtype, and returns a tuple with one result per output: a Tensor
     for a float result, a NumPy array for an integer or boolean one (Needle Tensors hold
     floats). ``prog.signature`` lists the types; ``prog.lower()`` the graph it runs.
+    ``prog.aliases`` (``{output: argument}``) are the arguments the program donates to an
+    output (JAX's ``donate_argnums``): one given as a Tensor is updated in place to that
+    output's values and returned as it; a NumPy argument is left as it was.
     """
 
     def __init__(self, imported, device=None, opt_level=2):
@@ -77,6 +80,8 @@ class Program:
         if not self._native:
             self._check_float_storage(imported)
         self.graph, self.pass_stats = run_passes(graph, opt_level)
+        # donated arguments: run as new outputs, then written into the caller's Tensors
+        self.aliases, self.graph.aliases = dict(self.graph.aliases), {}
         self._executor = None if self._native else Executor(
             self.graph, self.device, index_dtype=self._index_dtype, fused_kernels=opt_level >= 3,
             generator=generator_for(self.device) if opt_level >= 2 else None)
@@ -129,16 +134,27 @@ class Program:
         if self._native:
             outputs = reference.evaluate(self.graph, *[
                 a.numpy() if isinstance(a, NDArray) else a for a in arrays])
-            return tuple(Tensor.make_const(NDArray(o, device=self.device, dtype=o.dtype.name))
-                         if o.dtype.name in _FLOATS else o for o in outputs)
-        outputs = self._executor(*arrays)
-        results = []
-        for out, value in zip(outputs, self.graph.outputs):
-            if value.dtype in _FLOATS:
-                results.append(Tensor.make_const(out))
-            else:
-                results.append(self._executor.numpy([out], [value])[0])
-        return tuple(results)
+            results = [Tensor.make_const(NDArray(o, device=self.device, dtype=o.dtype.name))
+                       if o.dtype.name in _FLOATS else o for o in outputs]
+        else:
+            results = []
+            for out, value in zip(self._executor(*arrays), self.graph.outputs):
+                if value.dtype in _FLOATS:
+                    results.append(Tensor.make_const(out))
+                else:
+                    results.append(self._executor.numpy([out], [value])[0])
+        return tuple(self._update_donated(args, results))
+
+    def _update_donated(self, args, results):
+        """A donated float argument given as a Tensor takes its output's values in place
+        (its version moves on, as with any in-place write) and is returned as that output."""
+        for out, i in self.aliases.items():
+            target = args[i]
+            if isinstance(target, Tensor) and isinstance(results[out], Tensor):
+                with no_grad():
+                    target[...] = results[out]
+                results[out] = target
+        return results
 
     def _argument(self, i, a, shape, dtype):
         if isinstance(a, Tensor):
@@ -165,7 +181,9 @@ class Program:
 
     def lower(self):
         """The Needle IR this program runs (``.as_text()``, ``.as_stablehlo()``)."""
-        return _Lowered(self.graph, self.pass_stats, None)
+        g = self.graph
+        return _Lowered(Graph(g.inputs, g.nodes, g.outputs, self.aliases, g.name),
+                        self.pass_stats, None)
 
     def __repr__(self):
         return f"<needle.stablehlo program @{self.name} {self.signature} on {self.device}>"
