@@ -3,8 +3,8 @@ schedulers (:mod:`needle.optim.lr_scheduler`).
 
 A step is one backend call for all parameters where the backend has it (``sgd_update_many``,
 ``adam_update_many``: the cuda devices), one per parameter where it has ``sgd_update`` /
-``adam_update``, else a few NDArray ops per parameter. Every optimizer has ``step()``, ``reset_grad()``
-(alias ``zero_grad()``), ``state_dict()`` and ``load_state_dict()``.
+``adam_update``, else a few NDArray ops per parameter. Every optimizer has ``step()``,
+``reset_grad()`` (alias ``zero_grad()``), ``state_dict()`` and ``load_state_dict()``.
 
 Example:
     >>> opt = needle.optim.AdamW(model.parameters(), lr=1e-3)

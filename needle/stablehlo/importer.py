@@ -85,7 +85,7 @@ class _RegionConverter(_Converter):
         if found is None:
             outer = self.parent.value(mlir_value)
             if isinstance(outer, tuple):
-                raise KeyError("a tuple read from inside a region")
+                raise KeyError(mlir_value)
             found = self.values[mlir_value] = self.graph.add_input(outer.type)
             self.captured.append(outer)
         return found
@@ -105,8 +105,8 @@ def _regions(op, conv, indices, arguments, name):
         own = [graph.add_input(v.type) for v in arguments]
         try:
             graph.outputs = _convert_block(sub, op.regions[index].blocks[0], own)
-        except KeyError as e:
-            unsupported(op, f"a region that reads {e.args[0] if e.args else 'a value'} from outside")
+        except KeyError:  # (a tuple from outside: the IR has none to pass in)
+            unsupported(op, "a region that reads a tuple from outside it")
         if any(isinstance(v, tuple) for v in graph.outputs):
             unsupported(op, "a region that returns a tuple")
         graphs.append(graph)

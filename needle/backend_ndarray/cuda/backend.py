@@ -730,7 +730,8 @@ class CudaBackend(Backend):
         sfx = self._sfx(params[0].dtype)
         for lo in range(0, len(params), FOREACH_MAX):
             hi = lo + FOREACH_MAX
-            chunk, first_block, blocks = self._foreach_blocks(params[lo:hi])
+            chunk = params[lo:hi]
+            first_block, blocks = self._foreach_blocks(chunk)
             pad = [0] * (FOREACH_MAX - len(chunk))
             packed = _SGD_LIST.pack(
                 *[p.ptr for p in chunk], *pad, *[g.ptr for g in grads[lo:hi]], *pad,
@@ -745,7 +746,8 @@ class CudaBackend(Backend):
         sfx = self._sfx(params[0].dtype)
         for lo in range(0, len(params), FOREACH_MAX):
             hi = lo + FOREACH_MAX
-            chunk, first_block, blocks = self._foreach_blocks(params[lo:hi])
+            chunk = params[lo:hi]
+            first_block, blocks = self._foreach_blocks(chunk)
             pad = [0] * (FOREACH_MAX - len(chunk))
             packed = _ADAM_LIST.pack(
                 *[p.ptr for p in chunk], *pad, *[g.ptr for g in grads[lo:hi]], *pad,
@@ -756,15 +758,16 @@ class CudaBackend(Backend):
                            (packed, lr, beta1, beta2, 1 - beta1, 1 - beta2, eps, weight_decay,
                             1 if weight_decay else 0))
 
-    def _foreach_blocks(self, params):
-        """The params (each marked written), their first blocks (FOREACH_MAX + 1 of them,
-        the unused repeating the total) and the total: up to FOREACH_BLOCKS per tensor."""
+    @staticmethod
+    def _foreach_blocks(params):
+        """Each param's first block (FOREACH_MAX + 1 of them, the unused repeating the total)
+        and the total, up to FOREACH_BLOCKS per tensor; each param is marked written."""
         first, total = [], 0
         for p in params:
             p.wrote()
             first.append(total)
             total += max(1, min(-(-p.size // THREADS), FOREACH_BLOCKS))
-        return params, first + [total] * (FOREACH_MAX + 1 - len(first)), total
+        return first + [total] * (FOREACH_MAX + 1 - len(first)), total
 
     def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
         param.wrote()
