@@ -394,6 +394,40 @@ def test_embedding_compiles_and_replays_on_new_ids(device):
     assert run.stats()["cache_hits"] >= 1
 
 
+@pytest.mark.parametrize("opt_level", [0, 3])
+def test_training_batchnorm_is_one_composite_each_way(opt_level, device, rng):
+    """Where the backend has the fused training BatchNorm (cpu, cuda, cudnn), a traced step
+    keeps it and its gradient as composites (running statistics and the folded conv bias
+    included): run as the backend's kernel at O3, as their decomposition at O0; both as
+    eager computes them (test_compiled_equals_eager checks the whole step)."""
+    if not device.backend.supports("batchnorm_train", "float32"):
+        pytest.skip(f"{device} composes training BatchNorm from simple ops")
+    model = nn.Sequential(nn.Conv(3, 4, 3, device=device), nn.BatchNorm2d(4, device=device),
+                          nn.ReLU()).train()
+    x = needle.Tensor(rng.standard_normal((2, 3, 5, 5)).astype("float32"), device=device)
+    g = needle.Tensor(rng.standard_normal((2, 4, 5, 5)).astype("float32"), device=device)
+    conv, bn = model.modules[0], model.modules[1]
+
+    def step(x, g):
+        for p in model.parameters():
+            p.grad = None
+        (model(x) * g).sum().backward()
+        return conv.weight.grad, conv.bias.grad, bn.weight.grad
+
+    eager = [t.numpy() for t in step(x, g)]
+    run = needle.compile(step, opt_level=opt_level)
+    for _ in range(3):
+        got = run(x, g)
+    for a, b in zip(got, eager):
+        np.testing.assert_allclose(a.numpy(), b, rtol=1e-4, atol=1e-5)
+    text = run.lower(x, g).as_text()
+    assert 'name = "needle.batchnorm_train"' in text
+    assert 'name = "needle.batchnorm_train_backward"' in text
+    assert bn.running_mean._version > 0
+    if opt_level == 3:
+        assert run.stats()["graphs"][0]["fused_kernels"] >= 2
+
+
 def test_state_guards(device, rng):
     """load_state_dict writes in place (the graph stays); rebinding .data rebuilds it."""
     model, _, step = _mlp_step(device, lr=0.1)

@@ -1035,6 +1035,40 @@ def _attention_backward_kernel(node, q, k, v, out, stats, grad):
     return [dq, dk, dv]
 
 
+def _batchnorm_train_kernel(node, x, weight, bias, *rest):
+    a, rest = node.attrs, list(rest)
+    outer, channels, inner = x.shape
+    x_bias = rest.pop(0) if a["x_bias"] else None
+    out = _new(x, x.shape)
+    mean, var, rstd = (_new(weight, (channels,)) for _ in range(3))
+    running = {}
+    if a["running"]:  # updated on copies: the graph's input values must stay
+        new_mean, new_var = NDArray(rest[0]), NDArray(rest[1])
+        running = dict(running_mean=new_mean._handle, running_var=new_var._handle,
+                       momentum=a["momentum"], unbiased=a["unbiased"])
+    x.device.backend.batchnorm_train(
+        *_handles(x, weight, bias), out._handle, mean._handle, var._handle, rstd._handle,
+        channels, inner, a["eps"], a["act"],
+        x_bias=x_bias.compact()._handle if x_bias is not None else None, **running)
+    return [out, mean, var, rstd] + ([new_mean, new_var] if running else [])
+
+
+def _batchnorm_train_backward_kernel(node, grad, x, weight, mean, rstd, *rest):
+    a, rest = node.attrs, list(rest)
+    outer, channels, inner = x.shape
+    out = rest.pop(0) if a["relu"] else None
+    x_bias = rest.pop(0) if a["x_bias"] else None
+    dx, dw, db = _new(x, x.shape), _new(weight, (channels,)), _new(weight, (channels,))
+    dxb = _new(weight, (channels,)) if x_bias is not None else None
+    x.device.backend.batchnorm_train_backward(
+        *_handles(grad, x, weight, mean, rstd), dx._handle, dw._handle, db._handle, channels,
+        inner, "relu" if a["relu"] else "identity",
+        out.compact()._handle if out is not None else None,
+        x_bias.compact()._handle if x_bias is not None else None,
+        dxb._handle if dxb is not None else None)
+    return [dx, dw, db] + ([dxb] if dxb is not None else [])
+
+
 def _cross_entropy_kernel(node, logits, labels):
     rows, cols = logits.shape
     loss, grad = _new(logits, (rows,)), _new(logits, (rows, cols))
@@ -1121,6 +1155,11 @@ FUSED = {
     "needle.embedding_backward": ("embedding_backward", ("rows",), _embedding_backward_kernel),
     "needle.lstm": ("lstm", (), _lstm_kernel),
     "needle.lstm_backward": ("lstm_backward", (), _lstm_backward_kernel),
+    "needle.batchnorm_train": ("batchnorm_train", ("eps", "act", "momentum", "unbiased",
+                                                   "x_bias", "running"),
+                               _batchnorm_train_kernel),
+    "needle.batchnorm_train_backward": ("batchnorm_train_backward", ("relu", "x_bias"),
+                                        _batchnorm_train_backward_kernel),
 }
 #: composites run as their kernel at every level where the backend has it: the embedding's
 #: decompositions gather at data-dependent positions, which the executor reads on the host;

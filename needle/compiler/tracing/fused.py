@@ -1,6 +1,6 @@
 """The fused backend ops a traced step keeps as composites: cross-entropy, the embedding
-lookup and its gradient, attention and its gradient, an LSTM layer and its gradient, and
-the optimizer updates. Each
+lookup and its gradient, attention and its gradient, an LSTM layer and its gradient,
+training-mode BatchNorm and its gradient, and the optimizer updates. Each
 builds its decomposition in plain IR ops, written to compute what the NumPy backend (the
 contract's specification) computes.
 
@@ -138,6 +138,88 @@ def attention_backward(b, q, k, v, out, stats, grad, scale, causal):
         return _bdot(b, ds, k, 2, 1), _bdot(b, ds, q, 1, 1), dv
     return composite(b, "attention_backward", [q, k, v, out, stats, grad], body, scale=scale,
                      causal=causal)
+
+
+def _per_channel(b, vector, like):
+    """(C,) values broadcast along axis 1 of (outer, C, inner) ``like``."""
+    return b.emit("broadcast_in_dim", [vector], broadcast_dimensions=[1], shape=list(like.shape))
+
+
+def _mul(b, *values):
+    out = values[0]
+    for v in values[1:]:
+        out = b.emit("multiply", [out, v])
+    return out
+
+
+def batchnorm_train(b, x, weight, bias, x_bias, running, eps, act, momentum, unbiased):
+    """``(out, mean, var, rstd)`` of the backend's ``batchnorm_train`` on (outer, C, inner)
+    ``x`` (plus ``x_bias`` when given), and with ``running = (running_mean, running_var)``
+    their updated values after those."""
+    inputs = [x, weight, bias] + ([x_bias] if x_bias is not None else []) + list(running or ())
+
+    def body(b, x, w, shift, *rest):
+        rest, dtype = list(rest), x.dtype
+        if x_bias is not None:
+            x = b.emit("add", [x, _per_channel(b, rest.pop(0), x)])
+        outer, channels, inner = x.shape
+        count = b.full(float(outer * inner), (channels,), dtype)
+        mean = b.emit("divide", [b.reduce(x, [0, 2], "add", 0.0), count])
+        centered = b.emit("subtract", [x, _per_channel(b, mean, x)])
+        var = b.emit("divide", [b.reduce(_mul(b, centered, centered), [0, 2], "add", 0.0),
+                                count])
+        rstd = b.emit("divide", [b.full(1.0, (channels,), dtype), b.emit(
+            "sqrt", [b.emit("add", [var, b.full(eps, (channels,), dtype)])])])
+        y = b.emit("add", [_mul(b, centered, _per_channel(b, _mul(b, rstd, w), x)),
+                           _per_channel(b, shift, x)])
+        if act == "relu":
+            y = b.emit("maximum", [y, b.full(0.0, y.shape, dtype)])
+        outs = [y, mean, var, rstd]
+        if running is not None:
+            keep, rate = b.full(1 - momentum, (channels,), dtype), b.full(momentum, (channels,),
+                                                                          dtype)
+            rm, rv = rest
+            outs.append(b.emit("add", [_mul(b, rm, keep), _mul(b, mean, rate)]))
+            outs.append(b.emit("add", [_mul(b, rv, keep), _mul(
+                b, var, b.full(unbiased, (channels,), dtype), rate)]))
+        return outs
+    return composite(b, "batchnorm_train", inputs, body, eps=eps, act=act, momentum=momentum,
+                     unbiased=unbiased, x_bias=x_bias is not None, running=running is not None)
+
+
+def batchnorm_train_backward(b, grad, x, weight, mean, rstd, out, x_bias):
+    """``(dx, dweight, dbias)``, and ``dx_bias`` when ``x_bias`` is given, of
+    :func:`batchnorm_train` given ``grad``; with ``out`` (a ReLU's output) the gradient
+    counts only where ``out > 0``."""
+    inputs = [grad, x, weight, mean, rstd] + ([out] if out is not None else []) + \
+        ([x_bias] if x_bias is not None else [])
+
+    def body(b, g, x, w, mean, rstd, *rest):
+        rest, dtype = list(rest), x.dtype
+        if out is not None:
+            positive = b.emit("compare", [rest.pop(0), b.full(0.0, x.shape, dtype)],
+                              comparison_direction="GT")
+            g = b.emit("select", [positive, g, b.full(0.0, x.shape, dtype)])
+        if x_bias is not None:
+            x = b.emit("add", [x, _per_channel(b, rest.pop(0), x)])
+        outer, channels, inner = x.shape
+        xhat = _mul(b, b.emit("subtract", [x, _per_channel(b, mean, x)]),
+                    _per_channel(b, rstd, x))
+        dw = b.reduce(_mul(b, g, xhat), [0, 2], "add", 0.0)
+        db = b.reduce(g, [0, 2], "add", 0.0)
+        count = float(outer * inner)
+        k = b.emit("divide", [_mul(b, w, rstd), b.full(count, (channels,), dtype)])
+        inner_term = b.emit("subtract", [
+            b.emit("subtract", [_mul(b, g, b.full(count, x.shape, dtype)),
+                                _per_channel(b, db, x)]),
+            _mul(b, xhat, _per_channel(b, dw, x))])
+        dx = _mul(b, _per_channel(b, k, x), inner_term)
+        outs = [dx, dw, db]
+        if x_bias is not None:
+            outs.append(b.reduce(dx, [0, 2], "add", 0.0))
+        return outs
+    return composite(b, "batchnorm_train_backward", inputs, body, relu=out is not None,
+                     x_bias=x_bias is not None)
 
 
 def lstm(b, xp, w_hh, h0, c0):

@@ -28,7 +28,8 @@ _COMPARE = {"eq": "EQ", "ne": "NE", "lt": "LT", "le": "LE", "gt": "GT", "ge": "G
 #: the fused ops recorded as composites (see :mod:`.fused`); the others are declined, so
 #: the ops layer composes them from simple ops that the passes can see through
 RECORDED_FUSED = ("cross_entropy", "embedding", "embedding_backward", "attention",
-                  "attention_backward", "lstm", "lstm_backward", "sgd_update", "adam_update")
+                  "attention_backward", "lstm", "lstm_backward", "batchnorm_train",
+                  "batchnorm_train_backward", "sgd_update", "adam_update")
 
 _NEEDLE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -376,6 +377,37 @@ class RecordingBackend:
                                      t.read(w_hh, (hidden, four)), t.read(c0, (batch, hidden)),
                                      t.read(cs, seq), t.read(gates, (steps, batch, four)))
         for buf, value in zip((dz, dh0, dc0), values):
+            t.write(buf, value)
+
+    def batchnorm_train(self, x, weight, bias, out, mean, var, rstd, channels, inner, eps,
+                        act="identity", running_mean=None, running_var=None, momentum=0.0,
+                        unbiased=1.0, x_bias=None):
+        self.real.batchnorm_train(x, weight, bias, out, mean, var, rstd, channels, inner,
+                                  plain(eps), act, running_mean, running_var, plain(momentum),
+                                  unbiased, x_bias)
+        t = self._use()
+        shape, vec = (x.size // (channels * inner), channels, inner), (channels,)
+        running = None if running_mean is None else (t.read(running_mean, vec),
+                                                     t.read(running_var, vec))
+        values = fused.batchnorm_train(
+            t.b, t.read(x, shape), t.read(weight, vec), t.read(bias, vec),
+            t.read(x_bias, vec) if x_bias is not None else None, running, plain(eps), act,
+            plain(momentum), unbiased)
+        for buf, value in zip((out, mean, var, rstd, running_mean, running_var), values):
+            t.write(buf, value)
+
+    def batchnorm_train_backward(self, grad, x, weight, mean, rstd, dx, dweight, dbias,
+                                 channels, inner, act="identity", out=None, x_bias=None,
+                                 dx_bias=None):
+        self.real.batchnorm_train_backward(grad, x, weight, mean, rstd, dx, dweight, dbias,
+                                           channels, inner, act, out, x_bias, dx_bias)
+        t = self._use()
+        shape, vec = (x.size // (channels * inner), channels, inner), (channels,)
+        values = fused.batchnorm_train_backward(
+            t.b, t.read(grad, shape), t.read(x, shape), t.read(weight, vec), t.read(mean, vec),
+            t.read(rstd, vec), t.read(out, shape) if act == "relu" else None,
+            t.read(x_bias, vec) if x_bias is not None else None)
+        for buf, value in zip((dx, dweight, dbias, dx_bias), values):
             t.write(buf, value)
 
     def sgd_update(self, param, grad, buf, lr, momentum, weight_decay, first_step):
