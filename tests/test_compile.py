@@ -428,6 +428,49 @@ def test_training_batchnorm_is_one_composite_each_way(opt_level, device, rng):
         assert run.stats()["graphs"][0]["fused_kernels"] >= 2
 
 
+CONV_CASES = [(2, 7, 9, 3, 4, 3, 1, 1), (1, 8, 8, 2, 3, 3, 2, 1), (2, 9, 6, 3, 2, 5, 2, 2),
+              (1, 6, 7, 2, 2, 1, 1, 0), (2, 10, 10, 3, 4, 3, 3, 0)]
+
+
+@pytest.mark.parametrize("channels_first", [False, True])
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_composites_decompose_into_the_backends_convolution(case, channels_first, device,
+                                                                  rng):
+    """The recorded conv and conv_backward composites: their decompositions (plain
+    convolutions, on the reference interpreter in float64 and on the device's executor)
+    compute what the NumPy backend's conv and conv_backward compute; odd sizes, strides
+    that skip rows, both layouts."""
+    from needle.backend_ndarray.numpy_backend import NumpyBackend
+    from needle.compiler import reference
+    from needle.compiler.executor import Executor
+    from needle.compiler.ir import Graph, TensorType
+    from needle.compiler.tracing import fused
+    from needle.compiler.tracing.builder import Builder
+    n, h, w, c, co, k, s, p = case
+    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    xs, gs = ((n, c, h, w), (n, co, ho, wo)) if channels_first else ((n, h, w, c), (n, ho, wo, co))
+    x, wt, g = (rng.standard_normal(shape) for shape in (xs, (k, k, c, co), gs))
+    want = [np.empty(n * ho * wo * co), np.empty(x.size), np.empty(wt.size)]
+    NumpyBackend().conv(x.ravel(), wt.ravel(), want[0], (n, h, w, c), k, co, s, p,
+                        channels_first)
+    NumpyBackend().conv_backward(g.ravel(), x.ravel(), wt.ravel(), want[1], want[2],
+                                 (n, h, w, c), k, co, s, p, channels_first)
+    for dtype, tol in (("float64", 1e-12), ("float32", 1e-4)):
+        graph = Graph()
+        b = Builder(graph)
+        ix, iw, ig = (graph.add_input(TensorType(shape, dtype)) for shape in (xs, wt.shape, gs))
+        graph.outputs = [fused.conv(b, ix, iw, s, p, channels_first)] + list(
+            fused.conv_backward(b, ig, ix, iw, s, p, channels_first, True, True))
+        args = [a.astype(dtype) for a in (x, wt, g)]
+        if dtype == "float64":
+            got = reference.evaluate(graph, *args)
+        elif "float32" in device.backend.dtypes:
+            ex = Executor(graph, device)
+            got = ex.numpy(ex(*args))
+        for a, b_ in zip(got, want):
+            np.testing.assert_allclose(a.ravel(), b_, rtol=tol, atol=tol)
+
+
 def test_state_guards(device, rng):
     """load_state_dict writes in place (the graph stays); rebinding .data rebuilds it."""
     model, _, step = _mlp_step(device, lr=0.1)

@@ -470,7 +470,7 @@ MODELS = {
     "batch_norm2d_eval": (lambda: nn.BatchNorm2d(3), (2, 3, 4, 4), False, ["needle.batch_norm"]),
     "conv_bn_relu_eval": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4),
                                                 nn.ReLU()), (2, 3, 6, 6), False,
-                          ["needle.batch_norm"]),
+                          ["needle.batch_norm", "needle.conv"]),  # (the cpu's conv layer op)
     "transformer": (lambda: nn.TransformerLayer(16, 4, 32), (2, 5, 16), True,
                     ["needle.attention", "needle.attention_backward", "needle.linear",
                      "needle.linear_backward", "needle.sgd_update"]),

@@ -1035,6 +1035,31 @@ def _attention_backward_kernel(node, q, k, v, out, stats, grad):
     return [dq, dk, dv]
 
 
+def _nhwc(x, channels_first):
+    n, *rest = x.shape
+    return (n, rest[1], rest[2], rest[0]) if channels_first else x.shape
+
+
+def _conv_kernel(node, x, w):
+    a = node.attrs
+    out = _new(x, node.output.shape)
+    x.device.backend.conv(*_handles(x, w), out._handle, _nhwc(x, a["channels_first"]),
+                          w.shape[0], w.shape[3], a["stride"], a["padding"],
+                          channels_first=a["channels_first"])
+    return out
+
+
+def _conv_backward_kernel(node, grad, x, w):
+    a = node.attrs
+    dx = _new(x, x.shape) if a["dx"] else None
+    dw = _new(w, w.shape) if a["dw"] else None
+    x.device.backend.conv_backward(
+        *_handles(grad, x, w), dx._handle if dx is not None else None,
+        dw._handle if dw is not None else None, _nhwc(x, a["channels_first"]), w.shape[0],
+        w.shape[3], a["stride"], a["padding"], channels_first=a["channels_first"])
+    return [d for d in (dx, dw) if d is not None]
+
+
 def _batchnorm_train_kernel(node, x, weight, bias, *rest):
     a, rest = node.attrs, list(rest)
     outer, channels, inner = x.shape
@@ -1155,6 +1180,9 @@ FUSED = {
     "needle.embedding_backward": ("embedding_backward", ("rows",), _embedding_backward_kernel),
     "needle.lstm": ("lstm", (), _lstm_kernel),
     "needle.lstm_backward": ("lstm_backward", (), _lstm_backward_kernel),
+    "needle.conv": ("conv", ("stride", "padding", "channels_first"), _conv_kernel),
+    "needle.conv_backward": ("conv_backward", ("stride", "padding", "channels_first", "dx",
+                                               "dw"), _conv_backward_kernel),
     "needle.batchnorm_train": ("batchnorm_train", ("eps", "act", "momentum", "unbiased",
                                                    "x_bias", "running"),
                                _batchnorm_train_kernel),

@@ -1,6 +1,7 @@
 """The fused backend ops a traced step keeps as composites: cross-entropy, the embedding
 lookup and its gradient, attention and its gradient, an LSTM layer and its gradient,
-training-mode BatchNorm and its gradient, and the optimizer updates. Each
+training-mode BatchNorm and its gradient, the padded convolution and its gradients, and the
+optimizer updates. Each
 builds its decomposition in plain IR ops, written to compute what the NumPy backend (the
 contract's specification) computes.
 
@@ -220,6 +221,80 @@ def batchnorm_train_backward(b, grad, x, weight, mean, rstd, out, x_bias):
         return outs
     return composite(b, "batchnorm_train_backward", inputs, body, relu=out is not None,
                      x_bias=x_bias is not None)
+
+
+def _conv_numbers(channels_first, lhs=None, rhs=(2, 3), out=None):
+    """``dimension_numbers`` of a convolution on Needle's activations (NCHW with
+    ``channels_first``, else NHWC) and (k, k, c_in, c_out) weights; ``lhs`` / ``out``
+    override the (batch, feature) axes of the input / output, ``rhs`` the kernel's (input,
+    output) feature axes."""
+    batch, feature, spatial = (0, 1, [2, 3]) if channels_first else (0, 3, [1, 2])
+    lhs, out = lhs or (batch, feature), out or (batch, feature, spatial)
+    return {"input_batch_dimension": lhs[0], "input_feature_dimension": lhs[1],
+            "input_spatial_dimensions": spatial, "kernel_input_feature_dimension": rhs[0],
+            "kernel_output_feature_dimension": rhs[1], "kernel_spatial_dimensions": [0, 1],
+            "output_batch_dimension": out[0], "output_feature_dimension": out[1],
+            "output_spatial_dimensions": out[2]}
+
+
+def _convolution(b, lhs, rhs, numbers, padding=((0, 0), (0, 0)), lhs_dilation=(1, 1),
+                 rhs_dilation=(1, 1)):
+    return b.emit("convolution", [lhs, rhs], window_strides=[1, 1],
+                  padding=[list(p) for p in padding], lhs_dilation=list(lhs_dilation),
+                  rhs_dilation=list(rhs_dilation), dimension_numbers=numbers)
+
+
+def conv(b, x, w, stride, padding, channels_first):
+    """The backend's ``conv``: ``x`` convolved with ``w`` at ``stride`` over its zero
+    ``padding``, in the activations' layout."""
+    def body(b, x, w):
+        p = padding
+        return [b.emit("convolution", [x, w], window_strides=[stride, stride],
+                       padding=[[p, p], [p, p]], lhs_dilation=[1, 1], rhs_dilation=[1, 1],
+                       dimension_numbers=_conv_numbers(channels_first))]
+    return composite(b, "conv", [x, w], body, stride=stride, padding=padding,
+                     channels_first=channels_first)[0]
+
+
+def conv_backward(b, grad, x, w, stride, padding, channels_first, want_dx, want_dw):
+    """The backend's ``conv_backward``: ``dx`` (if ``want_dx``) and ``dw`` (if
+    ``want_dw``) of :func:`conv` given ``grad``.
+
+    dx is the convolution of the stride-dilated gradient, padded by k - 1 - p below and
+    what makes h rows above, with the flipped kernel (its feature axes swapped). dw takes
+    the padded input, cut to the rows the windows reach, as the "batch" of channels and its
+    images as the features, and the gradient, dilated by the stride, as the kernel."""
+    def body(b, g, x, w):
+        k, s, p = w.shape[0], stride, padding
+        spatial = [2, 3] if channels_first else [1, 2]
+        sizes = [x.shape[d] for d in spatial]
+        outs = [g.shape[d] for d in spatial]
+        results = []
+        if want_dx:
+            flipped = b.emit("reverse", [w], dimensions=[0, 1])
+            pads = [(k - 1 - p, size + p - 1 - (o - 1) * s) for size, o in zip(sizes, outs)]
+            results.append(_convolution(b, g, flipped, _conv_numbers(channels_first, rhs=(3, 2)),
+                                        pads, lhs_dilation=(s, s)))
+        if want_dw:
+            rank = len(x.shape)
+            low, high = [0] * rank, [0] * rank
+            for d in spatial:
+                low[d] = high[d] = p
+            padded = b.emit("pad", [x, b.scalar(0.0, x.dtype)], edge_padding_low=low,
+                            edge_padding_high=high, interior_padding=[0] * rank)
+            limit = list(padded.shape)
+            for d, o in zip(spatial, outs):
+                limit[d] = (o - 1) * s + k
+            reached = b.emit("slice", [padded], start_indices=[0] * rank, limit_indices=limit,
+                             strides=[1] * rank)
+            batch, feature = (0, 1) if channels_first else (0, 3)
+            numbers = _conv_numbers(channels_first, lhs=(feature, batch), rhs=(batch, feature),
+                                    out=(2, 3, [0, 1]))
+            numbers["kernel_spatial_dimensions"] = spatial
+            results.append(_convolution(b, reached, g, numbers, rhs_dilation=(s, s)))
+        return results
+    return composite(b, "conv_backward", [grad, x, w], body, stride=stride, padding=padding,
+                     channels_first=channels_first, dx=want_dx, dw=want_dw)
 
 
 def lstm(b, xp, w_hh, h0, c0):

@@ -29,7 +29,14 @@ _COMPARE = {"eq": "EQ", "ne": "NE", "lt": "LT", "le": "LE", "gt": "GT", "ge": "G
 #: the ops layer composes them from simple ops that the passes can see through
 RECORDED_FUSED = ("cross_entropy", "embedding", "embedding_backward", "attention",
                   "attention_backward", "lstm", "lstm_backward", "batchnorm_train",
-                  "batchnorm_train_backward", "sgd_update", "adam_update")
+                  "batchnorm_train_backward", "conv", "conv_backward", "sgd_update",
+                  "adam_update")
+
+def _activations(nhwc_shape, channels_first):
+    """The stored shape of activations of NHWC shape ``nhwc_shape``."""
+    n, h, w, c = nhwc_shape
+    return (n, c, h, w) if channels_first else (n, h, w, c)
+
 
 _NEEDLE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -377,6 +384,32 @@ class RecordingBackend:
                                      t.read(w_hh, (hidden, four)), t.read(c0, (batch, hidden)),
                                      t.read(cs, seq), t.read(gates, (steps, batch, four)))
         for buf, value in zip((dz, dh0, dc0), values):
+            t.write(buf, value)
+
+    def conv(self, x, w, out, in_shape, kernel, out_channels, stride, padding,
+             channels_first=False):
+        self.real.conv(x, w, out, in_shape, kernel, out_channels, stride, padding,
+                       channels_first)
+        t = self._use()
+        value = fused.conv(t.b, t.read(x, _activations(in_shape, channels_first)),
+                           t.read(w, (kernel, kernel, in_shape[3], out_channels)), stride,
+                           padding, channels_first)
+        t.write(out, value)
+
+    def conv_backward(self, grad, x, w, dx, dw, in_shape, kernel, out_channels, stride, padding,
+                      channels_first=False):
+        self.real.conv_backward(grad, x, w, dx, dw, in_shape, kernel, out_channels, stride,
+                                padding, channels_first)
+        t = self._use()
+        n, h, wd, _ = in_shape
+        out_shape = (n, (h + 2 * padding - kernel) // stride + 1,
+                     (wd + 2 * padding - kernel) // stride + 1, out_channels)
+        values = fused.conv_backward(
+            t.b, t.read(grad, _activations(out_shape, channels_first)),
+            t.read(x, _activations(in_shape, channels_first)),
+            t.read(w, (kernel, kernel, in_shape[3], out_channels)), stride, padding,
+            channels_first, dx is not None, dw is not None)
+        for buf, value in zip([d for d in (dx, dw) if d is not None], values):
             t.write(buf, value)
 
     def batchnorm_train(self, x, weight, bias, out, mean, var, rstd, channels, inner, eps,
