@@ -447,6 +447,57 @@ def test_jax_control_flow_gives_jaxs_results(device, rng, fn):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
+#: programs whose lowering holds CHLO ops (legalized into StableHLO on load), and where
+#: they run: everywhere, or (with the reason a GPU device gives) on cpu only
+CHLO_PROGRAMS = {
+    "erf": (lambda x: jax.scipy.special.erf(x), None),
+    "gelu_exact": (lambda x: jax.nn.gelu(x, approximate=False), None),
+    "erf_inv": (lambda x: jax.scipy.special.erfinv(jnp.tanh(x) * 0.9), "log_plus_one"),
+    "lgamma": (lambda x: lax.lgamma(jnp.abs(x) + 0.5), "log_plus_one"),
+    "top_k": (lambda x: lax.top_k(x, 3), "sort"),
+    "random_normal": (lambda x: jax.random.normal(jax.random.PRNGKey(3), x.shape) + x,
+                      "uint32"),
+}
+
+
+@pytest.mark.parametrize("name", CHLO_PROGRAMS)
+def test_jax_programs_with_chlo_ops_give_jaxs_results(device, rng, name):
+    """JAX lowers erf, erf_inv (jax.random.normal), lgamma and top_k to CHLO ops, which
+    StableHLO's chlo-legalize-to-stablehlo pass rewrites on load: they then run as any
+    program does (top_k's sort in total order), or are refused by name where they cannot."""
+    fn, gpu_refusal = CHLO_PROGRAMS[name]
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+    assert "chlo." in jax.jit(fn).lower(x).as_text()
+    if device.name != "cpu" and gpu_refusal is not None:
+        with pytest.raises((UnsupportedError, needle.DTypeError), match=gpu_refusal):
+            from_jax(fn, x, device=device)
+        return
+    got = jax.tree_util.tree_leaves(from_jax(fn, x, device=device)(x),
+                                    is_leaf=lambda t: isinstance(t, needle.Tensor))
+    for g, w in zip(_values(got), jax.tree_util.tree_leaves(jax.jit(fn)(x))):
+        np.testing.assert_allclose(g, w, rtol=2e-6, atol=2e-6)
+
+
+def test_a_total_order_sort_puts_signed_zeros_and_nans_in_place():
+    """sort with compare_type TOTALORDER (what lax.top_k and jnp.sort of floats become):
+    -NaN < -inf < -0.0 < 0.0 < inf < NaN, as IEEE's totalOrder; other TOTALORDER
+    comparisons are still refused."""
+    text = _module("""  %0:2 = "stablehlo.sort"(%x, %i) ({
+  ^bb0(%a: tensor<f32>, %b: tensor<f32>, %c: tensor<i32>, %d: tensor<i32>):
+    %p = stablehlo.compare LT, %a, %b, TOTALORDER : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    stablehlo.return %p : tensor<i1>
+  }) {dimension = 0 : i64} : (tensor<6xf32>, tensor<6xi32>) -> (tensor<6xf32>, tensor<6xi32>)
+  func.return %0#1 : tensor<6xi32>""", "%x: tensor<6xf32>, %i: tensor<6xi32>", "tensor<6xi32>")
+    x = np.array([np.nan, 0.0, -0.0, -np.inf, 1.0, -np.nan], np.float32)
+    x[5] = np.copysign(np.float32(np.nan), np.float32(-1.0))
+    order = load(text)(x, np.arange(6, dtype=np.int32))[0]
+    np.testing.assert_array_equal(order, [5, 3, 2, 1, 4, 0])
+    compare = _module("""  %0 = stablehlo.compare LT, %x, %x, TOTALORDER : (tensor<2xf32>, tensor<2xf32>) -> tensor<2xi1>
+  func.return %0 : tensor<2xi1>""", "%x: tensor<2xf32>", "tensor<2xi1>")
+    with pytest.raises(UnsupportedError, match="TOTALORDER"):
+        load(compare)
+
+
 def _sgd_step(params, x, y):
     def loss(p):
         return jnp.mean((jnp.tanh(x @ p["w"]) + p["b"] - y) ** 2)

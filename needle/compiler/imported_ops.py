@@ -166,7 +166,8 @@ _imported("dynamic_slice", VARIADIC, _dynamic_slice, {"slice_sizes": INTS})
 _imported("dynamic_update_slice", VARIADIC, _dynamic_update_slice)
 
 _imported("sort", VARIADIC, _same_types,  # (always stable, which satisfies is_stable)
-          {"dimension": INT, "key": INT, "direction": one_of("LT", "GT")})
+          {"dimension": INT, "key": INT, "direction": one_of("LT", "GT"),
+           "total_order": BOOL})  # (floats: -NaN < -inf < -0.0 < 0.0 < inf < NaN)
 _imported("reduce_window", 2, _reduce_window,              # (operand, init_value)
     {"window_dimensions": INTS, "window_strides": INTS, "base_dilations": INTS,
      "window_dilations": INTS, "padding": PADDING,

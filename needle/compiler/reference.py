@@ -691,9 +691,18 @@ def _dynamic_update_slice(node, x, update, *starts):
     return out
 
 
+def _total_order_key(x):
+    """Signed integers ordered as IEEE's totalOrder orders the floats ``x``: -NaN < -inf <
+    ... < -0.0 < 0.0 < ... < inf < NaN (a negative float's other bits flipped)."""
+    bits = x.view(np.dtype(f"int{x.dtype.itemsize * 8}"))
+    return np.where(bits < 0, bits ^ np.iinfo(bits.dtype).max, bits)
+
+
 def _sort(node, *xs):
     a = node.attrs
     dim, key = a["dimension"], xs[a["key"]]
+    if a.get("total_order"):
+        key = _total_order_key(key)
     if a["direction"] == "LT":
         order = np.argsort(key, axis=dim, kind="stable")
     else:  # descending and stable: the ascending order of the reversed key, mirrored

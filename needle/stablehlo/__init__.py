@@ -39,7 +39,24 @@ def _parse(text):
             module = ir.Module.parse(text)
         except ir.MLIRError as e:
             raise ValueError(f"not a StableHLO module jaxlib can parse: {e}") from None
+        if "chlo." in text:
+            _legalize_chlo(module)
     return ctx, module
+
+
+def _legalize_chlo(module):
+    """CHLO ops (JAX emits ``chlo.erf``, ``erf_inv``, ``erfc``, ``lgamma``, ``top_k``, ...
+    in ordinary programs: ``jax.random.normal``, exact GELU) rewritten into StableHLO by
+    StableHLO's own ``chlo-legalize-to-stablehlo`` pass."""
+    from jaxlib.mlir import passmanager  # noqa: PLC0415
+    from jaxlib.mlir._mlir_libs import _stablehlo  # noqa: PLC0415
+    _stablehlo.register_stablehlo_passes()
+    try:
+        passmanager.PassManager.parse(
+            "builtin.module(func.func(chlo-legalize-to-stablehlo))").run(module.operation)
+    except Exception as e:  # noqa: BLE001 - an op the pass cannot lower stays, and is refused
+        raise UnsupportedError(f"a CHLO op StableHLO's legalization cannot lower: "
+                               f"{str(e).splitlines()[0][:200]}") from None
 
 
 def load(text_or_path, device=None, opt_level=2, function=None):

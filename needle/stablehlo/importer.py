@@ -178,19 +178,23 @@ def _is_finite(op, conv, inputs):
                      comparison_direction="LT")
 
 
-def compare_kind(op, compare_type, dtype):
+def compare_kind(op, compare_type, dtype, total_order=False):
     """Refuse a ``compare_type`` that is not the comparison the dtype makes (the spec's C3:
     FLOAT for floats and complex, SIGNED for signed integers, UNSIGNED for unsigned ones
-    and i1) or that Needle does not make (TOTALORDER)."""
+    and i1) or that Needle does not make (TOTALORDER, but where ``total_order``: a sort of
+    real floats). Returns whether the comparison is TOTALORDER."""
     if compare_type is None:
-        return
+        return False
     kind = enum_value(compare_type)
     natural = "FLOAT" if dtype.startswith(("float", "bfloat", "complex")) else \
         "SIGNED" if dtype.startswith("int") else "UNSIGNED"
     if kind == "TOTALORDER":
+        if total_order and dtype.startswith(("float", "bfloat")):
+            return True
         unsupported(op, "compare_type TOTALORDER (-0.0 below 0.0, NaNs ordered)")
     if kind != natural:
         unsupported(op, f"compare_type {kind} of {dtype} values ({natural} is what they take)")
+    return False
 
 
 def _compare(op, conv, inputs):
@@ -395,31 +399,34 @@ def _fft(op, conv, inputs):
                      fft_length=ints(attr(op, "fft_length")))
 
 
-def _comparison(op, region, what):
-    """``(direction, k)`` of a body ``return compare(arg 2k, arg 2k+1)`` (a comparator of
-    operand k; arguments swapped flip the direction), else refuse."""
+def _comparison(op, region, what, total_order=False):
+    """``(direction, k, total)`` of a body ``return compare(arg 2k, arg 2k+1)`` (a
+    comparator of operand k; arguments swapped flip the direction; ``total``: a
+    TOTALORDER comparison, accepted where ``total_order``), else refuse."""
     block = op.regions[region].blocks[0]
     args, body = list(block.arguments), [o.operation for o in block.operations]
     if len(body) == 2 and body[0].name == "stablehlo.compare" and \
             body[1].operands[0] == body[0].results[0]:
         direction = enum_value(attr(body[0], "comparison_direction"))
         a, b = list(body[0].operands)
-        compare_kind(op, attr(body[0], "compare_type"), tensor_type(op, a.type)[1])
+        total = compare_kind(op, attr(body[0], "compare_type"), tensor_type(op, a.type)[1],
+                             total_order)
         if a in args and b in args:
             i, j = args.index(a), args.index(b)
             if {i, j} == {i - i % 2, i - i % 2 + 1}:
                 flipped = {"GT": "LT", "LT": "GT", "GE": "LE", "LE": "GE"}
-                return (direction if i < j else flipped.get(direction, direction)), i // 2
+                return (direction if i < j else flipped.get(direction, direction)), i // 2, \
+                    total
     unsupported(op, f"a {what} other than one compare (GT, LT, GE or LE) of an operand's "
                     f"two arguments")
 
 
 def _sort(op, conv, inputs):
-    direction, key = _comparison(op, 0, "comparator")
+    direction, key, total = _comparison(op, 0, "comparator", total_order=True)
     if direction not in ("GT", "LT"):
         unsupported(op, f"a sort comparator {direction} (GT and LT sort)")
     return conv.emit(op, "sort", inputs, dimension=integer(attr(op, "dimension")), key=key,
-                     direction=direction)
+                     direction=direction, total_order=total)
 
 
 def _pairs(flat, rank):
@@ -447,7 +454,7 @@ def _reduce_window(op, conv, inputs):
 
 
 def _select_and_scatter(op, conv, inputs):
-    select, _ = _comparison(op, 0, "select")
+    select, _, _ = _comparison(op, 0, "select")
     computation = _body_computation(op, "scatter", region=1)
     if computation not in ("add", "max", "min"):
         unsupported(op, f"a scatter body {computation}")
