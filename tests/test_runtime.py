@@ -1,0 +1,172 @@
+"""needle.runtime: the NumPy-level ops against float64 NumPy (and PyTorch's convolution) on
+every device, their *_into forms and errors; the autotune cache's file handling (corrupt,
+truncated and foreign files, two processes writing at once)."""
+import json
+import multiprocessing
+import warnings
+
+import numpy as np
+import pytest
+
+import needle
+import needle.runtime as rt
+from needle.errors import DTypeError, ShapeError
+from needle.runtime import tune_cache as tc
+
+torch = pytest.importorskip("torch")
+
+
+def _attention_ref(q, k, v, causal):
+    q, k, v = (a.astype(np.float64) for a in (q, k, v))
+    s = q @ k.T / np.sqrt(q.shape[1])
+    if causal:  # keys after each query masked, aligned to the last key
+        offset = k.shape[0] - q.shape[0]
+        s = np.where(np.arange(k.shape[0])[None, :] <= np.arange(q.shape[0])[:, None] + offset,
+                     s, -np.inf)
+    p = np.exp(s - s.max(1, keepdims=True))
+    return (p / p.sum(1, keepdims=True)) @ v
+
+
+def _conv_ref(x, w, b, stride, padding, relu):
+    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    y = torch.nn.functional.conv2d(t(x), t(w), None if b is None else t(b), stride=stride,
+                                   padding=padding)
+    return (torch.relu(y) if relu else y).numpy()
+
+
+@pytest.mark.parametrize("m,k,n", [(7, 13, 5), (64, 32, 48), (1, 1, 1)])
+def test_matmul2d(device, rng, m, k, n):
+    a, b = rng.standard_normal((m, k)).astype("float32"), rng.standard_normal((k, n)).astype("float32")
+    got = rt.matmul2d(a, b, device=device)
+    assert isinstance(got, np.ndarray) and got.dtype == np.float32
+    np.testing.assert_allclose(got, a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("seq_q,seq_k,dim", [(8, 8, 16), (5, 9, 12), (12, 12, 32)])
+def test_attention2d(device, rng, seq_q, seq_k, dim, causal):
+    q = rng.standard_normal((seq_q, dim)).astype("float32")
+    k, v = (rng.standard_normal((seq_k, dim)).astype("float32") for _ in range(2))
+    np.testing.assert_allclose(rt.attention2d(q, k, v, causal=causal, device=device),
+                               _attention_ref(q, k, v, causal), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("n,c,h,co,k,stride,padding,bias", [
+    (1, 3, 16, 16, 3, 1, 1, True), (2, 3, 28, 16, 3, 2, 1, False), (2, 4, 9, 5, 5, 1, 2, True)])
+def test_conv2d(device, rng, n, c, h, co, k, stride, padding, bias, relu):
+    x = rng.standard_normal((n, c, h, h + 1)).astype("float32")
+    w = rng.standard_normal((co, c, k, k)).astype("float32")
+    b = rng.standard_normal(co).astype("float32") if bias else None
+    fn = rt.conv2d_relu if relu else rt.conv2d
+    np.testing.assert_allclose(fn(x, w, b, stride=stride, padding=padding, device=device),
+                               _conv_ref(x, w, b, stride, padding, relu), rtol=1e-4, atol=1e-4)
+
+
+def test_tensors_in_give_tensors_on_their_device(device, rng):
+    a, b = (rng.standard_normal((4, 4)).astype("float32") for _ in range(2))
+    ta, tb = needle.Tensor(a, device=device), needle.Tensor(b, device=device)
+    got = rt.matmul2d(ta, tb)
+    assert isinstance(got, needle.Tensor) and got.device == device
+    np.testing.assert_allclose(got.numpy(), a @ b, rtol=1e-5, atol=1e-5)
+
+
+def test_into_writes_the_callers_array_and_checks_it(device, rng):
+    a, b = (rng.standard_normal((6, 6)).astype("float32") for _ in range(2))
+    out = np.full((6, 6), np.nan, np.float32)
+    assert rt.matmul2d_into(a, b, out, device=device) is out
+    np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ShapeError, match=r"out has shape \(6, 5\), the result has shape \(6, 6\)"):
+        rt.matmul2d_into(a, b, np.empty((6, 5), np.float32), device=device)
+    with pytest.raises(DTypeError, match="out is float64, the result is float32"):
+        rt.matmul2d_into(a, b, np.empty((6, 6)), device=device)
+    q = rng.standard_normal((4, 8)).astype("float32")
+    att = np.empty((4, 8), np.float32)
+    rt.attention2d_into(q, q, q, att, device=device)
+    np.testing.assert_allclose(att, _attention_ref(q, q, q, False), rtol=1e-5, atol=1e-5)
+    x, w = rng.standard_normal((1, 2, 5, 5)).astype("float32"), \
+        rng.standard_normal((3, 2, 3, 3)).astype("float32")
+    conv = needle.Tensor(np.zeros((1, 3, 5, 5), np.float32), device=device)
+    rt.conv2d_into(x, w, conv, relu=True, device=device)
+    np.testing.assert_allclose(conv.numpy(), _conv_ref(x, w, None, 1, 1, True), rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_bad_inputs_get_clear_errors(device):
+    a = np.ones((3, 4), np.float32)
+    with pytest.raises(DTypeError, match="input 0 is int64; NumPy-level ops take float32"):
+        rt.matmul2d(np.ones((3, 4), np.int64), a.T, device=device)
+    with pytest.raises(DTypeError, match="several dtypes"):
+        rt.matmul2d(a, np.ones((4, 2)), device=device)
+    with pytest.raises(ShapeError, match="inner sizes differ"):
+        rt.matmul2d(a, a, device=device)
+    with pytest.raises(ShapeError, match="must share the head dim"):
+        rt.attention2d(a, np.ones((3, 5), np.float32), a, device=device)
+    with pytest.raises(ShapeError, match="w's in-channels must be x's channels"):
+        rt.conv2d(np.ones((1, 3, 5, 5), np.float32), np.ones((2, 4, 3, 3), np.float32),
+                  device=device)
+    view = np.ones((8, 8), np.float32)[::2, ::2]  # not contiguous: copied, not refused
+    np.testing.assert_allclose(rt.matmul2d(view, view, device=device), view @ view)
+
+
+# -- the autotune cache -------------------------------------------------------------------
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEEDLE_CACHE_DIR", str(tmp_path))
+    return tmp_path / "tune.json"
+
+
+def test_choices_persist_under_keys_naming_what_they_depend_on(cache):
+    k = tc.key("matmul", "NVIDIA H200", [(64, 64), (64, 64)], ["float32"],
+               {"driver": "580.159.04", "cublas": "13.0"})
+    assert "device=NVIDIA H200" in k and "driver=580.159.04" in k and "op=matmul" in k
+    assert k != tc.key("matmul", "NVIDIA H100", [(64, 64), (64, 64)], ["float32"],
+                       {"driver": "580.159.04", "cublas": "13.0"})
+    assert tc.lookup(k) is None
+    tc.store(k, {"engine": "vendor", "algo": 3}, {"vendor": 7.5, "needle": 9.1})
+    entry = tc.lookup(k)
+    assert entry["choice"] == {"engine": "vendor", "algo": 3}
+    assert entry["times_us"] == {"vendor": 7.5, "needle": 9.1}
+    assert json.loads(cache.read_text())["format"] == tc.FORMAT
+    assert set(tc.tune_cache()) == {k}
+    tc.clear_tune_cache()
+    assert tc.tune_cache() == {} and not cache.exists()
+
+
+@pytest.mark.parametrize("contents", [
+    "not json at all", '{"format": 1, "needle": "0.1.0", "entr',  # garbage, truncated
+    json.dumps({"format": 99, "needle": "0.1.0", "entries": {}}),  # another format
+    json.dumps({"format": 1, "needle": "0.0.1", "entries": {"k": {"choice": 1}}}),  # version
+    json.dumps({"format": 1, "needle": needle.__version__, "entries": {"k": 3}}),
+])
+def test_a_file_that_is_not_ours_is_set_aside_never_used(cache, contents):
+    cache.write_text(contents)
+    with pytest.warns(RuntimeWarning, match="could not be used"):
+        assert tc.lookup("k") is None
+    assert not cache.exists() and len(list(cache.parent.glob("tune.json.bad-*"))) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # rebuilt: no more warnings
+        tc.store("k", "fresh")
+        assert tc.lookup("k")["choice"] == "fresh"
+
+
+def _writer(root, name, count):
+    import os
+    os.environ["NEEDLE_CACHE_DIR"] = root
+    from needle.runtime import tune_cache
+    for i in range(count):
+        tune_cache.store(f"{name}-{i}", i)
+
+
+def test_two_processes_writing_at_once_keep_every_entry(cache):
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(cache.parent), name, 40))
+             for name in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    entries = tc.tune_cache()
+    assert set(entries) == {f"{n}-{i}" for n in "ab" for i in range(40)}
+    assert not list(cache.parent.glob("*.tmp"))
