@@ -170,3 +170,31 @@ def test_two_processes_writing_at_once_keep_every_entry(cache):
     entries = tc.tune_cache()
     assert set(entries) == {f"{n}-{i}" for n in "ab" for i in range(40)}
     assert not list(cache.parent.glob("*.tmp"))
+
+
+# -- the capability matrix -------------------------------------------------------------------
+def test_capabilities_describe_every_device_and_why_one_is_missing():
+    caps = rt.capabilities()
+    assert set(caps) == {d.name for d in needle.all_devices()}
+    for dev in needle.all_devices():
+        c = caps[dev.name]
+        assert c["built"] and c["available"] == dev.enabled()
+        if not c["available"]:
+            assert "pip install" in c["reason"]
+            continue
+        assert c["dtypes"] == list(dev.backend.dtypes) and "float32" in c["dtypes"]
+        assert all(dev.backend.supports(op) for op in c["fused_ops"] + c["layer_ops"])
+        assert c["graph_replay"] and c["compute"]
+    cpu = caps["cpu"]
+    assert cpu["memory"] is None and "batchnorm_train" in cpu["layer_ops"]
+    assert rt.capabilities("cpu").keys() == {"cpu"}
+
+
+def test_the_markdown_says_where_it_was_made():
+    from needle.runtime import devices as cap
+    text = cap.markdown()
+    assert text.startswith("# Capabilities of Needle's devices")
+    assert "Made by `python -m needle.runtime.capabilities --markdown`" in text
+    for dev in needle.all_devices():
+        assert f"| `{dev.name}` |" in text
+    assert cap.main([]) == 0
