@@ -198,3 +198,57 @@ def test_the_markdown_says_where_it_was_made():
     for dev in needle.all_devices():
         assert f"| `{dev.name}` |" in text
     assert cap.main([]) == 0
+
+
+# -- the trace ---------------------------------------------------------------------------------
+@pytest.fixture
+def tracing():
+    from needle.runtime import trace
+    trace.clear()
+    trace.enable()
+    yield trace
+    trace.disable()
+    trace.clear()
+
+
+def test_the_trace_has_one_event_per_op(device, rng, tracing):
+    a = rng.standard_normal((8, 8)).astype("float32")
+    x = needle.Tensor(a, device=device)
+    (x @ x).relu().sum()
+    rt.matmul2d(a, a, device=device)
+    step = needle.compile(lambda t: (t * 2.0).sum())
+    for _ in range(4):
+        step(x)
+    events = tracing.events()
+    eager = [e["op"] for e in events if e["kind"] == "eager"]
+    assert eager[:3] == ["MatMul", "ReLU", "Summation"]
+    runtime = [e for e in events if e["kind"] == "runtime"]
+    assert [e["op"] for e in runtime] == ["matmul2d"]
+    assert runtime[0]["shapes"] == [(8, 8), (8, 8)] and runtime[0]["bytes"] == 3 * 8 * 8 * 4
+    compiled = [e for e in events if e["kind"] == "compiled"]
+    assert len(compiled) == 4 and all(e["op"] == "<lambda>" for e in compiled)
+    for e in events:
+        assert e["device"] == str(device) and e["dtype"] == "float32"
+        assert e["host_us"] > 0 and e["gpu_us"] is None and e["bytes"] > 0
+    assert [e["start_us"] for e in events] == sorted(e["start_us"] for e in events)
+    text = tracing.timeline()
+    assert "MatMul" in text and "matmul2d" in text and "compiled" in text
+
+
+def test_the_trace_exports_chrome_json_and_disabling_restores_the_hot_path(tmp_path, tracing):
+    from needle.autograd import Value
+    from needle.compiler.api import Compiled
+    x = needle.Tensor(np.ones((3, 3), np.float32))
+    (x + x).exp()
+    path = tracing.export_chrome_trace(tmp_path / "trace.json")
+    data = json.loads(path.read_text())
+    assert [e["name"] for e in data["traceEvents"]] == ["EWiseAdd", "Exp"]
+    assert all(e["ph"] == "X" and e["dur"] > 0 for e in data["traceEvents"])
+    traced_make = Value.__dict__["make_from_op"]
+    tracing.disable()
+    assert Value.__dict__["make_from_op"] is not traced_make
+    assert Value.__dict__["make_from_op"].__func__.__qualname__ == "Value.make_from_op"
+    assert Compiled.__dict__["__call__"].__qualname__ == "Compiled.__call__"
+    before = len(tracing.events())
+    (x + x).exp()
+    assert len(tracing.events()) == before  # nothing recorded while disabled

@@ -26,6 +26,7 @@ from .. import ops
 from ..autograd import Tensor, no_grad
 from ..backend_ndarray.device import BackendDevice, default_device, device as device_named
 from ..errors import DTypeError, ShapeError
+from .trace import record
 
 _FLOATS = ("float32", "float64")
 
@@ -102,12 +103,14 @@ def _matmul(a, b, device):
         return ta @ tb, as_tensor
 
 
+@record
 def matmul2d(a, b, device=None):
     """``a @ b`` of (m, k) and (k, n) arrays."""
     y, as_tensor = _matmul(a, b, device)
     return _result(y, as_tensor)
 
 
+@record
 def matmul2d_into(a, b, out, device=None):
     """:func:`matmul2d` written into ``out`` (m, n); returns ``out``."""
     return _into("matmul2d_into", _matmul(a, b, device)[0], out)
@@ -128,6 +131,7 @@ def _attention(q, k, v, causal, device):
         return ops.reshape(y, (sq, d)), as_tensor
 
 
+@record
 def attention2d(q, k, v, causal=False, device=None):
     """``softmax(q kᵀ / sqrt(dim)) v`` of (seq, dim) arrays; ``causal`` masks keys after
     each query (aligned to the last key when q is shorter)."""
@@ -135,6 +139,7 @@ def attention2d(q, k, v, causal=False, device=None):
     return _result(y, as_tensor)
 
 
+@record
 def attention2d_into(q, k, v, out, causal=False, device=None):
     """:func:`attention2d` written into ``out`` (seq_q, dim); returns ``out``."""
     return _into("attention2d_into", _attention(q, k, v, causal, device)[0], out)
@@ -162,6 +167,7 @@ def _conv(x, w, bias, stride, padding, relu, device):
         return y, as_tensor
 
 
+@record
 def conv2d(x, w, bias=None, stride=1, padding=1, device=None):
     """The 2-D convolution of NCHW ``x`` with OIHW ``w`` (square kernels), zero
     ``padding`` on each side, plus ``bias`` (c_out,) if given; NCHW out."""
@@ -169,12 +175,14 @@ def conv2d(x, w, bias=None, stride=1, padding=1, device=None):
     return _result(y, as_tensor)
 
 
+@record
 def conv2d_relu(x, w, bias=None, stride=1, padding=1, device=None):
     """``relu(conv2d(x, w, bias, ...))``."""
     y, as_tensor = _conv(x, w, bias, stride, padding, True, device)
     return _result(y, as_tensor)
 
 
+@record
 def conv2d_into(x, w, out, bias=None, stride=1, padding=1, relu=False, device=None):
     """:func:`conv2d` (with ``relu``, :func:`conv2d_relu`) written into ``out``; returns
     ``out``."""
