@@ -252,3 +252,41 @@ def test_the_trace_exports_chrome_json_and_disabling_restores_the_hot_path(tmp_p
     before = len(tracing.events())
     (x + x).exp()
     assert len(tracing.events()) == before  # nothing recorded while disabled
+
+
+# -- resident sessions -------------------------------------------------------------------------
+@pytest.mark.parametrize("sync", ["end", "always"])
+def test_a_session_gives_the_one_shot_results_and_downloads_only_on_get(device, rng, sync,
+                                                                       monkeypatch):
+    a, b = (rng.standard_normal((16, 16)).astype("float32") for _ in range(2))
+    q = rng.standard_normal((6, 8)).astype("float32")
+    x = rng.standard_normal((1, 3, 8, 8)).astype("float32")
+    w, bias = rng.standard_normal((4, 3, 3, 3)).astype("float32"), \
+        rng.standard_normal(4).astype("float32")
+    want = [rt.matmul2d(a, b, device=device), rt.attention2d(q, q, q, causal=True, device=device),
+            rt.conv2d_relu(x, w, bias, device=device)]
+    downloads = []
+    real = type(device.backend).to_numpy
+    monkeypatch.setattr(type(device.backend), "to_numpy",
+                        lambda self, *args: downloads.append(1) or real(self, *args))
+    with rt.session(device, sync=sync) as s:
+        ta, tb, tq, tx, tw, tbias = (s.put(v) for v in (a, b, q, x, w, bias))
+        for _ in range(3):  # repeated calls: launches only
+            c = s.matmul2d(ta, tb)
+        att = s.attention2d(tq, tq, tq, causal=True)
+        conv = s.conv2d_relu(tx, tw, tbias)
+        assert not downloads
+        got = [s.get(c), s.get(att), s.get(conv)]
+        assert len(downloads) == 3
+    for g, w_ in zip(got, want):
+        np.testing.assert_allclose(g, w_, rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match="session has ended"):
+        s.matmul2d(ta, tb)
+
+
+def test_a_session_refuses_host_arrays_and_unknown_sync(device):
+    with pytest.raises(ValueError, match="sync must be one of"):
+        rt.session(device, sync="sometimes")
+    with rt.session(device) as s:
+        with pytest.raises(TypeError, match=r"put it on the session first \(s.put\(array\)\)"):
+            s.matmul2d(np.ones((2, 2), np.float32), s.put(np.ones((2, 2), np.float32)))
