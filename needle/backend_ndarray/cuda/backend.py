@@ -728,46 +728,45 @@ class CudaBackend(Backend):
     def sgd_update_many(self, params, grads, bufs, lr, momentum, weight_decay, first_steps):
         flags = (1 if weight_decay else 0) | (2 if momentum else 0)
         sfx = self._sfx(params[0].dtype)
-        for lo in range(0, len(params), FOREACH_MAX):
-            hi = lo + FOREACH_MAX
-            chunk = params[lo:hi]
-            first_block, blocks = self._foreach_blocks(chunk)
-            pad = [0] * (FOREACH_MAX - len(chunk))
+        for part, first_block, blocks, pad in self._foreach(params):
             packed = _SGD_LIST.pack(
-                *[p.ptr for p in chunk], *pad, *[g.ptr for g in grads[lo:hi]], *pad,
-                *[b.ptr if b is not None else 0 for b in bufs[lo:hi]], *pad,
-                *[p.size for p in chunk], *pad, *first_block,
-                *[flags | (4 if first else 0) for first in first_steps[lo:hi]], *pad, len(chunk))
+                *[p.ptr for p in params[part]], *pad, *[g.ptr for g in grads[part]], *pad,
+                *[b.ptr if b is not None else 0 for b in bufs[part]], *pad,
+                *[p.size for p in params[part]], *pad, *first_block,
+                *[flags | (4 if first else 0) for first in first_steps[part]], *pad,
+                len(params[part]))
             self.rt.launch(("sgd_many", sfx), (blocks, 1, 1), _BLOCK,
                            (packed, lr, momentum, weight_decay))
 
     def adam_update_many(self, params, grads, ms, vs, lr, beta1, beta2, eps, weight_decay,
                          steps):
         sfx = self._sfx(params[0].dtype)
-        for lo in range(0, len(params), FOREACH_MAX):
-            hi = lo + FOREACH_MAX
-            chunk = params[lo:hi]
-            first_block, blocks = self._foreach_blocks(chunk)
-            pad = [0] * (FOREACH_MAX - len(chunk))
+        for part, first_block, blocks, pad in self._foreach(params):
             packed = _ADAM_LIST.pack(
-                *[p.ptr for p in chunk], *pad, *[g.ptr for g in grads[lo:hi]], *pad,
-                *[m.ptr for m in ms[lo:hi]], *pad, *[v.ptr for v in vs[lo:hi]], *pad,
-                *[p.size for p in chunk], *pad, *[1 - beta1 ** t for t in steps[lo:hi]], *pad,
-                *[1 - beta2 ** t for t in steps[lo:hi]], *pad, *first_block, len(chunk))
+                *[p.ptr for p in params[part]], *pad, *[g.ptr for g in grads[part]], *pad,
+                *[m.ptr for m in ms[part]], *pad, *[v.ptr for v in vs[part]], *pad,
+                *[p.size for p in params[part]], *pad,
+                *[1 - beta1 ** t for t in steps[part]], *pad,
+                *[1 - beta2 ** t for t in steps[part]], *pad, *first_block, len(params[part]))
             self.rt.launch(("adam_many", sfx), (blocks, 1, 1), _BLOCK,
                            (packed, lr, beta1, beta2, 1 - beta1, 1 - beta2, eps, weight_decay,
                             1 if weight_decay else 0))
 
     @staticmethod
-    def _foreach_blocks(params):
-        """Each param's first block (FOREACH_MAX + 1 of them, the unused repeating the total)
-        and the total, up to FOREACH_BLOCKS per tensor; each param is marked written."""
-        first, total = [], 0
-        for p in params:
-            p.wrote()
-            first.append(total)
-            total += max(1, min(-(-p.size // THREADS), FOREACH_BLOCKS))
-        return first + [total] * (FOREACH_MAX + 1 - len(first)), total
+    def _foreach(params):
+        """Per launch of an ``*_update_many`` kernel (up to FOREACH_MAX tensors): the slice
+        of the lists it takes, each tensor's first block (FOREACH_MAX + 1 of them, the unused
+        repeating the total), the total (up to FOREACH_BLOCKS per tensor) and the zeros that
+        pad the struct's arrays. Each param is marked written."""
+        for lo in range(0, len(params), FOREACH_MAX):
+            part = slice(lo, lo + FOREACH_MAX)
+            first, total = [], 0
+            for p in params[part]:
+                p.wrote()
+                first.append(total)
+                total += max(1, min(-(-p.size // THREADS), FOREACH_BLOCKS))
+            yield (part, first + [total] * (FOREACH_MAX + 1 - len(first)), total,
+                   [0] * (FOREACH_MAX - len(first)))
 
     def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
         param.wrote()
