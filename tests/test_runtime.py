@@ -290,3 +290,40 @@ def test_a_session_refuses_host_arrays_and_unknown_sync(device):
     with rt.session(device) as s:
         with pytest.raises(TypeError, match=r"put it on the session first \(s.put\(array\)\)"):
             s.matmul2d(np.ones((2, 2), np.float32), s.put(np.ones((2, 2), np.float32)))
+
+
+# -- the CPU crossover ---------------------------------------------------------------------------
+def test_auto_measures_once_keeps_the_choice_and_the_trace_names_it(rng, cache, monkeypatch,
+                                                                   tracing):
+    from needle.runtime import crossover
+    acc = crossover.accelerator()
+    if acc is None:
+        pytest.skip("no accelerator here: 'auto' is the cpu (next test)")
+    timed = []
+    real = crossover._best_us
+    monkeypatch.setattr(crossover, "_best_us", lambda run: timed.append(1) or real(run))
+    a = rng.standard_normal((32, 32)).astype("float32")
+    got = rt.matmul2d(a, a, device="auto")
+    np.testing.assert_allclose(got, a.astype(np.float64) @ a, rtol=1e-5, atol=1e-5)
+    assert len(timed) == 2  # the cpu and the accelerator, once each
+    (entry,) = tc.tune_cache().values()
+    assert entry["choice"] in ("cpu", acc.name) and set(entry["times_us"]) == {"cpu", acc.name}
+    rt.matmul2d(a, a, device="auto")
+    assert len(timed) == 2  # kept: not measured again
+    outer = [e for e in tracing.events() if e["kind"] == "runtime"][-1]
+    assert outer["device"] == str(needle.device(entry["choice"]))
+    np.testing.assert_allclose(rt.conv2d(np.ones((1, 2, 4, 4), np.float32),
+                                         np.ones((3, 2, 3, 3), np.float32), device="auto"),
+                               _conv_ref(np.ones((1, 2, 4, 4)), np.ones((3, 2, 3, 3)), None, 1,
+                                         1, False), rtol=1e-5)
+
+
+def test_auto_without_an_accelerator_or_with_tensors_measures_nothing(rng, cache,
+                                                                     monkeypatch):
+    from needle.runtime import crossover
+    monkeypatch.setattr(crossover, "ACCELERATORS", ())
+    a = rng.standard_normal((4, 4)).astype("float32")
+    np.testing.assert_allclose(rt.matmul2d(a, a, device="auto"), a @ a, rtol=1e-5)
+    assert tc.tune_cache() == {}
+    t = needle.Tensor(a)
+    assert rt.matmul2d(t, t, device="auto").device == t.device  # where the Tensors are

@@ -5,7 +5,9 @@ Inputs are float32 or float64 arrays (a non-contiguous array is copied first; an
 dtype raises :class:`~needle.errors.DTypeError`), all of one dtype. A call with NumPy inputs
 returns a NumPy array (the result is downloaded); a call with Needle Tensors returns a
 Tensor on their device (nothing is downloaded). ``device`` (a Needle device or its name)
-defaults to the Tensors' device, else the default device (cpu). The ``*_into`` forms write
+defaults to the Tensors' device, else the default device (cpu); ``"auto"`` runs NumPy
+inputs where this machine was measured to run them faster, the cpu for small ones
+(:mod:`.crossover`). The ``*_into`` forms write
 into ``out`` (a NumPy array, or a Tensor on the device), whose shape and dtype must be the
 result's exactly: a mismatch raises :class:`~needle.errors.ShapeError` or
 :class:`~needle.errors.DTypeError` naming both.
@@ -29,6 +31,19 @@ from ..errors import DTypeError, ShapeError
 from .trace import record
 
 _FLOATS = ("float32", "float64")
+
+
+def _placed(name, arrays, device, run):
+    """``device``, or for ``"auto"`` where this call runs: where the Tensors given are, else
+    the crossover's choice for these NumPy arrays (:mod:`.crossover`; ``run(dev)`` computes
+    the call on ``dev``)."""
+    if not (isinstance(device, str) and device == "auto"):
+        return device
+    arrays = [a for a in arrays if a is not None]
+    if any(isinstance(a, Tensor) for a in arrays):
+        return None
+    from . import crossover  # noqa: PLC0415
+    return crossover.choose(name, [np.asarray(a) for a in arrays], run)
 
 
 def _device_of(arrays, device):
@@ -106,6 +121,7 @@ def _matmul(a, b, device):
 @record
 def matmul2d(a, b, device=None):
     """``a @ b`` of (m, k) and (k, n) arrays."""
+    device = _placed("matmul2d", (a, b), device, lambda dev: matmul2d(a, b, dev))
     y, as_tensor = _matmul(a, b, device)
     return _result(y, as_tensor)
 
@@ -113,6 +129,7 @@ def matmul2d(a, b, device=None):
 @record
 def matmul2d_into(a, b, out, device=None):
     """:func:`matmul2d` written into ``out`` (m, n); returns ``out``."""
+    device = _placed("matmul2d", (a, b), device, lambda dev: matmul2d(a, b, dev))
     return _into("matmul2d_into", _matmul(a, b, device)[0], out)
 
 
@@ -135,6 +152,8 @@ def _attention(q, k, v, causal, device):
 def attention2d(q, k, v, causal=False, device=None):
     """``softmax(q kᵀ / sqrt(dim)) v`` of (seq, dim) arrays; ``causal`` masks keys after
     each query (aligned to the last key when q is shorter)."""
+    device = _placed("attention2d", (q, k, v), device,
+                     lambda dev: attention2d(q, k, v, causal, dev))
     y, as_tensor = _attention(q, k, v, causal, device)
     return _result(y, as_tensor)
 
@@ -142,6 +161,8 @@ def attention2d(q, k, v, causal=False, device=None):
 @record
 def attention2d_into(q, k, v, out, causal=False, device=None):
     """:func:`attention2d` written into ``out`` (seq_q, dim); returns ``out``."""
+    device = _placed("attention2d", (q, k, v), device,
+                     lambda dev: attention2d(q, k, v, causal, dev))
     return _into("attention2d_into", _attention(q, k, v, causal, device)[0], out)
 
 
@@ -171,6 +192,8 @@ def _conv(x, w, bias, stride, padding, relu, device):
 def conv2d(x, w, bias=None, stride=1, padding=1, device=None):
     """The 2-D convolution of NCHW ``x`` with OIHW ``w`` (square kernels), zero
     ``padding`` on each side, plus ``bias`` (c_out,) if given; NCHW out."""
+    device = _placed("conv2d", (x, w, bias), device,
+                     lambda dev: conv2d(x, w, bias, stride, padding, dev))
     y, as_tensor = _conv(x, w, bias, stride, padding, False, device)
     return _result(y, as_tensor)
 
@@ -178,6 +201,8 @@ def conv2d(x, w, bias=None, stride=1, padding=1, device=None):
 @record
 def conv2d_relu(x, w, bias=None, stride=1, padding=1, device=None):
     """``relu(conv2d(x, w, bias, ...))``."""
+    device = _placed("conv2d_relu", (x, w, bias), device,
+                     lambda dev: conv2d_relu(x, w, bias, stride, padding, dev))
     y, as_tensor = _conv(x, w, bias, stride, padding, True, device)
     return _result(y, as_tensor)
 
@@ -186,5 +211,8 @@ def conv2d_relu(x, w, bias=None, stride=1, padding=1, device=None):
 def conv2d_into(x, w, out, bias=None, stride=1, padding=1, relu=False, device=None):
     """:func:`conv2d` (with ``relu``, :func:`conv2d_relu`) written into ``out``; returns
     ``out``."""
+    fn = conv2d_relu if relu else conv2d
+    device = _placed(fn.__name__, (x, w, bias), device,
+                     lambda dev: fn(x, w, bias, stride, padding, dev))
     return _into("conv2d_into", _conv(x, w, bias, stride, padding, relu, device)[0], out)
 

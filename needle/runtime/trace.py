@@ -90,7 +90,12 @@ def _describe(kind, fn, args, kwargs, result):
         device = tensors[0].device
     else:
         from ..backend_ndarray.device import default_device, device as named  # noqa: PLC0415
-        device = kwargs.get("device") or default_device()
+        device = kwargs.get("device") or (args[-1] if kind == "runtime" and args and
+                                          isinstance(args[-1], str) else None)
+        if device == "auto":  # where the crossover placed the call
+            from .crossover import last  # noqa: PLC0415
+            device = last[0]
+        device = device or default_device()
         device = named(device) if isinstance(device, str) else device
     if kind == "eager":
         name = type(args[1]).__name__
