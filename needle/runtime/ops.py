@@ -39,7 +39,6 @@ def _placed(name, arrays, device, run):
     the call on ``dev``)."""
     if not (isinstance(device, str) and device == "auto"):
         return device
-    arrays = [a for a in arrays if a is not None]
     if any(isinstance(a, Tensor) for a in arrays):
         return None
     from . import crossover  # noqa: PLC0415
@@ -109,6 +108,7 @@ def _into(name, y, out):
 
 # -- matmul ---------------------------------------------------------------------------------
 def _matmul(a, b, device):
+    device = _placed("matmul2d", (a, b), device, lambda dev: _result(*_matmul(a, b, dev)))
     dev = _device_of((a, b), device)
     (ta, tb), as_tensor = _inputs("matmul2d", (a, b), dev)
     (m, k), (k2, n) = _shape_of("matmul2d", "a", ta, 2), _shape_of("matmul2d", "b", tb, 2)
@@ -121,7 +121,6 @@ def _matmul(a, b, device):
 @record
 def matmul2d(a, b, device=None):
     """``a @ b`` of (m, k) and (k, n) arrays."""
-    device = _placed("matmul2d", (a, b), device, lambda dev: matmul2d(a, b, dev))
     y, as_tensor = _matmul(a, b, device)
     return _result(y, as_tensor)
 
@@ -129,12 +128,13 @@ def matmul2d(a, b, device=None):
 @record
 def matmul2d_into(a, b, out, device=None):
     """:func:`matmul2d` written into ``out`` (m, n); returns ``out``."""
-    device = _placed("matmul2d", (a, b), device, lambda dev: matmul2d(a, b, dev))
     return _into("matmul2d_into", _matmul(a, b, device)[0], out)
 
 
 # -- attention ------------------------------------------------------------------------------
 def _attention(q, k, v, causal, device):
+    device = _placed("attention2d", (q, k, v), device,
+                     lambda dev: _result(*_attention(q, k, v, causal, dev)))
     dev = _device_of((q, k, v), device)
     (tq, tk, tv), as_tensor = _inputs("attention2d", (q, k, v), dev)
     (sq, d), (sk, dk), (sv, dv) = (_shape_of("attention2d", n, t, 2)
@@ -152,8 +152,6 @@ def _attention(q, k, v, causal, device):
 def attention2d(q, k, v, causal=False, device=None):
     """``softmax(q kᵀ / sqrt(dim)) v`` of (seq, dim) arrays; ``causal`` masks keys after
     each query (aligned to the last key when q is shorter)."""
-    device = _placed("attention2d", (q, k, v), device,
-                     lambda dev: attention2d(q, k, v, causal, dev))
     y, as_tensor = _attention(q, k, v, causal, device)
     return _result(y, as_tensor)
 
@@ -161,16 +159,16 @@ def attention2d(q, k, v, causal=False, device=None):
 @record
 def attention2d_into(q, k, v, out, causal=False, device=None):
     """:func:`attention2d` written into ``out`` (seq_q, dim); returns ``out``."""
-    device = _placed("attention2d", (q, k, v), device,
-                     lambda dev: attention2d(q, k, v, causal, dev))
     return _into("attention2d_into", _attention(q, k, v, causal, device)[0], out)
 
 
 # -- convolution ----------------------------------------------------------------------------
 def _conv(x, w, bias, stride, padding, relu, device):
     name = "conv2d_relu" if relu else "conv2d"
-    dev = _device_of((x, w) + ((bias,) if bias is not None else ()), device)
     arrays = (x, w) + ((bias,) if bias is not None else ())
+    device = _placed(name, arrays, device,
+                     lambda dev: _result(*_conv(x, w, bias, stride, padding, relu, dev)))
+    dev = _device_of(arrays, device)
     tensors, as_tensor = _inputs(name, arrays, dev)
     tx, tw = tensors[:2]
     (n, c, h, wd), (co, ci, kh, kw) = _shape_of(name, "x", tx, 4), _shape_of(name, "w", tw, 4)
@@ -192,8 +190,6 @@ def _conv(x, w, bias, stride, padding, relu, device):
 def conv2d(x, w, bias=None, stride=1, padding=1, device=None):
     """The 2-D convolution of NCHW ``x`` with OIHW ``w`` (square kernels), zero
     ``padding`` on each side, plus ``bias`` (c_out,) if given; NCHW out."""
-    device = _placed("conv2d", (x, w, bias), device,
-                     lambda dev: conv2d(x, w, bias, stride, padding, dev))
     y, as_tensor = _conv(x, w, bias, stride, padding, False, device)
     return _result(y, as_tensor)
 
@@ -201,8 +197,6 @@ def conv2d(x, w, bias=None, stride=1, padding=1, device=None):
 @record
 def conv2d_relu(x, w, bias=None, stride=1, padding=1, device=None):
     """``relu(conv2d(x, w, bias, ...))``."""
-    device = _placed("conv2d_relu", (x, w, bias), device,
-                     lambda dev: conv2d_relu(x, w, bias, stride, padding, dev))
     y, as_tensor = _conv(x, w, bias, stride, padding, True, device)
     return _result(y, as_tensor)
 
@@ -211,8 +205,5 @@ def conv2d_relu(x, w, bias=None, stride=1, padding=1, device=None):
 def conv2d_into(x, w, out, bias=None, stride=1, padding=1, relu=False, device=None):
     """:func:`conv2d` (with ``relu``, :func:`conv2d_relu`) written into ``out``; returns
     ``out``."""
-    fn = conv2d_relu if relu else conv2d
-    device = _placed(fn.__name__, (x, w, bias), device,
-                     lambda dev: fn(x, w, bias, stride, padding, dev))
     return _into("conv2d_into", _conv(x, w, bias, stride, padding, relu, device)[0], out)
 

@@ -29,10 +29,6 @@ _events = []
 _T0 = time.perf_counter()
 
 
-def enabled():
-    return _state["enabled"]
-
-
 def enable(gpu_times=False):
     """Start recording (again; :func:`clear` forgets what was recorded)."""
     if _state["enabled"]:
@@ -147,10 +143,10 @@ def _timed(call, kind):
 
 def record(fn):
     """Decorator: ``fn`` (a NumPy-level op) makes a ``"runtime"`` event when tracing."""
+    timed = _timed(fn, "runtime")
+
     def traced(*args, **kwargs):
-        if not _state["enabled"]:
-            return fn(*args, **kwargs)
-        return _timed(fn, "runtime")(*args, **kwargs)
+        return timed(*args, **kwargs) if _state["enabled"] else fn(*args, **kwargs)
     traced.__name__, traced.__doc__, traced.__wrapped__ = fn.__name__, fn.__doc__, fn
     return traced
 

@@ -683,8 +683,8 @@ class CudaBackend(Backend):
     def batchnorm(self, x, x_bias, mean, var, weight, bias, out, channels, inner, eps, act):
         n = out.size
         self._map(("batchnorm", act, self._sfx(x.dtype)), n,
-                  (x.ptr, x_bias.ptr if x_bias is not None else 0, mean.ptr, var.ptr, weight.ptr,
-                   bias.ptr, out.ptr, n, channels, inner, eps))
+                  (x.ptr, _ptr(x_bias), mean.ptr, var.ptr, weight.ptr, bias.ptr, out.ptr, n,
+                   channels, inner, eps))
 
     def batchnorm_train(self, x, weight, bias, out, mean, var, rstd, channels, inner, eps,
                         act="identity", running_mean=None, running_var=None, momentum=0.0,
@@ -722,8 +722,8 @@ class CudaBackend(Backend):
         flags = (1 if weight_decay else 0) | (2 if buf is not None else 0) | (4 if first_step else 0)
         param.wrote()
         self._map(("sgd", self._sfx(param.dtype)), param.size,
-                  (param.ptr, grad.ptr, buf.ptr if buf is not None else 0, lr, momentum,
-                   weight_decay, flags, param.size))
+                  (param.ptr, grad.ptr, _ptr(buf), lr, momentum, weight_decay, flags,
+                   param.size))
 
     def sgd_update_many(self, params, grads, bufs, lr, momentum, weight_decay, first_steps):
         flags = (1 if weight_decay else 0) | (2 if momentum else 0)
@@ -731,7 +731,7 @@ class CudaBackend(Backend):
         for part, first_block, blocks, pad in self._foreach(params):
             packed = _SGD_LIST.pack(
                 *[p.ptr for p in params[part]], *pad, *[g.ptr for g in grads[part]], *pad,
-                *[b.ptr if b is not None else 0 for b in bufs[part]], *pad,
+                *[_ptr(b) for b in bufs[part]], *pad,
                 *[p.size for p in params[part]], *pad, *first_block,
                 *[flags | (4 if first else 0) for first in first_steps[part]], *pad,
                 len(params[part]))

@@ -28,7 +28,6 @@ from . import cublaslt, graphs
 #: numpy dtype -> its name (numpy's ``dtype.name`` is a Python property: ~1 us a call)
 _NAMES = {np.dtype(name): name for name in ("float32", "float64")}
 _LINEAR_EPILOGUE = {"identity": "bias", "relu": "relu", "gelu": "gelu"}
-_SUPPORTED = {}  # (op, dtype) -> CudnnBackend.supports's answer
 
 
 class CudnnBackend(CudaBackend):
@@ -78,13 +77,6 @@ class CudnnBackend(CudaBackend):
             raise ValueError(f"matmul precision must be one of {cublaslt.PRECISIONS}, "
                              f"not {precision!r}")
         cls.matmul_precision = precision
-
-    def supports(self, op, dtype=None):
-        key = (op, dtype)  # (asked on every op: decided once per op and dtype)
-        found = _SUPPORTED.get(key)
-        if found is None:
-            found = _SUPPORTED[key] = super().supports(op, dtype)
-        return found
 
     def _cudnn_attention(self, dtype):
         """cuDNN's flash attention reads bf16 only: it runs when the user opted in to bf16

@@ -147,6 +147,7 @@ def _per_channel(b, vector, like):
 
 
 def _mul(b, *values):
+    """The product of ``values``, left to right."""
     out = values[0]
     for v in values[1:]:
         out = b.emit("multiply", [out, v])
@@ -329,12 +330,6 @@ def lstm_backward(b, dhs, dcs, w_hh, c0, cs, gates):
         one = b.full(1.0, (batch, hidden), cs.dtype)
         dh, dc, dz = None, None, [None] * steps
 
-        def mul(*values):
-            out = values[0]
-            for v in values[1:]:
-                out = b.emit("multiply", [out, v])
-            return out
-
         def one_minus(v):
             return b.emit("subtract", [one, v])
 
@@ -348,12 +343,12 @@ def lstm_backward(b, dhs, dcs, w_hh, c0, cs, gates):
             tc = b.emit("tanh", [c])
             dc_t = _slice(b, dcs, 0, t, t + 1, (batch, hidden))
             dc = dc_t if dc is None else b.emit("add", [dc_t, dc])
-            dc = b.emit("add", [dc, mul(dh, o, one_minus(mul(tc, tc)))])
-            dz[t] = b.emit("concatenate", [mul(dc, g, i, one_minus(i)),
-                                           mul(dc, c_prev, f, one_minus(f)),
-                                           mul(dc, i, one_minus(mul(g, g))),
-                                           mul(dh, tc, o, one_minus(o))], dimension=1)
-            dc = mul(dc, f)
+            dc = b.emit("add", [dc, _mul(b, dh, o, one_minus(_mul(b, tc, tc)))])
+            dz[t] = b.emit("concatenate", [_mul(b, dc, g, i, one_minus(i)),
+                                           _mul(b, dc, c_prev, f, one_minus(f)),
+                                           _mul(b, dc, i, one_minus(_mul(b, g, g))),
+                                           _mul(b, dh, tc, o, one_minus(o))], dimension=1)
+            dc = _mul(b, dc, f)
             dh = _dot(b, dz[t], w_t)
         return [_steps(b, dz), dh, dc]
     return composite(b, "lstm_backward", [dhs, dcs, w_hh, c0, cs, gates], body)
